@@ -1,0 +1,125 @@
+"""Input pipelines for the PyTorch worker: NVIDIA DALI over the ImageNet folder layout, or
+synthetic tensors.
+
+lbbench's GlobalBatchSampler chooses the files (so the sample order is the same for every np,
+see lbbench/sampling.py) and DALI does the rest: file bytes enter through external_source,
+then decode (CPU here, "mixed" = GPU decode on clusters), augmentation and normalisation.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from lbbench.data_layout import list_split
+from lbbench.sampling import GlobalBatchSampler, eval_shard
+from lbbench.spec import RunSpec
+
+MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+class _FileBatches:
+    """Feeds DALI (encoded bytes, labels) batches from an index iterator."""
+
+    def __init__(self, files: list[str], labels: list[int], indices: Iterator[np.ndarray]):
+        self.files, self.labels, self.indices = files, np.asarray(labels, dtype=np.int32), indices
+
+    def __call__(self):
+        idx = next(self.indices)
+        return ([np.fromfile(self.files[i], dtype=np.uint8) for i in idx],
+                [self.labels[i:i + 1] for i in idx])
+
+
+def _pipeline(source, batch: int, size: int, train: bool, augment: str, seed: int, gpu: int | None):
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=batch, num_threads=2, device_id=gpu, seed=seed, prefetch_queue_depth=2)
+    def pipe():
+        encoded, labels = fn.external_source(source=source, num_outputs=2, batch=True,
+                                             dtype=[types.UINT8, types.INT32])
+        images = fn.decoders.image(encoded, device="cpu" if gpu is None else "mixed", output_type=types.RGB)
+        mirror = False
+        if train and augment == "imagenet":
+            images = fn.random_resized_crop(images, size=(size, size))
+            mirror = fn.random.coin_flip(probability=0.5)
+        elif augment == "imagenet":   # evaluation: resize the shorter side, then centre-crop
+            images = fn.resize(images, resize_shorter=round(size / 0.875))
+        else:
+            images = fn.resize(images, resize_x=size, resize_y=size)
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", crop=(size, size),
+                                          mean=MEAN, std=STD, mirror=mirror)
+        return images, labels
+    p = pipe()
+    p.build()
+    return p
+
+
+class DaliLoader:
+    """``next(loader)`` -> (images NCHW float32, labels int64) as torch tensors."""
+
+    def __init__(self, pipe, count: int | None = None):
+        self.pipe, self.count = pipe, count
+
+    def __next__(self):
+        images, labels = self.pipe.run()
+        if hasattr(images, "as_cpu"):
+            images = images.as_cpu()
+        x = torch.from_numpy(np.array(images.as_tensor()))
+        y = torch.from_numpy(np.array(labels.as_tensor()).reshape(-1).astype(np.int64))
+        return x, y
+
+
+def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: int | None = None):
+    sampler = GlobalBatchSampler(spec.data.train_samples, spec.global_batch, spec.virtual_workers, spec.seed)
+    stream = sampler.stream(rank, spec.accum, epoch, step)
+    if spec.data.kind == "synthetic":
+        return _SyntheticLoader(spec, stream)
+    files, labels, _ = list_split(f"{spec.data.path}/train")
+    _check_count(spec, "train", len(files), spec.data.train_samples)
+    pipe = _pipeline(_FileBatches(files, labels, stream), sampler.micro_batch, spec.data.image_size, True,
+                     spec.data.augment, seed=spec.seed * 1000 + rank, gpu=gpu)
+    return DaliLoader(pipe)
+
+
+def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
+    """A callable returning this rank's evaluation batches (a fresh pass each call)."""
+    shards = eval_shard(spec.data.eval_samples, rank, size, spec.eval_batch)
+    if spec.data.kind == "synthetic":
+        g = torch.Generator().manual_seed(10_000 + spec.seed)
+        fixed = [_synthetic(spec, len(s), g) for s in shards]
+        return lambda: iter(fixed)
+    files, labels, _ = list_split(f"{spec.data.path}/val")
+    _check_count(spec, "val", len(files), spec.data.eval_samples)
+
+    def forever():
+        while True:
+            yield from shards
+    pipe = _pipeline(_FileBatches(files, labels, forever()), spec.eval_batch, spec.data.image_size, False,
+                     spec.data.augment, seed=spec.seed, gpu=gpu)
+    loader = DaliLoader(pipe)
+    return lambda: (next(loader) for _ in shards)
+
+
+def _check_count(spec: RunSpec, split: str, found: int, expected: int) -> None:
+    if found != expected:
+        raise RuntimeError(f"{spec.data.path}/{split} holds {found} images but the run expects {expected}; "
+                           "re-plan the suite against this data directory")
+
+
+def _synthetic(spec: RunSpec, n: int, g: torch.Generator):
+    s = spec.data.image_size
+    return torch.randn(n, 3, s, s, generator=g), torch.randint(0, spec.data.classes, (n,), generator=g)
+
+
+class _SyntheticLoader:
+    """Random images with fixed labels per sample index, so runs stay reproducible."""
+
+    def __init__(self, spec: RunSpec, stream):
+        self.spec, self.stream = spec, stream
+
+    def __next__(self):
+        idx = next(self.stream)
+        g = torch.Generator().manual_seed(int(idx[0]) * 7919 + self.spec.seed)
+        return _synthetic(self.spec, len(idx), g)

@@ -1,0 +1,58 @@
+"""Launchers turn (RunSpec, run dir) into the command that starts the worker processes.
+
+The worker never changes per launcher: every launcher ends in
+``python -m lbbench.backends.<framework>.train RUN_DIR``. Adding a launcher = one function
+here that returns an argv list.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from lbbench.spec import RunSpec
+
+LAUNCHERS = ("local", "mpirun")
+
+
+def worker_argv(spec: RunSpec, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", f"lbbench.backends.{spec.framework}.train", str(run_dir)]
+
+
+def _tool(name: str) -> str:
+    """Prefer the tool next to this interpreter (the venv's horovodrun / Open MPI)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def local_command(spec: RunSpec, run_dir: Path) -> list[str]:
+    # Gloo controller: needs only horovodrun's own rendezvous, no MPI.
+    return [_tool("horovodrun"), "-np", str(spec.np), "-H", f"localhost:{spec.np}", "--gloo",
+            *worker_argv(spec, run_dir)]
+
+
+def mpirun_command(spec: RunSpec, run_dir: Path, hostfile: str | None = None) -> list[str]:
+    """Open MPI, built by hand: ``horovodrun --mpi`` passes single-dash options that Open MPI 5
+    misreads (PLATFORM.md). Flags follow Horovod's docs: no binding, slot mapping, and the
+    environment the workers need exported with -x."""
+    cmd = [_tool("mpirun"), "-np", str(spec.np), "--bind-to", "none", "--map-by", "slot"]
+    if hostfile:
+        cmd += ["--hostfile", hostfile]
+    elif spec.np > (os.cpu_count() or 1):
+        cmd += ["--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd += ["--allow-run-as-root"]
+    for var in ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "LBBENCH_PLATFORM",
+                "TF_USE_LEGACY_KERAS", "HOROVOD_FUSION_THRESHOLD", "NCCL_DEBUG"):
+        if var in os.environ:
+            cmd += ["-x", var]
+    return cmd + worker_argv(spec, run_dir)
+
+
+def command(launcher: str, spec: RunSpec, run_dir: Path) -> list[str]:
+    if launcher == "local":
+        return local_command(spec, run_dir)
+    if launcher == "mpirun":
+        return mpirun_command(spec, run_dir, os.environ.get("LBBENCH_HOSTFILE"))
+    raise ValueError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")

@@ -1,0 +1,1 @@
+"""Reports from a results directory alone (framework-free)."""

@@ -1,0 +1,87 @@
+"""Time-to-accuracy tables: one row per (method, global batch, framework), built only from the
+summary.json files under a results directory.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lbbench.store import iter_run_dirs, read_summary
+
+COLUMNS = ["method", "global_batch", "framework", "np", "runs", "seeds", "status", "epochs_to_target",
+           "steps_to_target", "samples_to_target", "time_to_target_s", "best_top1", "images_per_s"]
+
+
+def collect(results: Path) -> list[dict[str, Any]]:
+    out = []
+    for rdir in iter_run_dirs(results):
+        s = read_summary(rdir)
+        out.append(s if s else {"run_id": rdir.name, "status": "unfinished", **_from_spec(rdir)})
+    return out
+
+
+def _from_spec(rdir: Path) -> dict[str, Any]:
+    import yaml
+    spec = yaml.safe_load((rdir / "run.yaml").read_text())
+    return {k: spec[k] for k in ("label", "method", "global_batch", "framework", "np", "seed")}
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for s in summaries:
+        groups[(s.get("label", s.get("method")), s["global_batch"], s["framework"])].append(s)
+    out = []
+    for (label, batch, fw), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        ok = [r for r in runs if r["status"] == "success"]
+        counts: dict[str, int] = defaultdict(int)
+        for r in runs:
+            counts[r["status"]] += 1
+        status = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
+        out.append(dict(
+            method=label, global_batch=batch, framework=fw,
+            np="/".join(str(n) for n in sorted({r["np"] for r in runs})),
+            runs=len(runs), seeds=len({r["seed"] for r in runs}), status=status,
+            epochs_to_target=_mean([r["epochs_to_target"] for r in ok]),
+            steps_to_target=_mean([r["steps_to_target"] for r in ok]),
+            samples_to_target=_mean([r["samples_to_target"] for r in ok]),
+            time_to_target_s=_mean([r["time_to_target_s"] for r in ok]),
+            best_top1=_mean([r["best_top1"] for r in runs if r.get("best_top1") is not None]),
+            images_per_s=_mean([r["images_per_s"] for r in runs if r.get("images_per_s")]),
+        ))
+    return out
+
+
+def _fmt(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if key == "best_top1":
+        return f"{v:.4f}"
+    if key in ("epochs_to_target",):
+        return f"{v:.1f}" if v != int(v) else str(int(v))
+    if key in ("steps_to_target", "samples_to_target", "images_per_s"):
+        return f"{v:,.0f}"
+    if key == "time_to_target_s":
+        return f"{v:.1f}"
+    return str(v)
+
+
+def markdown(table: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(c, r[c]) for c in COLUMNS) + " |" for r in table]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(table)
+    return buf.getvalue()

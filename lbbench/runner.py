@@ -1,0 +1,120 @@
+"""`lbbench run`: every cell of a suite through its launcher, with live progress.
+
+Completed runs (summary.json with a final status) are skipped; a per-run lock keeps two
+`lbbench run` processes on one results directory from running the same cell; a worker that
+dies without a summary gets a `failed` summary with the reason and the log tail.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lbbench import launch
+from lbbench.metrics import read_metrics
+from lbbench.spec import RunSpec
+from lbbench.store import is_done, read_summary, run_dir, write_json
+
+PARTIAL_FILES = ("metrics.jsonl", "mllog.txt", "summary.json", "worker.log")
+
+
+def select(runs: list[RunSpec], only: str | None) -> list[RunSpec]:
+    if not only:
+        return runs
+    return [r for r in runs if fnmatch.fnmatch(r.run_id, only) or fnmatch.fnmatch(r.label, only)
+            or fnmatch.fnmatch(r.run_id, f"*{only}*")]
+
+
+def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console | None = None,
+            timeout_s: float | None = None) -> list[dict]:
+    console = console or Console()
+    summaries = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        for k, spec in enumerate(runs, 1):
+            rdir = run_dir(results, spec.suite, spec.run_id)
+            head = f"run {k}/{len(runs)} {spec.run_id}"
+            if is_done(rdir):
+                progress.console.print(f"[dim]{head}: done before, skipped[/dim]")
+                summaries.append(read_summary(rdir))
+                continue
+            rdir.mkdir(parents=True, exist_ok=True)
+            try:
+                with FileLock(str(rdir / ".lock"), timeout=0):
+                    if is_done(rdir):  # finished by another process while we waited
+                        summaries.append(read_summary(rdir))
+                        continue
+                    summaries.append(_run_one(spec, rdir, launcher, progress, head, timeout_s))
+            except Timeout:
+                progress.console.print(f"[yellow]{head}: running in another lbbench process, skipped[/yellow]")
+    return summaries
+
+
+def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head: str, timeout_s) -> dict:
+    for name in PARTIAL_FILES:  # a fresh attempt; nothing partial is ever read as a result
+        (rdir / name).unlink(missing_ok=True)
+    spec.save(rdir / "run.yaml")
+    cmd = launch.command(launcher, spec, rdir)
+    task = progress.add_task(head, total=spec.max_epochs, info="starting")
+    t0 = time.time()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(rdir / "worker.log", "w") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        reason = None
+        while proc.poll() is None:
+            _show(progress, task, rdir)
+            if timeout_s and time.time() - t0 > timeout_s:
+                reason = f"timeout after {timeout_s:.0f} s"
+                _kill(proc)
+                break
+            time.sleep(0.5)
+        rc = proc.wait()
+    _show(progress, task, rdir)
+    summary = read_summary(rdir)
+    if summary is None or rc != 0:
+        tail = (rdir / "worker.log").read_text(errors="replace").splitlines()[-30:]
+        status = "timeout" if reason else "failed"
+        summary = dict(run_id=spec.run_id, suite=spec.suite, status=status, method=spec.method, label=spec.label,
+                       global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,
+                       seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
+                       reason=reason or f"worker exited with status {rc}", log_tail=tail, wall_s=time.time() - t0)
+        write_json(rdir / "summary.json", summary)
+    style = {"success": "green", "not_reached": "yellow"}.get(summary["status"], "red")
+    best = summary.get("best_top1")
+    progress.update(task, info=f"[{style}]{summary['status']}[/{style}]" + (f" best top-1 {best:.3f}" if best is not None else ""))
+    if summary["status"] in ("failed", "timeout"):
+        progress.console.print(f"[red]{head}: {summary['reason']}; log: {rdir / 'worker.log'}[/red]")
+    return summary
+
+
+def _show(progress: Progress, task, rdir: Path) -> None:
+    rows = read_metrics(rdir / "metrics.jsonl")
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    steps = [r for r in rows if r["kind"] == "step"]
+    info = []
+    if steps:
+        info.append(f"epoch {steps[-1]['epoch']} loss {steps[-1]['loss']:.3f}")
+    tops = [r["top1"] for r in epochs if r.get("top1") is not None]
+    if tops:
+        info.append(f"top-1 {tops[-1]:.3f}")
+    progress.update(task, completed=len(epochs), info=" ".join(info) or "starting")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

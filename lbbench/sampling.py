@@ -1,0 +1,58 @@
+"""Which samples each virtual worker sees: defined once, independent of np (framework-free).
+
+Epoch e visits a permutation of the training set drawn from (seed, e). Step t of the epoch
+takes the next B indices of that permutation; the last step of an epoch wraps around to the
+permutation's start so every step has exactly B samples (S = ceil(N / B) steps per epoch, as
+in METHODS.md). The B indices are cut into K = np x accum equal micro-batches; virtual worker
+k = rank x accum + a. Hence np=2 x accum=1 and np=1 x accum=2 see identical micro-batches,
+which is what makes runs with equal (B, K, BN span) comparable whatever np is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GlobalBatchSampler:
+    n: int
+    global_batch: int
+    virtual_workers: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.n // self.global_batch)
+
+    @property
+    def micro_batch(self) -> int:
+        return self.global_batch // self.virtual_workers
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def global_indices(self, epoch: int, step: int, perm: np.ndarray | None = None) -> np.ndarray:
+        perm = self.permutation(epoch) if perm is None else perm
+        idx = np.arange(step * self.global_batch, (step + 1) * self.global_batch) % self.n
+        return perm[idx]
+
+    def micro_indices(self, epoch: int, step: int, k: int, perm: np.ndarray | None = None) -> np.ndarray:
+        m = self.micro_batch
+        return self.global_indices(epoch, step, perm)[k * m:(k + 1) * m]
+
+    def stream(self, rank: int, accum: int, epoch: int = 1, step: int = 0) -> Iterator[np.ndarray]:
+        """This rank's micro-batches in training order, forever, from (epoch, step)."""
+        while True:
+            perm = self.permutation(epoch)
+            for t in range(step, self.steps_per_epoch):
+                for a in range(accum):
+                    yield self.micro_indices(epoch, t, rank * accum + a, perm)
+            epoch, step = epoch + 1, 0
+
+
+def eval_shard(n: int, rank: int, size: int, batch: int) -> list[np.ndarray]:
+    """Rank r evaluates samples r, r+size, ...; every sample is evaluated exactly once."""
+    mine = np.arange(rank, n, size)
+    return [mine[i:i + batch] for i in range(0, len(mine), batch)]

@@ -1,0 +1,95 @@
+"""RunSpec: one fully resolved, serialisable run (ARCHITECTURE.md).
+
+The worker receives only the path of a RunSpec file and never re-reads the suite. The run id
+is derived from the content (minus where the data happens to live), so re-running a suite
+finds completed runs by id.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Frozen):
+    kind: Literal["folder", "synthetic"]
+    path: str | None            # ImageNet layout: <path>/train/<class>/*, <path>/val/<class>/*
+    image_size: int
+    classes: int
+    train_samples: int
+    eval_samples: int
+    augment: Literal["imagenet", "none"]
+
+
+class LrSpec(Frozen):
+    schedule: Literal["poly", "step", "cosine", "constant"]
+    peak_lr: float
+    warmup_epochs: float
+    warmup_start_lr: float
+    end_lr: float
+    poly_power: float
+    milestones: tuple[float, ...]
+    decay_factor: float
+    train_epochs: float
+
+
+class RunSpec(Frozen):
+    suite: str
+    run_id: str = ""
+    method: str
+    label: str                  # the method's row name in reports (a method may appear twice)
+    hparams: dict[str, Any]
+    division: Literal["closed", "open"]
+    division_reason: str
+    framework: Literal["torch", "tf"]
+    model: str
+    data: DataSpec
+    global_batch: int
+    np: int
+    local_batch: int
+    accum: int
+    bn_span: int
+    seed: int
+    lr: LrSpec
+    label_smoothing: float
+    target_top1: float
+    eval_every: int
+    max_epochs: int
+    stop_at_target: bool
+    diag_every: int
+    eval_batch: int
+
+    @property
+    def virtual_workers(self) -> int:
+        return self.np * self.accum
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.data.train_samples // self.global_batch)
+
+    def identity(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        d.pop("run_id")
+        d["data"].pop("path")
+        return d
+
+    def with_id(self) -> "RunSpec":
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        rid = f"{self.label}-b{self.global_batch}-{self.framework}-np{self.np}x{self.local_batch}x{self.accum}-s{self.seed}-{digest}"
+        return self.model_copy(update={"run_id": rid})
+
+    def save(self, path: Path) -> None:
+        from lbbench.store import atomic_write_text
+        atomic_write_text(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunSpec":
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()))

@@ -1,0 +1,322 @@
+"""Suite files: YAML -> validated Suite -> [RunSpec] (framework-free).
+
+Typed with pydantic (unknown keys are errors everywhere); every error is re-raised as a
+SuiteError that names the file, the line and the field path.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lbbench.methods import get_method, resolve_hparams
+from lbbench.methods.registry import BadHParam, UnknownMethod
+from lbbench.schedules import Schedule, goyal_milestones, scaled_lr
+from lbbench.spec import DataSpec, LrSpec, RunSpec
+from lbbench.workloads import WORKLOADS
+from lbbench.yamlpos import SuiteError, fmt_path, line_of, load_with_lines
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataCfg(Strict):
+    kind: Literal["folder", "synthetic"] = "folder"
+    path: str | None = None          # may use ${VAR} or ${VAR:-default}
+    train_samples: int | None = Field(None, gt=0)
+    eval_samples: int | None = Field(None, gt=0)
+
+
+class WorkloadCfg(Strict):
+    name: str
+    data: DataCfg
+    model: str | None = None
+    image_size: int | None = Field(None, gt=0)
+    classes: int | None = Field(None, gt=1)
+    target_top1: float | None = Field(None, gt=0, le=1)
+    eval_every: int | None = Field(None, gt=0)
+    max_epochs: int | None = Field(None, gt=0)
+    augment: Literal["imagenet", "none"] | None = None
+    label_smoothing: float | None = Field(None, ge=0, lt=1)
+
+
+class LrCfg(Strict):
+    rule: Literal["linear", "sqrt", "constant", "table"] = "linear"
+    base_lr: float | None = Field(None, gt=0)
+    base_batch: int = Field(256, gt=0)
+    table: dict[int, float] | None = None     # global batch -> peak LR (rule: table)
+    schedule: Literal["poly", "step", "cosine", "constant", "goyal"] = "poly"
+    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_start_lr: float = Field(0.0, ge=0)
+    end_lr: float = Field(1e-4, ge=0)
+    poly_power: float = Field(2.0, gt=0)
+    milestones: list[float] | None = None     # epochs (step schedule); goyal: 30/60/80 of 90
+    decay_factor: float = Field(0.1, gt=0, le=1)
+    train_epochs: float | None = Field(None, gt=0)   # schedule length; default max_epochs
+
+
+class MethodCfg(Strict):
+    name: str
+    label: str | None = None
+    hparams: dict[str, Any] = {}
+    lr: dict[str, Any] = {}          # overrides of the suite's lr block for this method
+
+
+class MatrixCfg(Strict):
+    methods: list[MethodCfg] = Field(min_length=1)
+    global_batch: list[int] = Field(min_length=1)
+    frameworks: list[Literal["torch", "tf"]] = ["torch"]
+    seeds: list[int] = [0]
+    workers: list[int] = [1]               # np, Horovod processes
+    local_batch: int | None = Field(None, gt=0)   # per-worker micro-batch; accum derived
+    accum: int | None = Field(None, gt=0)         # micro-batches per worker; local derived
+    bn_span: int | None = Field(None, gt=0)       # samples per BN statistic; default local
+
+
+class RunCfg(Strict):
+    stop_at_target: bool = True
+    diag_every: int = Field(0, ge=0)       # 0: no per-tensor diagnostics
+    eval_batch: int = Field(256, gt=0)
+
+
+class Cell(Strict):
+    """An include/exclude entry: any subset of the matrix axes."""
+    method: str | None = None              # a method label
+    global_batch: int | None = None
+    framework: Literal["torch", "tf"] | None = None
+    seed: int | None = None
+    np: int | None = None
+
+
+class SuiteCfg(Strict):
+    name: str | None = None
+    description: str = ""
+    workload: WorkloadCfg
+    lr: LrCfg = LrCfg()
+    matrix: MatrixCfg
+    run: RunCfg = RunCfg()
+    include: list[Cell] = []
+    exclude: list[Cell] = []
+
+
+class Suite:
+    """A validated suite plus the bookkeeping needed to point errors at lines."""
+
+    def __init__(self, file: Path, cfg: SuiteCfg, lines: dict):
+        self.file, self.cfg, self.lines = Path(file), cfg, lines
+        self.name = cfg.name or self.file.stem
+
+    def error(self, path: tuple, message: str) -> SuiteError:
+        return SuiteError(self.file, line_of(self.lines, path), fmt_path(path), message)
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> tuple[str | None, str | None]:
+    """``${VAR}`` / ``${VAR:-default}``; returns (value, None) or (None, name of the unset var)."""
+    missing: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        val = os.environ.get(m.group(1))
+        if val is None:
+            if m.group(2) is None:
+                missing.append(m.group(1))
+                return ""
+            return m.group(2)
+        return val
+    out = _VAR.sub(sub, text)
+    return (None, missing[0]) if missing else (out, None)
+
+
+def load_suite(file: str | Path) -> Suite:
+    file = Path(file)
+    raw, lines = load_with_lines(file)
+    if not isinstance(raw, dict):
+        raise SuiteError(file, 1, "", "a suite must be a mapping")
+    try:
+        cfg = SuiteCfg.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "missing":
+            msg = "required field is missing"
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise SuiteError(file, line_of(lines, loc), fmt_path(loc), msg + more) from None
+    suite = Suite(file, cfg, lines)
+    _check(suite)
+    return suite
+
+
+def _check(suite: Suite) -> None:
+    cfg = suite.cfg
+    if cfg.workload.name not in WORKLOADS:
+        raise suite.error(("workload", "name"), f"unknown workload {cfg.workload.name!r}; known: {', '.join(WORKLOADS)}")
+    labels: set[str] = set()
+    for i, m in enumerate(cfg.matrix.methods):
+        try:
+            resolve_hparams(m.name, m.hparams)
+        except UnknownMethod as e:
+            raise suite.error(("matrix", "methods", i, "name"), e.args[0]) from None
+        except BadHParam as e:
+            raise suite.error(("matrix", "methods", i, "hparams", e.key), str(e)) from None
+        label = m.label or m.name
+        if label in labels:
+            raise suite.error(("matrix", "methods", i), f"duplicate method label {label!r}; give one a `label`")
+        labels.add(label)
+        _lr_for(suite, i)  # validates the merged LR block
+    if cfg.matrix.local_batch and cfg.matrix.accum:
+        raise suite.error(("matrix", "accum"), "give local_batch or accum, not both")
+    for key in ("include", "exclude"):
+        for j, cell in enumerate(getattr(cfg, key)):
+            if cell.method is not None and cell.method not in labels:
+                raise suite.error((key, j, "method"), f"no method labelled {cell.method!r} in matrix.methods")
+
+
+def _lr_for(suite: Suite, i: int) -> LrCfg:
+    m = suite.cfg.matrix.methods[i]
+    merged = {**suite.cfg.lr.model_dump(exclude_unset=True), **m.lr}
+    try:
+        lr = LrCfg.model_validate(merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = err["loc"][0] if err["loc"] else ""
+        where = ("matrix", "methods", i, "lr", key) if key in m.lr else ("lr", key)
+        raise suite.error(where, "unknown key" if err["type"] == "extra_forbidden" else err["msg"]) from None
+    if lr.rule == "table" and not lr.table:
+        raise suite.error(("lr", "rule"), "rule 'table' needs an lr.table {global batch: LR}")
+    if lr.rule != "table" and lr.base_lr is None:
+        raise suite.error(("lr", "base_lr"), f"rule {lr.rule!r} needs base_lr")
+    return lr
+
+
+def _data_spec(suite: Suite, check_data: bool) -> tuple[DataSpec, str | None]:
+    """Resolve the data block; returns the spec and a warning (data not checked) or raises."""
+    w = suite.cfg.workload
+    base = WORKLOADS[w.name]
+    d = w.data
+    train, evals, warning, path = d.train_samples or base.train_samples, d.eval_samples or base.eval_samples, None, None
+    if d.kind == "folder":
+        if not d.path:
+            raise suite.error(("workload", "data"), "kind 'folder' needs a path")
+        path, unset = expand_env(d.path)
+        problem = None
+        if unset:
+            problem = f"environment variable {unset} is not set (data path {d.path!r})"
+        elif not (Path(path) / "train").is_dir() or not (Path(path) / "val").is_dir():
+            problem = f"data directory {path!r} does not exist or lacks train/ and val/"
+            if w.name == "digits":
+                problem += " (create it with `lbbench data digits`)"
+        if problem and (check_data or train is None or evals is None):
+            raise suite.error(("workload", "data", "path"), problem)
+        if problem:
+            warning = problem
+        else:
+            from lbbench.data_layout import count_images
+            train = train or count_images(Path(path) / "train")
+            evals = evals or count_images(Path(path) / "val")
+    elif train is None or evals is None:
+        raise suite.error(("workload", "data"), "synthetic data needs train_samples and eval_samples")
+    return DataSpec(kind=d.kind, path=path, image_size=w.image_size or base.image_size,
+                    classes=w.classes or base.classes, train_samples=train, eval_samples=evals,
+                    augment=w.augment or base.augment), warning
+
+
+def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[str]]:
+    """The suite's runs, in matrix order; plus warnings (e.g. data not present for a plan)."""
+    cfg, w = suite.cfg, suite.cfg.workload
+    base = WORKLOADS[w.name]
+    data, warning = _data_spec(suite, check_data)
+    m = cfg.matrix
+    labels = [mc.label or mc.name for mc in m.methods]
+    cells = [dict(method=lab, global_batch=b, framework=f, seed=s, np=n)
+             for lab, b, f, s, n in itertools.product(labels, m.global_batch, m.frameworks, m.seeds, m.workers)]
+    cells = [c for c in cells if not any(_matches(c, x) for x in cfg.exclude)]
+    defaults = dict(method=labels[0], global_batch=m.global_batch[0], framework=m.frameworks[0],
+                    seed=m.seeds[0], np=m.workers[0])
+    for inc in cfg.include:
+        c = {**defaults, **inc.model_dump(exclude_none=True)}
+        if c not in cells:
+            cells.append(c)
+    runs = []
+    for c in cells:
+        i = labels.index(c["method"])
+        runs.append(_resolve(suite, i, c, data, base))
+    return runs, [warning] if warning else []
+
+
+def _matches(cell: dict, pattern: Any) -> bool:
+    return all(cell[k] == v for k, v in pattern.model_dump(exclude_none=True).items())
+
+
+def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
+    cfg, w, m = suite.cfg, suite.cfg.workload, suite.cfg.matrix
+    mc = m.methods[i]
+    info = get_method(mc.name)
+    hp = resolve_hparams(mc.name, mc.hparams)
+    B, n = c["global_batch"], c["np"]
+    where = ("matrix", "global_batch", m.global_batch.index(B)) if B in m.global_batch else ("include",)
+    if n <= 0:
+        raise suite.error(("matrix", "workers"), f"np must be positive, got {n}")
+    if m.local_batch:
+        local = m.local_batch
+        if B % (n * local):
+            raise suite.error(where, f"global batch {B} is not divisible by np x local_batch = {n} x {local}")
+        accum = B // (n * local)
+    else:
+        accum = m.accum or 1
+        if B % (n * accum):
+            raise suite.error(where, f"global batch {B} is not divisible by np x accum = {n} x {accum}")
+        local = B // (n * accum)
+    bn_span = m.bn_span or local
+    if local % bn_span:
+        raise suite.error(("matrix", "bn_span"), f"bn_span {bn_span} must divide the local batch {local} (global batch {B})")
+    if B > data.train_samples:
+        raise suite.error(where, f"global batch {B} exceeds the {data.train_samples} training samples")
+    lr = _lr_for(suite, i)
+    if lr.rule == "table":
+        if B not in lr.table:
+            raise suite.error(("lr", "table"), f"no LR for global batch {B}")
+        peak = lr.table[B]
+    else:
+        peak = scaled_lr(lr.rule, lr.base_lr, lr.base_batch, B)
+    max_epochs = w.max_epochs or base.max_epochs
+    train_epochs = lr.train_epochs or max_epochs
+    kind, milestones = lr.schedule, tuple(lr.milestones or ())
+    if kind == "goyal":
+        kind, milestones = "step", milestones or goyal_milestones(train_epochs)
+    lrs = LrSpec(schedule=kind, peak_lr=peak, warmup_epochs=lr.warmup_epochs, warmup_start_lr=lr.warmup_start_lr,
+                 end_lr=lr.end_lr, poly_power=lr.poly_power, milestones=milestones,
+                 decay_factor=lr.decay_factor, train_epochs=train_epochs)
+    sched = schedule_facts(lrs, -(-data.train_samples // B))
+    reason = info.closed_division(hp, sched)
+    return RunSpec(
+        suite=suite.name, method=mc.name, label=c["method"], hparams=hp,
+        division="closed" if reason is None else "open", division_reason=reason or "",
+        framework=c["framework"], model=w.model or base.model, data=data, global_batch=B, np=n,
+        local_batch=local, accum=accum, bn_span=bn_span, seed=c["seed"], lr=lrs,
+        label_smoothing=base.label_smoothing if w.label_smoothing is None else w.label_smoothing,
+        target_top1=w.target_top1 or base.target_top1, eval_every=w.eval_every or base.eval_every,
+        max_epochs=max_epochs, stop_at_target=cfg.run.stop_at_target, diag_every=cfg.run.diag_every,
+        eval_batch=cfg.run.eval_batch,
+    ).with_id()
+
+
+def make_schedule(lr: LrSpec, steps_per_epoch: int) -> Schedule:
+    return Schedule(kind=lr.schedule, peak_lr=lr.peak_lr, steps_per_epoch=steps_per_epoch,
+                    train_epochs=lr.train_epochs, warmup_epochs=lr.warmup_epochs,
+                    warmup_start_lr=lr.warmup_start_lr, end_lr=lr.end_lr, poly_power=lr.poly_power,
+                    milestones=lr.milestones, decay_factor=lr.decay_factor)
+
+
+def schedule_facts(lr: LrSpec, steps_per_epoch: int) -> dict[str, Any]:
+    """What the MLLOG keys of a method need to know about its schedule."""
+    s = make_schedule(lr, steps_per_epoch)
+    return dict(schedule=lr.schedule, base_lr=lr.peak_lr, end_lr=lr.end_lr, poly_power=lr.poly_power,
+                warmup_epochs=lr.warmup_epochs, decay_steps=s.decay_steps, train_steps=s.train_steps)

