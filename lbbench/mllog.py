@@ -10,7 +10,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from mlperf_logging.mllog import MLLogger, constants as C
+from mlperf_logging.mllog import constants as C
+from mlperf_logging.mllog.mllog import MLLogger
 
 from lbbench.methods import get_method
 from lbbench.spec import RunSpec

@@ -1,0 +1,25 @@
+"""The suite/plan/report core never imports a framework (ARCHITECTURE.md example 1)."""
+import subprocess
+import sys
+
+CODE = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'tensorflow', 'horovod', 'nvidia', 'keras', 'tf_keras'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import lbbench.cli, lbbench.suite, lbbench.spec, lbbench.store, lbbench.runner, lbbench.launch
+import lbbench.report.tables, lbbench.methods, lbbench.schedules, lbbench.mllog, lbbench.sampling
+from lbbench.suite import load_suite, expand
+runs, _ = expand(load_suite('suites/imagenet.yaml'))
+assert runs
+print('ok', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'horovod')))
+"""
+
+
+def test_core_imports_no_framework():
+    from conftest import ROOT
+    p = subprocess.run([sys.executable, "-c", CODE], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "ok []"

@@ -1,0 +1,113 @@
+"""Suite schema, validation errors (file, line, field; exit 2; nothing written) and expansion."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from conftest import ROOT, lbbench, write_suite
+from lbbench.suite import expand, load_suite
+from lbbench.yamlpos import SuiteError
+
+GOOD = textwrap.dedent("""\
+    name: t
+    workload:
+      name: digits
+      data: {kind: synthetic, train_samples: 1024, eval_samples: 128}
+    lr: {rule: linear, base_lr: 0.1, base_batch: 256}
+    matrix:
+      methods:
+        - name: sgd
+          hparams: {momentum: 0.9}
+      global_batch: [64, 256]
+      seeds: [0, 1]
+      workers: [2]
+    """)
+
+
+def test_expansion_counts_and_ids(tmp_path):
+    suite = load_suite(write_suite(tmp_path / "s.yaml", GOOD))
+    runs, warnings = expand(suite)
+    assert warnings == []
+    assert [(r.global_batch, r.seed) for r in runs] == [(64, 0), (64, 1), (256, 0), (256, 1)]
+    assert len({r.run_id for r in runs}) == 4
+    r = runs[2]
+    assert (r.np, r.local_batch, r.accum, r.bn_span) == (2, 128, 1, 128)
+    assert r.lr.peak_lr == pytest.approx(0.1)
+    assert r.hparams == {"momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "exclude_bn_bias": True,
+                         "lr_convention": "outside"}
+    # ids are content-derived: same suite, same ids; a changed hyperparameter, a new id
+    assert [x.run_id for x in expand(load_suite(tmp_path / "s.yaml"))[0]] == [x.run_id for x in runs]
+    changed = write_suite(tmp_path / "c.yaml", GOOD.replace("momentum: 0.9", "momentum: 0.8"))
+    assert expand(load_suite(changed))[0][0].run_id != runs[0].run_id
+
+
+def test_local_batch_gives_accumulation_and_bn_span(tmp_path):
+    text = GOOD.replace("workers: [2]", "workers: [2]\n  local_batch: 16\n  bn_span: 8")
+    runs, _ = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
+    assert [(r.local_batch, r.accum, r.bn_span, r.virtual_workers) for r in runs[::2]] == [(16, 2, 8, 4), (16, 8, 8, 16)]
+
+
+def test_include_exclude(tmp_path):
+    text = GOOD + "exclude:\n  - {global_batch: 64, seed: 1}\ninclude:\n  - {global_batch: 512, seed: 7}\n"
+    runs, _ = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
+    assert [(r.global_batch, r.seed) for r in runs] == [(64, 0), (256, 0), (256, 1), (512, 7)]
+
+
+BAD = [
+    # (replace this, with that, expected line, expected field, message fragment)
+    ("  seeds: [0, 1]\n", "  seeds: [0, 1]\n  seedz: [3]\n", 12, "matrix.seedz", "unknown key"),
+    ("- name: sgd", "- name: sgdd", 8, "matrix.methods[0].name", "unknown method 'sgdd'"),
+    ("hparams: {momentum: 0.9}", "hparams: {momentun: 0.9}", 9, "matrix.methods[0].hparams.momentun", "unknown hyperparameter"),
+    ("global_batch: [64, 256]", "global_batch: [64, 255]", 10, "matrix.global_batch[1]", "not divisible by np x accum = 2 x 1"),
+    ("{kind: synthetic, train_samples: 1024, eval_samples: 128}", "{kind: folder, path: /nonexistent/imagenet}", 4,
+     "workload.data.path", "does not exist"),
+    ("lr: {rule: linear", "lr: {rule: linear: x", 5, "", "bad YAML syntax"),
+    ("base_lr: 0.1,", "base_lr: fast,", 5, "lr.base_lr", "valid number"),
+]
+
+
+@pytest.mark.parametrize("old,new,line,field,fragment", BAD, ids=[b[3] or "syntax" for b in BAD])
+def test_bad_input_names_file_line_field(tmp_path, old, new, line, field, fragment):
+    assert old in GOOD
+    path = write_suite(tmp_path / "bad.yaml", GOOD.replace(old, new))
+    with pytest.raises(SuiteError) as e:
+        expand(load_suite(path), check_data=True)
+    assert (e.value.line, e.value.field) == (line, field), str(e.value)
+    assert fragment in str(e.value)
+    # the CLI: exit status 2, the location in the message, nothing written
+    results = tmp_path / "results"
+    p = lbbench("run", path, "--results", results)
+    assert p.returncode == 2, p.stderr
+    assert f"bad.yaml:{line}" in p.stderr and fragment in p.stderr.replace("\n", "")
+    assert not results.exists()
+
+
+def test_missing_env_var_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("LBBENCH_NO_SUCH_VAR", raising=False)
+    text = GOOD.replace("{kind: synthetic, train_samples: 1024, eval_samples: 128}",
+                        "{kind: folder, path: '${LBBENCH_NO_SUCH_VAR}'}")
+    with pytest.raises(SuiteError, match="LBBENCH_NO_SUCH_VAR is not set"):
+        expand(load_suite(write_suite(tmp_path / "s.yaml", text)), check_data=True)
+
+
+def test_imagenet_plan_lists_the_matrix():
+    suite = load_suite(ROOT / "suites" / "imagenet.yaml")
+    runs, warnings = expand(suite)   # plan works without the data (warns instead)
+    batches = sorted({r.global_batch for r in runs})
+    assert batches == [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+    methods = {r.label for r in runs}
+    assert {r.framework for r in runs} == {"torch", "tf"}
+    assert len(runs) == len(batches) * len(methods) * 2 * len(suite.cfg.matrix.seeds)
+    assert all(r.model == "resnet50" and r.target_top1 == 0.759 and r.eval_every == 4 for r in runs)
+    assert all(r.data.train_samples == 1_281_167 and r.data.eval_samples == 50_000 for r in runs)
+    p = lbbench("plan", ROOT / "suites" / "imagenet.yaml", env={"IMAGENET_DIR": ""})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("-b131072-") == len(methods) * 2 * len(suite.cfg.matrix.seeds)
+
+
+def test_demo_suite_expands(env_digits):
+    runs, _ = expand(load_suite(ROOT / "suites" / "demo.yaml"), check_data=True)
+    assert len({r.global_batch for r in runs}) >= 4
+    assert max(r.global_batch for r in runs) == runs[0].data.train_samples == 1536   # full batch
+    assert all(r.np == 2 for r in runs)
