@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="lbbench: large-batch training benchmarks (ResNet-50 / ImageNet) through Horovod.")
 data_app = typer.Typer(no_args_is_help=True, help="Write the bundled data sets in the ImageNet layout.")
 app.add_typer(data_app, name="data")
@@ -79,8 +79,9 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
 
 
 def _frameworks() -> set[str]:
-    import importlib.util
-    return {fw for fw in ("torch", "tf") if importlib.util.find_spec(f"lbbench.backends.{fw}.train")}
+    import lbbench.backends
+    here = Path(lbbench.backends.__file__).parent
+    return {fw for fw in ("torch", "tf") if (here / fw / "train.py").exists()}
 
 
 @app.command()

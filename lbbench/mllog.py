@@ -62,9 +62,6 @@ class RunLog:
         for key, value in info.mllog_keys(spec.hparams, schedule_facts(spec.lr, steps_per_epoch)).items():
             self.event(key, value)
         if spec.division == "open":
-            # Open division checks none of these, but a reader must be able to reproduce the run.
-            for key, value in spec.hparams.items():
-                self.event(f"lbbench_{spec.method}_{key}", value)
             self.event("lbbench_division_reason", spec.division_reason)
         self.event("lbbench_run_id", spec.run_id)
         self.event("lbbench_virtual_workers", spec.virtual_workers)

@@ -29,6 +29,8 @@ class MethodInfo:
     needs_local_grads: bool = False   # per-virtual-worker gradients before the allreduce
     passes_per_step: int = 1          # forward/backward passes per micro-batch
     lbbench_choices: tuple[str, ...] = field(default=())  # [lbbench] decisions, logged with the run
+    # Cross-field validation after defaults are filled (e.g. a wrapper's base method).
+    finalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 class UnknownMethod(KeyError):
@@ -76,7 +78,7 @@ def resolve_hparams(name: str, given: dict[str, Any]) -> dict[str, Any]:
         if hp.choices is not None and value not in hp.choices:
             raise BadHParam(key, f"{name}.{key} must be one of {list(hp.choices)}, got {value!r}")
         out[key] = value
-    return out
+    return info.finalize(out) if info.finalize else out
 
 
 def is_power_of_two_multiple(value: float, unit: float) -> bool:
@@ -93,3 +95,15 @@ MOMENTUM = {
     "weight_decay": HParam(1e-4, float, "L2 weight decay beta, applied in the update, not the loss"),
     "exclude_bn_bias": HParam(True, bool, "no weight decay (and no trust ratio) on BN and biases (MLPerf skip list)"),
 }
+
+
+SCHEDULE_KEYS = ("base_lr", "end_lr", "warmup_epochs", "decay_steps", "poly_power", "schedule")
+
+
+def open_keys(prefix: str) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+    """Open-division MLLOG keys: every hyperparameter as <prefix>_<name>, plus the schedule."""
+    def keys(hp: dict[str, Any], sched: dict[str, Any]) -> dict[str, Any]:
+        out = {f"{prefix}_{k}": v for k, v in hp.items()}
+        out.update({f"opt_{k}": sched[k] for k in SCHEDULE_KEYS})
+        return out
+    return keys

@@ -13,6 +13,7 @@ def _keys(hp, sched):
         "opt_learning_rate_warmup_epochs": sched["warmup_epochs"],
         "sgd_opt_nesterov": hp["nesterov"],
         "sgd_opt_lr_convention": hp["lr_convention"],
+        "sgd_opt_exclude_bn_bias": hp["exclude_bn_bias"],
     }
 
 

@@ -7,6 +7,7 @@ with the LR of the shared schedule. Rank 0 writes mllog.txt, metrics.jsonl and s
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -127,12 +128,17 @@ def main(run_dir: Path) -> int:
         if reached and spec.stop_at_target:
             break
     log.end(C.RUN_STOP, status="success" if reached else "aborted")
+    # Data-parallel invariant: every rank must hold the same weights. Recorded (and checked by
+    # the tests) rather than assumed.
+    digests = hvd.allgather_object(param_digest(model))
     if lead:
+        torch.save({k: v for k, v in model.state_dict().items()}, run_dir / "final.pt")
         summary = dict(run_id=spec.run_id, suite=spec.suite, status=status, method=spec.method, label=spec.label,
                        global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,
                        seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
                        best_top1=best, epochs_run=epoch, steps_run=step, samples_run=samples,
                        wall_s=time.time() - t_start, train_s=train_time, images_per_s=samples / max(train_time, 1e-9),
+                       param_digests=digests, ranks_agree=len(set(digests)) == 1,
                        epochs_to_target=None, steps_to_target=None, samples_to_target=None, time_to_target_s=None)
         if status == "diverged":
             summary["diverged_at_step"] = step
@@ -140,6 +146,13 @@ def main(run_dir: Path) -> int:
         metrics.close()
         write_json(run_dir / "summary.json", summary)
     return 0
+
+
+def param_digest(model) -> str:
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @torch.no_grad()
