@@ -46,7 +46,7 @@ def main(run_dir: Path) -> int:
     span = spec.bn_span if spec.bn_span < spec.local_batch else None
     model = build_model(spec.model, spec.data.classes, bn_span=span)
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    opt = build_optimizer(spec, model)
+    opt = build_optimizer(spec.method, spec.hparams, model, spec.lr.peak_lr)
     params = [p for g in opt.param_groups for p in g["params"]]
     train = train_loader(spec, rank)
     evaluate_batches = eval_batches(spec, rank, size)

@@ -11,10 +11,19 @@ import importlib
 
 from torch import nn
 
-from lbbench.spec import RunSpec
 
-# YAML name -> module under this package defining build(groups, hparams) -> Optimizer
-MODULES = {"sgd": "sgd"}
+# YAML name -> (module under this package, its builder(groups, hparams, lr) -> Optimizer)
+BUILDERS = {
+    "sgd": ("sgd", "build"),
+    "lars": ("lars", "build"),
+    "lamb": ("lamb", "build"),
+    "adam": ("baselines", "build_adam"),
+    "adamw": ("baselines", "build_adamw"),
+    "adagrad": ("baselines", "build_adagrad"),
+    "rmsprop": ("baselines", "build_rmsprop"),
+    "mclr": ("layerwise", "build_mclr"),
+    "percentdelta": ("layerwise", "build_percentdelta"),
+}
 
 
 def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict]:
@@ -27,9 +36,9 @@ def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict]:
     return [g for g in ({"params": regular, "excluded": False}, {"params": excluded, "excluded": True}) if g["params"]]
 
 
-def build_optimizer(spec: RunSpec, model: nn.Module):
-    if spec.method not in MODULES:
-        raise NotImplementedError(f"method {spec.method!r} has no PyTorch implementation yet")
-    module = importlib.import_module(f"lbbench.backends.torch.optim.{MODULES[spec.method]}")
-    groups = param_groups(model, spec.hparams.get("exclude_bn_bias", True))
-    return module.build(groups, spec.hparams, spec.lr.peak_lr)
+def build_optimizer(method: str, hparams: dict, model: nn.Module, lr: float):
+    if method not in BUILDERS:
+        raise NotImplementedError(f"method {method!r} has no PyTorch optimizer")
+    module, fn = BUILDERS[method]
+    builder = getattr(importlib.import_module(f"lbbench.backends.torch.optim.{module}"), fn)
+    return builder(param_groups(model, hparams.get("exclude_bn_bias", True)), hparams, lr)
