@@ -25,3 +25,37 @@ def run_worker(spec: RunSpec, rdir: Path, launcher: str = "local", timeout: floa
     summary = read_summary(rdir)
     assert summary is not None, p.stdout[-4000:]
     return summary
+
+
+def run_single(spec: RunSpec, rdir: Path, timeout: float = 600) -> dict:
+    """np=1 without a launcher: Horovod initialises a world of one."""
+    import sys
+    assert spec.np == 1
+    rdir.mkdir(parents=True, exist_ok=True)
+    spec.save(rdir / "run.yaml")
+    p = subprocess.run([sys.executable, "-m", f"lbbench.backends.{spec.framework}.train", str(rdir)],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    return read_summary(rdir)
+
+
+SMALL_SUITE = """
+name: small
+workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}}, max_epochs: 1, target_top1: 0.99}}
+lr: {{rule: constant, base_lr: 0.05, schedule: constant}}
+matrix:
+  methods: [{{name: {method}, hparams: {hparams}}}]
+  global_batch: [256]
+  workers: [{np}]
+  accum: {accum}
+"""
+
+
+def small_spec(tmp: Path, data: Path, method: str, hparams: str = "{}", np: int = 1, accum: int = 2) -> RunSpec:
+    return spec_from(SMALL_SUITE.format(data=data, method=method, hparams=hparams, np=np, accum=accum), tmp)
+
+
+def final_weights(rdir: Path) -> dict:
+    import torch
+    w = torch.load(rdir / "final.pt")
+    return {k: v for k, v in w.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}

@@ -50,3 +50,11 @@ def test_two_ranks_agree_and_equal_one_rank_with_accumulation(tmp_path, digits_d
     for k in names:   # 6 steps of SGD: differences are only the order of float sums
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6, msg=k)
     assert s1["steps_run"] == s2["steps_run"] == 6
+
+
+def test_mpirun_launcher_runs_two_ranks_through_open_mpi(tmp_path, digits_dir):
+    spec = spec_from(SUITE.format(data=digits_dir, np=2), tmp_path)
+    summary = run_worker(spec, tmp_path / "mpi", launcher="mpirun")
+    assert summary["ranks_agree"] and len(summary["param_digests"]) == 2
+    log = (tmp_path / "mpi" / "mllog.txt").read_text()
+    assert log.count('"key": "eval_accuracy"') == 1

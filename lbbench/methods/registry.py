@@ -73,6 +73,8 @@ def resolve_hparams(name: str, given: dict[str, Any]) -> dict[str, Any]:
         value = given.get(key, hp.default)
         if hp.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if hp.kind is dict and isinstance(value, dict):
+            value = dict(value)
         if not isinstance(value, hp.kind) or (hp.kind is int and isinstance(value, bool)):
             raise BadHParam(key, f"{name}.{key} must be {hp.kind.__name__}, got {value!r}")
         if hp.choices is not None and value not in hp.choices:

@@ -8,13 +8,13 @@ with the LR of the shared schedule. Rank 0 writes mllog.txt, metrics.jsonl and s
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lbbench.metrics import MetricsWriter
 from lbbench.mllog import RunLog
@@ -28,7 +28,8 @@ def main(run_dir: Path) -> int:
     import horovod.torch as hvd
     from lbbench.backends.torch.data import eval_batches, train_loader
     from lbbench.backends.torch.model import build_model
-    from lbbench.backends.torch.optim import build_optimizer
+    from lbbench.backends.torch.loop import Loop
+    from lbbench.backends.torch.optim.methods import build_method
 
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
@@ -46,9 +47,10 @@ def main(run_dir: Path) -> int:
     span = spec.bn_span if spec.bn_span < spec.local_batch else None
     model = build_model(spec.model, spec.data.classes, bn_span=span)
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    opt = build_optimizer(spec.method, spec.hparams, model, spec.lr.peak_lr)
+    method = build_method(spec, model)
+    opt = method.optimizer
     params = [p for g in opt.param_groups for p in g["params"]]
-    train = train_loader(spec, rank)
+    loop = Loop(spec, model, params, train_loader(spec, rank), hvd, rank)
     evaluate_batches = eval_batches(spec, rank, size)
     sched = make_schedule(spec.lr, S)
     log.end(C.INIT_STOP)
@@ -63,38 +65,17 @@ def main(run_dir: Path) -> int:
             log.start(C.BLOCK_START, first_epoch_num=epoch, epoch_count=min(spec.eval_every, spec.max_epochs - epoch + 1))
         log.start(C.EPOCH_START, epoch_num=epoch)
         model.train()
-        times = dict(data=0.0, compute=0.0, allreduce=0.0, optimizer=0.0)
+        loop.reset_times()
         t_epoch, loss_sum = time.perf_counter(), 0.0
         for t in range(S):
             step += 1
             lr = sched.lr_at(step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            opt.zero_grad(set_to_none=False)
-            local_loss = torch.zeros(())
-            for _ in range(spec.accum):
-                t0 = time.perf_counter()
-                x, y = next(train)
-                t1 = time.perf_counter()
-                loss = F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)
-                (loss / spec.accum).backward()
-                local_loss += loss.detach() / spec.accum
-                times["data"] += t1 - t0
-                times["compute"] += time.perf_counter() - t1
-            t2 = time.perf_counter()
-            # One grouped allreduce for the gradients and the loss: Average over ranks of the
-            # per-rank mean over micro-batches = the mean over all K virtual workers.
-            reduced = hvd.grouped_allreduce([p.grad for p in params] + [local_loss], op=hvd.Average)
-            for p, g in zip(params, reduced):
-                p.grad.copy_(g)
-            step_loss = float(reduced[-1])
-            t3 = time.perf_counter()
-            times["allreduce"] += t3 - t2
-            if not torch.isfinite(torch.tensor(step_loss)):
+            step_loss = method.step(loop, step, epoch)
+            if not math.isfinite(step_loss):
                 status = "diverged"
                 break
-            opt.step()
-            times["optimizer"] += time.perf_counter() - t3
             loss_sum += step_loss
             if lead and (t % max(1, S // 10) == 0 or t == S - 1):
                 metrics.write("step", epoch=epoch, step=step, loss=step_loss, lr=lr)
@@ -105,7 +86,7 @@ def main(run_dir: Path) -> int:
         log.end(C.EPOCH_STOP, epoch_num=epoch)
         log.event("tracked_stats", {"throughput": n_steps * spec.global_batch / epoch_s}, step=epoch)
         row = dict(epoch=epoch, step=step, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
-                   images_per_s=n_steps * spec.global_batch / epoch_s, **{f"{k}_s": v for k, v in times.items()})
+                   images_per_s=n_steps * spec.global_batch / epoch_s, **{f"{k}_s": v for k, v in loop.times.items()})
         if status == "diverged":
             metrics.write("epoch", diverged_at_step=step, **row)
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
@@ -138,6 +119,7 @@ def main(run_dir: Path) -> int:
                        seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
                        best_top1=best, epochs_run=epoch, steps_run=step, samples_run=samples,
                        wall_s=time.time() - t_start, train_s=train_time, images_per_s=samples / max(train_time, 1e-9),
+                       backward_passes=loop.backward_passes, allreduces=loop.allreduces,
                        param_digests=digests, ranks_agree=len(set(digests)) == 1,
                        epochs_to_target=None, steps_to_target=None, samples_to_target=None, time_to_target_s=None)
         if status == "diverged":

@@ -1,0 +1,128 @@
+"""Training-step strategies. A plain optimizer method needs only the standard step
+(accumulate, allreduce, update); GradientMix weights the micro-batch losses; EXTRAP-SGD has
+its own two-pass step. ``build_method`` picks by the registry name.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lbbench.backends.torch.optim import build_optimizer
+from lbbench.spec import RunSpec
+
+
+class Standard:
+    """Average the K micro-batch gradients, hand them to the optimizer."""
+
+    def __init__(self, spec: RunSpec, model, method: str | None = None, hparams: dict | None = None):
+        self.spec = spec
+        self.optimizer = build_optimizer(method or spec.method, hparams or spec.hparams, model, spec.lr.peak_lr)
+
+    def weight(self, step: int, epoch: int, k: int) -> float:
+        return 1.0
+
+    def step(self, loop, step: int, epoch: int) -> float:
+        accum = self.spec.accum
+        loop.zero_grad()
+        local = torch.zeros(())
+        for a in range(accum):
+            x, y = loop.next_batch()
+            local += loop.forward_backward(x, y, self.weight(step, epoch, loop.virtual_worker(a)) / accum) / accum
+        loss = loop.allreduce_grads(local)
+        if torch.isfinite(torch.tensor(loss)):
+            t0 = time.perf_counter()
+            self.optimizer.step()
+            loop.times["optimizer"] += time.perf_counter() - t0
+        return loss
+
+
+class GradientMix(Standard):
+    """Scale micro-batch k's loss by K c_k (c ~ Dirichlet, shared by all ranks); Horovod's
+    Average then yields sum_k c_k g_k for the base method."""
+
+    def __init__(self, spec: RunSpec, model):
+        hp = spec.hparams
+        super().__init__(spec, model, hp["base"], hp["base_hparams"])
+        self.alpha, self.start, self.end = hp["alpha"], hp["start_epoch"], hp["end_epoch"]
+
+    def weight(self, step: int, epoch: int, k: int) -> float:
+        from lbbench.methods.gradientmix import mix_weights
+        if epoch < self.start or (self.end and epoch > self.end):
+            return 1.0
+        K = self.spec.virtual_workers
+        return float(K * mix_weights(self.spec.seed, step, K, self.alpha)[k])
+
+
+class ExtrapSGD(Standard):
+    """METHODS.md section 5; see lbbench/methods/extrap_sgd.py for the formula."""
+
+    def __init__(self, spec: RunSpec, model):
+        hp = spec.hparams
+        sgd_hp = dict(momentum=hp["momentum"], nesterov=True, weight_decay=hp["weight_decay"],
+                      exclude_bn_bias=hp["exclude_bn_bias"], lr_convention="outside")
+        super().__init__(spec, model, "sgd", sgd_hp)
+        self.hp, self.model = hp, model
+        self.bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.noise = torch.Generator().manual_seed(spec.seed * 7 + 1)
+
+    def step(self, loop, step: int, epoch: int) -> float:
+        accum, params, hp = self.spec.accum, loop.params, self.hp
+        lr = self.optimizer.param_groups[0]["lr"]
+        gx = hp["extrap_scale"] * lr
+        saved = [p.detach().clone() for p in params]
+        h_sum = [torch.zeros_like(p) for p in params]
+        local = torch.zeros(())
+        for a in range(accum):
+            x, y = loop.next_batch()
+            with torch.no_grad():
+                for p in params:
+                    p.grad = None
+            if hp["perturbation"] == "extragradient":
+                self._set_bn_momentum(0.0)          # running statistics: second pass only
+                loop.forward_backward(x, y, 1.0)
+                self._set_bn_momentum(None)
+                with torch.no_grad():
+                    for p in params:
+                        buf = self.optimizer.state[p].get("momentum_buffer")
+                        d = p.grad if buf is None else p.grad.add(buf, alpha=hp["momentum"])
+                        p.sub_(d, alpha=gx)
+                        p.grad = None
+            else:
+                with torch.no_grad():
+                    for p in params:
+                        p.add_(self._noise(p))
+            local += loop.forward_backward(x, y, 1.0) / accum
+            with torch.no_grad():
+                for p, h, w in zip(params, h_sum, saved):
+                    h.add_(p.grad, alpha=1.0 / accum)
+                    p.copy_(w)                    # every micro-batch extrapolates from the same w
+        for p, h in zip(params, h_sum):
+            p.grad = h
+        loss = loop.allreduce_grads(local)
+        if torch.isfinite(torch.tensor(loss)):
+            t0 = time.perf_counter()
+            self.optimizer.step()
+            loop.times["optimizer"] += time.perf_counter() - t0
+        return loss
+
+    def _noise(self, p):
+        s = self.hp["noise_scale"]
+        if self.hp["perturbation"] == "gaussian":
+            return torch.randn(p.shape, generator=self.noise, dtype=p.dtype) * s
+        return (torch.rand(p.shape, generator=self.noise, dtype=p.dtype) * 2 - 1) * s
+
+    def _set_bn_momentum(self, value):
+        for m in self.bns:
+            if value is None:
+                m.momentum = m._lbbench_momentum
+            else:
+                m._lbbench_momentum, m.momentum = m.momentum, value
+
+
+def build_method(spec: RunSpec, model):
+    if spec.method == "gradientmix":
+        return GradientMix(spec, model)
+    if spec.method == "extrap_sgd":
+        return ExtrapSGD(spec, model)
+    return Standard(spec, model)
