@@ -30,7 +30,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 export PATH="$VENV/bin:$PATH"   # mpicc/mpirun from the PyPI Open MPI, horovodrun
 
 log "installing lbbench and pinned stacks"
-"${PIP[@]}" install -q -e "$ROOT[torch,tf,dali,mpi,data,test]"
+"${PIP[@]}" install -q -e "$ROOT[torch,tf,dali,horovod,mpi,data,test]"
 "${PIP[@]}" install -q --no-deps "tf-keras==$TF_KERAS_VERSION"
 
 pyver() { "$VENV/bin/python" -c "import importlib.metadata as m;print(m.version('$1'))"; }
