@@ -67,3 +67,7 @@ class RunLog:
         self.event("lbbench_virtual_workers", spec.virtual_workers)
         self.event("lbbench_lr_schedule", spec.lr.model_dump(mode="json"))
         self.event("lbbench_choices", list(info.lbbench_choices))
+        if spec.discard:
+            self.event("lbbench_discard_small_loss", spec.discard.model_dump())
+        if spec.batch_schedule:
+            self.event("lbbench_batch_schedule", spec.batch_schedule.model_dump())

@@ -52,6 +52,19 @@ class GlobalBatchSampler:
             epoch, step = epoch + 1, 0
 
 
+def planned_stream(n: int, seed: int, rank: int, np_: int, local: int, batch_of, epoch: int = 1, step: int = 0):
+    """Like GlobalBatchSampler.stream, with the global batch of each epoch from ``batch_of(epoch)``
+    -> (B, accum) (batch-size schedules); the micro-batch stays ``local``."""
+    while True:
+        B, accum = batch_of(epoch)
+        s = GlobalBatchSampler(n, B, np_ * accum, seed)
+        perm = s.permutation(epoch)
+        for t in range(step, s.steps_per_epoch):
+            for a in range(accum):
+                yield s.micro_indices(epoch, t, rank * accum + a, perm)
+        epoch, step = epoch + 1, 0
+
+
 def eval_shard(n: int, rank: int, size: int, batch: int) -> list[np.ndarray]:
     """Rank r evaluates samples r, r+size, ...; every sample is evaluated exactly once."""
     mine = np.arange(rank, n, size)

@@ -41,6 +41,22 @@ class LrSpec(Frozen):
     train_epochs: float
 
 
+class DiscardSpec(Frozen):
+    """Drop the smallest-loss samples from the backward pass early in training (METHODS.md 6)."""
+    fraction: float              # p, share of each micro-batch dropped (0.3 in the seed)
+    epochs: float                # active while epoch <= epochs (0.3 x max_epochs by default)
+    scope: Literal["local", "global"]  # quantile per micro-batch, or across ranks (allgather)
+
+
+class BatchScheduleSpec(Frozen):
+    """Batch-size schedules realised by changing accum at epoch boundaries (METHODS.md 6)."""
+    kind: Literal["small_first", "increase"]
+    first_batch: int = 0         # small_first: epoch 1's global batch ...
+    first_lr: float = 0.0        # ... and its constant LR
+    factor: float = 0.0          # increase: B *= factor where the step schedule would drop the LR
+    max_batch: int = 0           # increase: cap (default: the training-set size)
+
+
 class RunSpec(Frozen):
     suite: str
     run_id: str = ""
@@ -66,6 +82,8 @@ class RunSpec(Frozen):
     stop_at_target: bool
     diag_every: int
     eval_batch: int
+    discard: DiscardSpec | None = None
+    batch_schedule: BatchScheduleSpec | None = None
 
     @property
     def virtual_workers(self) -> int:

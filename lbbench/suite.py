@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lbbench.methods import get_method, resolve_hparams
 from lbbench.methods.registry import BadHParam, UnknownMethod
 from lbbench.schedules import Schedule, goyal_milestones, scaled_lr
-from lbbench.spec import DataSpec, LrSpec, RunSpec
+from lbbench.spec import BatchScheduleSpec, DataSpec, DiscardSpec, LrSpec, RunSpec
 from lbbench.workloads import WORKLOADS
 from lbbench.yamlpos import SuiteError, fmt_path, line_of, load_with_lines
 
@@ -60,11 +60,28 @@ class LrCfg(Strict):
     train_epochs: float | None = Field(None, gt=0)   # schedule length; default max_epochs
 
 
+class DiscardCfg(Strict):
+    fraction: float = Field(0.3, gt=0, lt=1)
+    epochs: float | None = Field(None, gt=0)       # default: 30% of max_epochs
+    scope: Literal["local", "global"] = "local"
+
+
+class BatchScheduleCfg(Strict):
+    kind: Literal["small_first", "increase"]
+    first_batch: int | None = Field(None, gt=0)
+    first_lr: float | None = Field(None, gt=0)
+    factor: float | None = Field(None, gt=1)
+    max_batch: int | None = Field(None, gt=0)
+
+
 class MethodCfg(Strict):
     name: str
     label: str | None = None
     hparams: dict[str, Any] = {}
     lr: dict[str, Any] = {}          # overrides of the suite's lr block for this method
+    # Training-loop features usable with any method (METHODS.md section 6); open division.
+    discard_small_loss: DiscardCfg | None = None
+    batch_schedule: BatchScheduleCfg | None = None
 
 
 class MatrixCfg(Strict):
@@ -296,6 +313,14 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
                  decay_factor=lr.decay_factor, train_epochs=train_epochs)
     sched = schedule_facts(lrs, -(-data.train_samples // B))
     reason = info.closed_division(hp, sched)
+    discard = batch_sched = None
+    if mc.discard_small_loss:
+        d = mc.discard_small_loss
+        discard = DiscardSpec(fraction=d.fraction, epochs=d.epochs or 0.3 * max_epochs, scope=d.scope)
+        reason = reason or "discards small-loss samples"
+    if mc.batch_schedule:
+        batch_sched = _batch_schedule(suite, i, mc.batch_schedule, B, n * local, lrs, data.train_samples)
+        reason = reason or f"batch-size schedule {mc.batch_schedule.kind}"
     return RunSpec(
         suite=suite.name, method=mc.name, label=c["method"], hparams=hp,
         division="closed" if reason is None else "open", division_reason=reason or "",
@@ -304,8 +329,27 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         label_smoothing=base.label_smoothing if w.label_smoothing is None else w.label_smoothing,
         target_top1=w.target_top1 or base.target_top1, eval_every=w.eval_every or base.eval_every,
         max_epochs=max_epochs, stop_at_target=cfg.run.stop_at_target, diag_every=cfg.run.diag_every,
-        eval_batch=cfg.run.eval_batch,
+        eval_batch=cfg.run.eval_batch, discard=discard, batch_schedule=batch_sched,
     ).with_id()
+
+
+def _batch_schedule(suite: Suite, i: int, bs: BatchScheduleCfg, B: int, per_accum: int, lr: LrSpec,
+                    n_train: int) -> BatchScheduleSpec:
+    where = ("matrix", "methods", i, "batch_schedule")
+    if bs.kind == "small_first":
+        if not bs.first_batch or not bs.first_lr:
+            raise suite.error(where, "small_first needs first_batch and first_lr")
+        if bs.first_batch % per_accum:
+            raise suite.error(where + ("first_batch",), f"first_batch {bs.first_batch} is not divisible by np x local batch = {per_accum}")
+        return BatchScheduleSpec(kind="small_first", first_batch=bs.first_batch, first_lr=bs.first_lr)
+    if not bs.factor:
+        raise suite.error(where, "increase needs factor (> 1)")
+    if lr.schedule != "step":
+        raise suite.error(where, "increase replaces the LR drops of a step (or goyal) schedule")
+    cap = bs.max_batch or n_train
+    if cap < per_accum:
+        raise suite.error(where + ("max_batch",), f"max_batch {cap} is below np x local batch = {per_accum}")
+    return BatchScheduleSpec(kind="increase", factor=bs.factor, max_batch=cap)
 
 
 def make_schedule(lr: LrSpec, steps_per_epoch: int) -> Schedule:

@@ -108,6 +108,18 @@ def rmsprop(params, grads, lr, state, alpha=0.99, eps=1e-8, mu=0.0, wd=0.0):
         w -= lr * step
 
 
+def cblr(params, grads, lr, state, hdiag, mu=0.9, wd=1e-4, floor=1.0):
+    for i, ((w, excl), g) in enumerate(zip(params, grads)):
+        if excl:
+            step = lr * g
+        else:
+            radius = np.abs((1 + g ** 2) ** 1.5 / np.maximum(np.abs(hdiag[i]), floor))
+            step = lr * radius * (g + wd * w)
+        v = mu * state.get(i, np.zeros_like(w)) + step
+        w -= v
+        state[i] = v
+
+
 # method -> (reference, {reference kwarg: hparam name}) for the registry-wide test
 REFERENCES = {
     "sgd": (sgd, dict(mu="momentum", wd="weight_decay", nesterov="nesterov", inside=("lr_convention", "inside"))),

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lbbench.data_layout import list_split
-from lbbench.sampling import GlobalBatchSampler, eval_shard
+from lbbench.sampling import eval_shard, planned_stream
 from lbbench.spec import RunSpec
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -72,13 +72,14 @@ class DaliLoader:
 
 
 def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: int | None = None):
-    sampler = GlobalBatchSampler(spec.data.train_samples, spec.global_batch, spec.virtual_workers, spec.seed)
-    stream = sampler.stream(rank, spec.accum, epoch, step)
+    from lbbench.batch_schedule import epoch_batch
+    stream = planned_stream(spec.data.train_samples, spec.seed, rank, spec.np, spec.local_batch,
+                            lambda e: epoch_batch(spec, e), epoch, step)
     if spec.data.kind == "synthetic":
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     _check_count(spec, "train", len(files), spec.data.train_samples)
-    pipe = _pipeline(_FileBatches(files, labels, stream), sampler.micro_batch, spec.data.image_size, True,
+    pipe = _pipeline(_FileBatches(files, labels, stream), spec.local_batch, spec.data.image_size, True,
                      spec.data.augment, seed=spec.seed * 1000 + rank, gpu=gpu)
     return DaliLoader(pipe)
 

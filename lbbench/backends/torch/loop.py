@@ -13,13 +13,23 @@ from lbbench.spec import RunSpec
 
 
 class Loop:
-    def __init__(self, spec: RunSpec, model: torch.nn.Module, params: list[torch.Tensor], train, hvd, rank: int):
-        self.spec, self.model, self.params, self.train, self.hvd, self.rank = spec, model, params, train, hvd, rank
+    def __init__(self, spec: RunSpec, model: torch.nn.Module, optimizer, train, hvd, rank: int, metrics):
+        from lbbench.backends.torch.diagnostics import Diagnostics
+        self.spec, self.model, self.train, self.hvd, self.rank = spec, model, train, hvd, rank
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.metrics = metrics
+        self.diag = Diagnostics(model, optimizer, spec.diag_every) if spec.diag_every else None
+        self.accum, self.global_batch = spec.accum, spec.global_batch   # per epoch (batch schedules)
+        self.discarding, self.discarded = False, 0
         self.times = dict(data=0.0, compute=0.0, allreduce=0.0, optimizer=0.0)
         self.backward_passes = 0
         self.allreduces = 0
 
-    def reset_times(self) -> None:
+    def start_epoch(self, epoch: int, global_batch: int, accum: int) -> None:
+        self.global_batch, self.accum = global_batch, accum
+        d = self.spec.discard
+        self.discarding = d is not None and epoch <= d.epochs
+        self.discarded = 0
         self.times = {k: 0.0 for k in self.times}
 
     def next_batch(self):
@@ -32,11 +42,35 @@ class Loop:
         """Backpropagates scale x the micro-batch's mean loss into .grad (accumulating);
         returns the unscaled loss."""
         t0 = time.perf_counter()
-        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.spec.label_smoothing)
+        per_sample = F.cross_entropy(self.model(x), y, label_smoothing=self.spec.label_smoothing, reduction="none")
+        if self.discarding:
+            keep = self._keep(per_sample.detach())
+            self.discarded += int((~keep).sum())
+            loss = (per_sample * keep).sum() / keep.sum()
+        else:
+            loss = per_sample.mean()
         (loss * scale).backward()
         self.backward_passes += 1
         self.times["compute"] += time.perf_counter() - t0
-        return loss.detach()
+        return per_sample.mean().detach()
+
+    def _keep(self, losses: torch.Tensor) -> torch.Tensor:
+        """Drop the fraction p of samples with the smallest loss: per micro-batch ('local', the
+        same whatever np is) or over this accumulation slot's micro-batches of all ranks
+        ('global', an allgather)."""
+        d = self.spec.discard
+        pool = self.hvd.allgather(losses) if d.scope == "global" else losses
+        m = int(d.fraction * pool.numel())
+        if m == 0:
+            return torch.ones_like(losses, dtype=torch.bool)
+        threshold = pool.kthvalue(m).values
+        return losses > threshold
+
+    def forward_loss(self, x, y) -> torch.Tensor:
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.spec.label_smoothing)
+        self.times["compute"] += time.perf_counter() - t0
+        return loss
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -58,4 +92,8 @@ class Loop:
         return float(reduced[-1])
 
     def virtual_worker(self, a: int) -> int:
-        return self.rank * self.spec.accum + a
+        return self.rank * self.accum + a
+
+    @property
+    def virtual_workers(self) -> int:
+        return self.spec.np * self.accum

@@ -29,6 +29,8 @@ def main(run_dir: Path) -> int:
     from lbbench.backends.torch.data import eval_batches, train_loader
     from lbbench.backends.torch.model import build_model
     from lbbench.backends.torch.loop import Loop
+    from lbbench.batch_schedule import epoch_batch, steps_in_epoch
+    from lbbench.batch_schedule import lr_at as batch_lr_at
     from lbbench.backends.torch.optim.methods import build_method
 
     spec = RunSpec.load(run_dir / "run.yaml")
@@ -40,7 +42,7 @@ def main(run_dir: Path) -> int:
     lead = rank == 0
     log = RunLog(run_dir / "mllog.txt" if lead else None)
     metrics = MetricsWriter(run_dir / "metrics.jsonl" if lead else None)
-    S = spec.steps_per_epoch
+    S = spec.steps_per_epoch   # of the run's global batch; batch schedules vary it per epoch
     log.header(spec, S, platform=os.environ.get("LBBENCH_PLATFORM", ""))
 
     torch.manual_seed(spec.seed)
@@ -49,8 +51,7 @@ def main(run_dir: Path) -> int:
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     method = build_method(spec, model)
     opt = method.optimizer
-    params = [p for g in opt.param_groups for p in g["params"]]
-    loop = Loop(spec, model, params, train_loader(spec, rank), hvd, rank)
+    loop = Loop(spec, model, opt, train_loader(spec, rank), hvd, rank, metrics)
     evaluate_batches = eval_batches(spec, rank, size)
     sched = make_schedule(spec.lr, S)
     log.end(C.INIT_STOP)
@@ -65,11 +66,15 @@ def main(run_dir: Path) -> int:
             log.start(C.BLOCK_START, first_epoch_num=epoch, epoch_count=min(spec.eval_every, spec.max_epochs - epoch + 1))
         log.start(C.EPOCH_START, epoch_num=epoch)
         model.train()
-        loop.reset_times()
+        B, accum = epoch_batch(spec, epoch)
+        if (B, accum) != (loop.global_batch, loop.accum):
+            log.event("lbbench_batch_change", {"global_batch": B, "gradient_accumulation_steps": accum}, epoch_num=epoch)
+        loop.start_epoch(epoch, B, accum)
+        S_e = steps_in_epoch(spec, epoch)
         t_epoch, loss_sum = time.perf_counter(), 0.0
-        for t in range(S):
+        for t in range(S_e):
             step += 1
-            lr = sched.lr_at(step)
+            lr = batch_lr_at(spec, sched, epoch, t + 1, step)
             for g in opt.param_groups:
                 g["lr"] = lr
             step_loss = method.step(loop, step, epoch)
@@ -77,16 +82,16 @@ def main(run_dir: Path) -> int:
                 status = "diverged"
                 break
             loss_sum += step_loss
-            if lead and (t % max(1, S // 10) == 0 or t == S - 1):
+            if lead and (t % max(1, S_e // 10) == 0 or t == S_e - 1):
                 metrics.write("step", epoch=epoch, step=step, loss=step_loss, lr=lr)
         epoch_s = time.perf_counter() - t_epoch
         train_time += epoch_s
         n_steps = t + 1
-        samples += n_steps * spec.global_batch
+        samples += n_steps * B
         log.end(C.EPOCH_STOP, epoch_num=epoch)
-        log.event("tracked_stats", {"throughput": n_steps * spec.global_batch / epoch_s}, step=epoch)
-        row = dict(epoch=epoch, step=step, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
-                   images_per_s=n_steps * spec.global_batch / epoch_s, **{f"{k}_s": v for k, v in loop.times.items()})
+        log.event("tracked_stats", {"throughput": n_steps * B / epoch_s}, step=epoch)
+        row = dict(epoch=epoch, step=step, global_batch=B, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
+                   images_per_s=n_steps * B / epoch_s, discarded=loop.discarded, **{f"{k}_s": v for k, v in loop.times.items()})
         if status == "diverged":
             metrics.write("epoch", diverged_at_step=step, **row)
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
@@ -102,8 +107,7 @@ def main(run_dir: Path) -> int:
             row["eval_s"] = time.perf_counter() - te
             best = max(best, top1)
             if reached is None and top1 >= spec.target_top1:
-                reached = dict(epochs_to_target=epoch, steps_to_target=step,
-                               samples_to_target=step * spec.global_batch, time_to_target_s=time.time() - t_start)
+                reached = dict(epochs_to_target=epoch, steps_to_target=step, samples_to_target=samples, time_to_target_s=time.time() - t_start)
                 status = "success"
         metrics.write("epoch", top1=top1, elapsed_s=time.time() - t_start, **row)
         if reached and spec.stop_at_target:

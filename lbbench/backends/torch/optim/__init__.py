@@ -23,6 +23,7 @@ BUILDERS = {
     "rmsprop": ("baselines", "build_rmsprop"),
     "mclr": ("layerwise", "build_mclr"),
     "percentdelta": ("layerwise", "build_percentdelta"),
+    "cblr": ("cblr", "build"),
 }
 
 

@@ -19,21 +19,30 @@ class Standard:
         self.spec = spec
         self.optimizer = build_optimizer(method or spec.method, hparams or spec.hparams, model, spec.lr.peak_lr)
 
-    def weight(self, step: int, epoch: int, k: int) -> float:
+    def weight(self, step: int, epoch: int, k: int, K: int) -> float:
         return 1.0
 
     def step(self, loop, step: int, epoch: int) -> float:
-        accum = self.spec.accum
+        accum = loop.accum
+        diag = loop.diag if loop.diag and loop.diag.active(step) else None
         loop.zero_grad()
+        if diag:
+            diag.begin_step(loop.params)
         local = torch.zeros(())
         for a in range(accum):
             x, y = loop.next_batch()
-            local += loop.forward_backward(x, y, self.weight(step, epoch, loop.virtual_worker(a)) / accum) / accum
+            local += loop.forward_backward(x, y, self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum) / accum
+            if diag:
+                diag.after_micro(loop.params, accum)
         loss = loop.allreduce_grads(local)
         if torch.isfinite(torch.tensor(loss)):
+            before = [p.detach().clone() for p in loop.params] if diag else None
             t0 = time.perf_counter()
             self.optimizer.step()
             loop.times["optimizer"] += time.perf_counter() - t0
+            if diag:
+                loop.metrics.write("diag", step=step, loss=loss, **diag.row(
+                    loop.params, before, loop.hvd, self.spec.local_batch, loop.global_batch))
         return loss
 
 
@@ -46,11 +55,10 @@ class GradientMix(Standard):
         super().__init__(spec, model, hp["base"], hp["base_hparams"])
         self.alpha, self.start, self.end = hp["alpha"], hp["start_epoch"], hp["end_epoch"]
 
-    def weight(self, step: int, epoch: int, k: int) -> float:
+    def weight(self, step: int, epoch: int, k: int, K: int) -> float:
         from lbbench.methods.gradientmix import mix_weights
         if epoch < self.start or (self.end and epoch > self.end):
             return 1.0
-        K = self.spec.virtual_workers
         return float(K * mix_weights(self.spec.seed, step, K, self.alpha)[k])
 
 
@@ -67,7 +75,7 @@ class ExtrapSGD(Standard):
         self.noise = torch.Generator().manual_seed(spec.seed * 7 + 1)
 
     def step(self, loop, step: int, epoch: int) -> float:
-        accum, params, hp = self.spec.accum, loop.params, self.hp
+        accum, params, hp = loop.accum, loop.params, self.hp
         lr = self.optimizer.param_groups[0]["lr"]
         gx = hp["extrap_scale"] * lr
         saved = [p.detach().clone() for p in params]
@@ -120,7 +128,51 @@ class ExtrapSGD(Standard):
                 m._lbbench_momentum, m.momentum = m.momentum, value
 
 
+class CurvatureLR(Standard):
+    """CBLR: on refresh steps the first micro-batch's gradient is taken with a graph, and
+    Hutchinson probes of its Hessian give the diagonal (averaged over ranks)."""
+
+    def __init__(self, spec: RunSpec, model):
+        super().__init__(spec, model)
+        self.every, self.samples = spec.hparams["curvature_every"], spec.hparams["hutchinson_samples"]
+        self.gen = torch.Generator().manual_seed(spec.seed * 31 + 7)   # same probes on every rank
+
+    def step(self, loop, step: int, epoch: int) -> float:
+        if (step - 1) % self.every:
+            return super().step(loop, step, epoch)
+        from lbbench.backends.torch.optim.cblr import hutchinson_diag
+        accum, params = loop.accum, loop.params
+        loop.zero_grad()
+        local = torch.zeros(())
+        for a in range(accum):
+            x, y = loop.next_batch()
+            if a:
+                local += loop.forward_backward(x, y, 1.0 / accum) / accum
+                continue
+            t0 = time.perf_counter()
+            loss = loop.forward_loss(x, y)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            diag = hutchinson_diag(grads, params, self.samples, self.gen)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    p.grad.add_(g.detach(), alpha=1.0 / accum)
+            loop.backward_passes += 1 + self.samples
+            loop.times["compute"] += time.perf_counter() - t0
+            local += loss.detach() / accum
+        self.optimizer.set_curvature(params, loop.hvd.grouped_allreduce(diag, op=loop.hvd.Average))
+        loss = loop.allreduce_grads(local)
+        if torch.isfinite(torch.tensor(loss)):
+            t0 = time.perf_counter()
+            self.optimizer.step()
+            loop.times["optimizer"] += time.perf_counter() - t0
+        return loss
+
+
 def build_method(spec: RunSpec, model):
+    if spec.method == "cblr":
+        return CurvatureLR(spec, model)
     if spec.method == "gradientmix":
         return GradientMix(spec, model)
     if spec.method == "extrap_sgd":

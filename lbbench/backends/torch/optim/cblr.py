@@ -1,0 +1,47 @@
+"""CBLR (METHODS.md section 6; formula and [lbbench] choices in lbbench/methods/cblr.py)."""
+from __future__ import annotations
+
+import torch
+
+
+def hutchinson_diag(grads, params, samples: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """E_z[z * (H z)] = diag(H) for Rademacher z; ``grads`` must carry a graph (create_graph)."""
+    est = [torch.zeros_like(p) for p in params]
+    for _ in range(samples):
+        zs = [torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1) for p in params]
+        hz = torch.autograd.grad(grads, params, grad_outputs=zs, retain_graph=True)
+        for e, z, h in zip(est, zs, hz):
+            e.add_(z * h, alpha=1.0 / samples)
+    return est
+
+
+class CBLR(torch.optim.Optimizer):
+    def __init__(self, groups, lr, momentum, weight_decay, floor):
+        super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, floor=floor))
+
+    def set_curvature(self, params, diag):
+        for p, h in zip(params, diag):
+            self.state[p]["hdiag"] = h.detach()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g, state = p.grad, self.state[p]
+                if group["excluded"] or "hdiag" not in state:
+                    scaled = g.mul(lr)
+                else:
+                    radius = (1 + g * g).pow(1.5) / state["hdiag"].abs().clamp(min=group["floor"])
+                    scaled = g.add(p, alpha=wd).mul_(radius).mul_(lr)
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.zeros_like(p)
+                buf.mul_(mu).add_(scaled)
+                p.sub_(buf)
+
+
+def build(groups, hp, lr):
+    return CBLR(groups, lr, hp["momentum"], hp["weight_decay"], hp["curvature_floor"])

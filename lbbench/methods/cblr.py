@@ -1,0 +1,21 @@
+"""CBLR: curvature-based per-parameter learning rates (Gao & Zhong; METHODS.md section 6).
+
+eta_i = lr R_i with the curvature radius R_i = |(1 + g_i^2)^(3/2) / H_ii|; update
+v <- mu v + eta (g + beta w), w <- w - v. [lbbench] choices: H_ii (left uncomputed by the seed)
+is Hutchinson's estimate z * (H z) with Rademacher z, Hessian-vector products by double
+backward on the step's first micro-batch, averaged over ranks, refreshed every
+``curvature_every`` steps, |H_ii| clamped below at ``curvature_floor``; momentum with the LR
+inside (as LARS); excluded tensors (BN, biases) take plain momentum SGD.
+"""
+from lbbench.methods.registry import HParam, MethodInfo, open_keys, register
+
+CBLR = register(MethodInfo(
+    name="cblr", doc=__doc__, opt_name="cblr", mllog_keys=open_keys("cblr_opt"), passes_per_step=1,
+    hparams={"momentum": HParam(0.9, float, "mu"),
+             "weight_decay": HParam(1e-4, float, "beta"),
+             "exclude_bn_bias": HParam(True, bool, "plain momentum SGD on BN and biases"),
+             "curvature_every": HParam(10, int, "steps between Hessian-diagonal refreshes"),
+             "hutchinson_samples": HParam(1, int, "Rademacher probes per refresh"),
+             "curvature_floor": HParam(1.0, float, "lower clamp of |H_ii| (bounds R_i)")},
+    lbbench_choices=("Hutchinson diagonal by double backward", "LR inside momentum", "|H_ii| floor"),
+))
