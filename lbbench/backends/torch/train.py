@@ -49,7 +49,7 @@ def main(run_dir: Path) -> int:
     span = spec.bn_span if spec.bn_span < spec.local_batch else None
     model = build_model(spec.model, spec.data.classes, bn_span=span)
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    method = build_method(spec, model)
+    method = build_method(spec, model, rank, size)
     opt = method.optimizer
     loop = Loop(spec, model, opt, train_loader(spec, rank), hvd, rank, metrics)
     evaluate_batches = eval_batches(spec, rank, size)
@@ -118,6 +118,8 @@ def main(run_dir: Path) -> int:
     digests = hvd.allgather_object(param_digest(model))
     if lead:
         torch.save({k: v for k, v in model.state_dict().items()}, run_dir / "final.pt")
+        if hasattr(method, "pre"):
+            torch.save(method.pre.state(), run_dir / "kfac_factors.pt")
         summary = dict(run_id=spec.run_id, suite=spec.suite, status=status, method=spec.method, label=spec.label,
                        global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,
                        seed=spec.seed, division=spec.division, target_top1=spec.target_top1,

@@ -170,7 +170,54 @@ class CurvatureLR(Standard):
         return loss
 
 
-def build_method(spec: RunSpec, model):
+class KFAC(Standard):
+    """K-FAC / SP-NGD: factors from the step's own forward/backward, preconditioned gradients,
+    momentum with the LR inside (lbbench/methods/kfac.py)."""
+
+    def __init__(self, spec: RunSpec, model, rank: int, size: int):
+        from lbbench.backends.torch.optim.kfac import KFACPreconditioner
+        hp = spec.hparams
+        sgd_hp = dict(momentum=hp["momentum"], nesterov=False, weight_decay=0.0, exclude_bn_bias=True,
+                      lr_convention="inside")   # weight decay is added before preconditioning
+        super().__init__(spec, model, "sgd", sgd_hp)
+        self.hp = hp
+        self.pre = KFACPreconditioner(model, hp, rank, size)
+        self.prev_lr = None
+
+    def step(self, loop, step: int, epoch: int) -> float:
+        capture = (step - 1) % self.hp["factor_every"] == 0
+        accum = loop.accum
+        self.pre.begin(capture, 1.0 / accum)
+        loop.zero_grad()
+        local = torch.zeros(())
+        for _ in range(accum):
+            x, y = loop.next_batch()
+            local += loop.forward_backward(x, y, 1.0 / accum) / accum
+        self.pre.capturing = False
+        loss = loop.allreduce_grads(local)
+        if not torch.isfinite(torch.tensor(loss)):
+            return loss
+        t0 = time.perf_counter()
+        if capture:
+            self.pre.reduce(loop.hvd)
+        if (step - 1) % self.hp["inverse_every"] == 0:
+            self.pre.invert()
+        group_lr = self.optimizer.param_groups[0]["lr"]
+        self.pre.precondition(loop.hvd, group_lr)
+        mu = self.hp["momentum"]
+        if self.hp["momentum_adjust"] and self.prev_lr and group_lr < self.prev_lr:
+            mu *= group_lr / self.prev_lr
+        for g in self.optimizer.param_groups:
+            g["momentum"] = mu
+        self.prev_lr = group_lr
+        self.optimizer.step()
+        loop.times["optimizer"] += time.perf_counter() - t0
+        return loss
+
+
+def build_method(spec: RunSpec, model, rank: int = 0, size: int = 1):
+    if spec.method == "kfac":
+        return KFAC(spec, model, rank, size)
     if spec.method == "cblr":
         return CurvatureLR(spec, model)
     if spec.method == "gradientmix":

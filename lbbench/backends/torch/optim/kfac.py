@@ -1,0 +1,172 @@
+"""K-FAC / SP-NGD preconditioner (METHODS.md section 7; the formula and the [lbbench] choices
+are in lbbench/methods/kfac.py). The training-step strategy using it is KFAC in methods.py.
+
+Factors are collected by hooks on the training forward/backward (no extra passes): a forward
+hook keeps the layer input and hangs a hook on the output's gradient.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_decay: float):
+    """(A + pi sqrt(r) I)^-1 and (G + sqrt(r)/pi I)^-1 with r = max(weight_decay, damping)."""
+    r = max(weight_decay, damping)
+    ta, tg = float(A.trace()) / A.shape[0], float(G.trace()) / G.shape[0]
+    pi = math.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
+    eye_a = torch.eye(A.shape[0], dtype=A.dtype)
+    eye_g = torch.eye(G.shape[0], dtype=G.dtype)
+    return (torch.cholesky_inverse(torch.linalg.cholesky(A + pi * math.sqrt(r) * eye_a)),
+            torch.cholesky_inverse(torch.linalg.cholesky(G + math.sqrt(r) / pi * eye_g)))
+
+
+def input_rows(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """Rows whose outer products make A: Linear inputs, or Conv im2col patches; + 1 for a bias."""
+    if isinstance(module, nn.Conv2d):
+        a = F.unfold(a, module.kernel_size, module.dilation, module.padding, module.stride)
+        a = a.transpose(1, 2).reshape(-1, a.shape[1])
+    if module.bias is not None:
+        a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+    return a
+
+
+def output_rows(module: nn.Module, d: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, nn.Conv2d):
+        return d.permute(0, 2, 3, 1).reshape(-1, d.shape[1])
+    return d
+
+
+def grad_matrix(module: nn.Module, extra_wd: float) -> torch.Tensor:
+    """The layer's gradient as an (out, in[+1]) matrix, weight decay added to the weight."""
+    g = module.weight.grad.reshape(module.weight.shape[0], -1) + extra_wd * module.weight.detach().reshape(
+        module.weight.shape[0], -1)
+    if module.bias is not None:
+        g = torch.cat([g, module.bias.grad.reshape(-1, 1)], dim=1)
+    return g
+
+
+class KFACPreconditioner:
+    def __init__(self, model: nn.Module, hp: dict, rank: int, size: int):
+        self.hp, self.rank, self.size = hp, rank, size
+        self.layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        self.bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] \
+            if hp["bn_fisher"] == "unit_wise" else []
+        self.capturing, self.scale = False, 1.0
+        self.acc: dict[nn.Module, list] = {}
+        self.A: dict[nn.Module, torch.Tensor] = {}
+        self.G: dict[nn.Module, torch.Tensor] = {}
+        self.F: dict[nn.Module, torch.Tensor] = {}     # BN: (C, 2, 2)
+        self.inv: dict[nn.Module, tuple] = {}
+        for m in self.layers + self.bns:
+            m.register_forward_hook(self._forward_hook)
+        self.owner = self._assign_owners()
+
+    def _assign_owners(self) -> dict[nn.Module, int]:
+        """Greedy by n^3: the costliest inversions first, each to the least-loaded rank."""
+        cost = {m: input_rows_dim(m) ** 3 + m.weight.shape[0] ** 3 for m in self.layers}
+        load, owner = [0.0] * self.size, {}
+        for m in sorted(self.layers, key=lambda m: -cost[m]):
+            r = min(range(self.size), key=lambda i: load[i])
+            owner[m], load[r] = r, load[r] + cost[m]
+        return owner
+
+    # -- statistics ------------------------------------------------------------------------
+    def begin(self, capture: bool, scale: float) -> None:
+        self.capturing, self.scale, self.acc = capture, scale, {}
+
+    def _forward_hook(self, module, inputs, output):
+        if not (self.capturing and module.training and torch.is_grad_enabled()):
+            return
+        a = inputs[0].detach()
+        n = a.shape[0]
+        output.register_hook(lambda d, m=module, a=a, n=n: self._grad_hook(m, a, d.detach() / self.scale, n))
+
+    def _grad_hook(self, m, a, d, n):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            stat = (_bn_unit_fisher(m, a, d * n),)
+        else:
+            rows, drows = input_rows(m, a), output_rows(m, d) * n
+            stat = (rows.T @ rows / rows.shape[0], drows.T @ drows / drows.shape[0])
+        prev = self.acc.get(m)
+        self.acc[m] = [s + p for s, p in zip(stat, prev)] + [prev[-1] + 1] if prev else list(stat) + [1]
+
+    def reduce(self, hvd) -> None:
+        """Mean over this step's micro-batches, then over ranks; blend with stat_decay."""
+        mods = [m for m in self.layers + self.bns if m in self.acc]
+        local = [s / self.acc[m][-1] for m in mods for s in self.acc[m][:-1]]
+        averaged = iter(hvd.grouped_allreduce(local, op=hvd.Average) if self.size > 1 else local)
+        w = self.hp["stat_decay"]
+        for m in mods:
+            for store in ((self.F,) if m in self.bns else (self.A, self.G)):
+                new = next(averaged)
+                store[m] = new if m not in store or w >= 1 else (1 - w) * store[m] + w * new
+        self.acc = {}
+
+    def invert(self) -> None:
+        for m in self.layers:
+            if self.owner[m] == self.rank and m in self.A:
+                self.inv[m] = damped_inverses(self.A[m], self.G[m], self.hp["damping"], self.hp["weight_decay"])
+
+    # -- preconditioning -------------------------------------------------------------------
+    @torch.no_grad()
+    def precondition(self, hvd, lr: float) -> None:
+        """Replace the gradients of Conv/Linear (and BN) parameters by their natural-gradient
+        directions (weight decay included); the owners compute, one allreduce shares."""
+        wd = self.hp["weight_decay"]
+        out, raw = [], []
+        for m in self.layers:
+            g = grad_matrix(m, wd)
+            raw.append(g)
+            if self.owner[m] == self.rank:
+                Ainv, Ginv = self.inv[m]
+                out.append(Ginv @ g @ Ainv)
+            else:
+                out.append(torch.zeros_like(g))
+        if self.size > 1:
+            out = hvd.grouped_allreduce(out, op=hvd.Sum)
+        nu = 1.0
+        if self.hp["kl_clip"] > 0:
+            vg = sum(float((p * g).sum()) for p, g in zip(out, raw)) * lr * lr
+            nu = min(1.0, math.sqrt(self.hp["kl_clip"] / abs(vg))) if vg else 1.0
+        for m, p in zip(self.layers, out):
+            p = p * nu
+            if m.bias is not None:
+                m.bias.grad.copy_(p[:, -1])
+                p = p[:, :-1]
+            m.weight.grad.copy_(p.reshape(m.weight.shape))
+        for m in self.bns:
+            if m in self.F:
+                Fm = self.F[m] + max(wd, self.hp["damping"]) * torch.eye(2, dtype=self.F[m].dtype)
+                g = torch.stack([m.weight.grad, m.bias.grad], dim=1).unsqueeze(-1)
+                p = torch.linalg.solve(Fm, g).squeeze(-1) * nu
+                m.weight.grad.copy_(p[:, 0])
+                m.bias.grad.copy_(p[:, 1])
+
+    def state(self) -> dict:
+        """The factors, in layer order (the same on every rank after ``reduce``)."""
+        return {"A": [self.A.get(m) for m in self.layers], "G": [self.G.get(m) for m in self.layers],
+                "F": [self.F.get(m) for m in self.bns]}
+
+
+def input_rows_dim(m: nn.Module) -> int:
+    d = m.weight[0].numel()
+    return d + (1 if m.bias is not None else 0)
+
+
+def _bn_unit_fisher(m, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Mean over samples of the per-channel 2x2 outer product of (dL/dgamma, dL/dbeta) per sample,
+    with x-hat from the batch (or BN-span) statistics the training forward used."""
+    n = x.shape[0]
+    span = getattr(m, "span", None) or n
+    xs = x.reshape(n // span, span, *x.shape[1:])
+    mean = xs.mean(dim=(1, 3, 4), keepdim=True)
+    var = xs.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+    xhat = ((xs - mean) / torch.sqrt(var + m.eps)).reshape_as(x)
+    dgamma = (dy * xhat).sum(dim=(2, 3))      # (N, C)
+    dbeta = dy.sum(dim=(2, 3))
+    v = torch.stack([dgamma, dbeta], dim=2)   # (N, C, 2)
+    return torch.einsum("nci,ncj->cij", v, v) / n
