@@ -24,11 +24,12 @@ HPARAMS = {"lars": "{eta: 0.01}", "gradientmix": "{base: sgd, alpha: 0.5}",
 # Tolerances: float sums in a different order (Gloo's allreduce vs local accumulation) differ
 # in the last bits. Adaptive methods divide by sqrt(v) + eps, amplifying a gradient difference
 # by up to lr / eps (= 50 here): measured up to 2.1e-6 absolute after 6 steps (weights ~0.05,
-# total movement ~0.3), so they get atol 1e-5; the others agree to 1e-5 relative.
+# total movement ~0.3), so they get atol 1e-5; the others agree to 1e-5 relative. K-FAC and
+# CBLR scale gradients by inverse curvature (up to 1/sqrt(damping), 1/floor): same tolerance.
 # LAMB at eps 1e-3 with BN/bias exclusions differed by up to 3e-4 after 6 steps while the
 # losses agreed to 1e-5 (without exclusions: 2.4e-7); at eps 0.1 it agrees to 1e-7. Not yet
 # explained; recorded in the methods issue.
-ADAPTIVE = {"adam", "adamw", "rmsprop", "adagrad", "lamb", "percentdelta"}
+ADAPTIVE = {"adam", "adamw", "rmsprop", "adagrad", "lamb", "percentdelta", "kfac", "cblr"}
 
 
 @pytest.mark.parametrize("method", sorted(REGISTRY))

@@ -2,8 +2,9 @@
 
 eta_i = lr R_i with the curvature radius R_i = |(1 + g_i^2)^(3/2) / H_ii|; update
 v <- mu v + eta (g + beta w), w <- w - v. [lbbench] choices: H_ii (left uncomputed by the seed)
-is Hutchinson's estimate z * (H z) with Rademacher z, Hessian-vector products by double
-backward on the step's first micro-batch, averaged over ranks, refreshed every
+is Hutchinson's estimate z * (H z) with Rademacher z seeded by (seed, step, virtual worker),
+Hessian-vector products by double backward on every micro-batch of a refresh step, averaged
+over micro-batches and ranks (so it does not depend on how K splits into np x accum), refreshed every
 ``curvature_every`` steps, |H_ii| clamped below at ``curvature_floor``; momentum with the LR
 inside (as LARS); excluded tensors (BN, biases) take plain momentum SGD.
 """
