@@ -67,6 +67,8 @@ class RunLog:
         self.event("lbbench_virtual_workers", spec.virtual_workers)
         self.event("lbbench_lr_schedule", spec.lr.model_dump(mode="json"))
         self.event("lbbench_choices", list(info.lbbench_choices))
+        if spec.recipe:
+            self.event("lbbench_recipe", spec.recipe)
         if spec.discard:
             self.event("lbbench_discard_small_loss", spec.discard.model_dump())
         if spec.batch_schedule:

@@ -84,6 +84,7 @@ class RunSpec(Frozen):
     eval_batch: int
     discard: DiscardSpec | None = None
     batch_schedule: BatchScheduleSpec | None = None
+    recipe: str = ""             # where per-batch hyperparameters came from, if a recipe
 
     @property
     def virtual_workers(self) -> int:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lbbench.methods import get_method, resolve_hparams
 from lbbench.methods.registry import BadHParam, UnknownMethod
+from lbbench.recipes import RECIPES
 from lbbench.schedules import Schedule, goyal_milestones, scaled_lr
 from lbbench.spec import BatchScheduleSpec, DataSpec, DiscardSpec, LrSpec, RunSpec
 from lbbench.workloads import WORKLOADS
@@ -82,6 +83,8 @@ class MethodCfg(Strict):
     # Training-loop features usable with any method (METHODS.md section 6); open division.
     discard_small_loss: DiscardCfg | None = None
     batch_schedule: BatchScheduleCfg | None = None
+    # Per-batch hyperparameters from lbbench/recipes.py; explicit hparams still win.
+    recipe: Literal["mlperf_lars", "spngd"] | None = None
 
 
 class MatrixCfg(Strict):
@@ -276,7 +279,9 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
     cfg, w, m = suite.cfg, suite.cfg.workload, suite.cfg.matrix
     mc = m.methods[i]
     info = get_method(mc.name)
-    hp = resolve_hparams(mc.name, mc.hparams)
+    recipe = RECIPES[mc.recipe](c["global_batch"]) if mc.recipe else {}
+    given = {k: recipe[k] for k in ("momentum", "weight_decay", "damping") if k in recipe and k in info.hparams}
+    hp = resolve_hparams(mc.name, {**given, **mc.hparams})
     B, n = c["global_batch"], c["np"]
     where = ("matrix", "global_batch", m.global_batch.index(B)) if B in m.global_batch else ("include",)
     if n <= 0:
@@ -303,6 +308,10 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         peak = lr.table[B]
     else:
         peak = scaled_lr(lr.rule, lr.base_lr, lr.base_batch, B)
+    if recipe:
+        peak = recipe["peak_lr"]
+        lr = lr.model_copy(update={"schedule": "poly", "warmup_epochs": recipe["warmup_epochs"],
+                                   "train_epochs": recipe["train_epochs"]})
     max_epochs = w.max_epochs or base.max_epochs
     train_epochs = lr.train_epochs or max_epochs
     kind, milestones = lr.schedule, tuple(lr.milestones or ())
@@ -330,6 +339,7 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         target_top1=w.target_top1 or base.target_top1, eval_every=w.eval_every or base.eval_every,
         max_epochs=max_epochs, stop_at_target=cfg.run.stop_at_target, diag_every=cfg.run.diag_every,
         eval_batch=cfg.run.eval_batch, discard=discard, batch_schedule=batch_sched,
+        recipe=recipe.get("source", ""),
     ).with_id()
 
 
