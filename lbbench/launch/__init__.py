@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lbbench.spec import RunSpec
 
-LAUNCHERS = ("local", "mpirun")
+LAUNCHERS = ("local", "horovodrun", "mpirun")
 
 
 def worker_argv(spec: RunSpec, run_dir: Path) -> list[str]:
@@ -27,7 +27,12 @@ def _tool(name: str) -> str:
 
 
 def local_command(spec: RunSpec, run_dir: Path) -> list[str]:
-    # Gloo controller: needs only horovodrun's own rendezvous, no MPI.
+    """One node, Gloo controller, Horovod's rendezvous server started by lbbench itself
+    (lbbench/launch/gloo_local.py says why not horovodrun)."""
+    return [sys.executable, "-m", "lbbench.launch.gloo_local", str(spec.np), *worker_argv(spec, run_dir)]
+
+
+def horovodrun_command(spec: RunSpec, run_dir: Path) -> list[str]:
     return [_tool("horovodrun"), "-np", str(spec.np), "-H", f"localhost:{spec.np}", "--gloo",
             *worker_argv(spec, run_dir)]
 
@@ -53,6 +58,8 @@ def mpirun_command(spec: RunSpec, run_dir: Path, hostfile: str | None = None) ->
 def command(launcher: str, spec: RunSpec, run_dir: Path) -> list[str]:
     if launcher == "local":
         return local_command(spec, run_dir)
+    if launcher == "horovodrun":
+        return horovodrun_command(spec, run_dir)
     if launcher == "mpirun":
         return mpirun_command(spec, run_dir, os.environ.get("LBBENCH_HOSTFILE"))
     raise ValueError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")

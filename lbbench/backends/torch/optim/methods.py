@@ -200,7 +200,9 @@ class KFAC(Standard):
         if capture:
             self.pre.reduce(loop.hvd)
         if (step - 1) % self.hp["inverse_every"] == 0:
+            t_inv = time.perf_counter()
             self.pre.invert()
+            self.last_invert_s = time.perf_counter() - t_inv
         group_lr = self.optimizer.param_groups[0]["lr"]
         self.pre.precondition(loop.hvd, group_lr)
         mu = self.hp["momentum"]
