@@ -104,6 +104,34 @@ def _print_report(results_dir: Path) -> None:
     console.print(f"written: {results_dir / 'report.md'}, {results_dir / 'report.csv'}")
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; results go to JSON files, never into tests.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("optim")
+def bench_optim(model: str = typer.Option("resnet50", help="model name (lbbench/backends/torch/model.py)"),
+                batch: int = typer.Option(16, help="images per step per worker"),
+                steps: int = typer.Option(3, help="timed steps per method (at least one period of periodic work)"),
+                methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: all)"),
+                out: Optional[Path] = typer.Option(None, help="result JSON (default: results/bench/optim-MODEL-bBATCH.json)")):
+    """Full training-step time of every method relative to SGD (PyTorch, this machine's device)."""
+    import subprocess
+    out = out or Path("results") / "bench" / f"optim-{model}-b{batch}.json"
+    cmd = [sys.executable, "-m", "lbbench.backends.torch.bench", "optim", "--model", model, "--batch", str(batch),
+           "--steps", str(steps), "--out", str(out)] + (["--methods", methods] if methods else [])
+    rc = subprocess.call(cmd)
+    if rc == 0:
+        import json
+        res = json.loads(out.read_text())
+        t = Table(title=f"step time vs SGD: {model}, batch {batch}/worker ({out})")
+        for col in ("method", "s/step", "x SGD"):
+            t.add_column(col)
+        for name, r in res["methods"].items():
+            t.add_row(name, f"{r['step_s']:.3f}", f"{r['relative_to_sgd']:.2f}")
+        console.print(t)
+    raise typer.Exit(rc)
+
+
 @data_app.command("digits")
 def data_digits(out: Path = typer.Option(Path("data/digits"), help="output directory")):
     """scikit-learn's bundled UCI digits in the ImageNet folder layout (1,536 train / 261 val)."""

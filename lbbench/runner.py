@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -56,15 +57,28 @@ def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console 
     return summaries
 
 
+def resumable(rdir: Path, spec: RunSpec | None = None) -> bool:
+    """A checkpoint of the same RunSpec is there: the worker will resume from it."""
+    if not any((rdir / "ckpt").glob("epoch-*.pt")) or not (rdir / "run.yaml").exists():
+        return False
+    return spec is None or RunSpec.load(rdir / "run.yaml").identity() == spec.identity()
+
+
 def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head: str, timeout_s) -> dict:
-    for name in PARTIAL_FILES:  # a fresh attempt; nothing partial is ever read as a result
-        (rdir / name).unlink(missing_ok=True)
+    resume = resumable(rdir, spec)
+    if resume:   # keep the logs and the checkpoint; the failed attempt's summary goes
+        (rdir / "summary.json").unlink(missing_ok=True)
+        progress.console.print(f"[cyan]{head}: resuming from its checkpoint[/cyan]")
+    else:        # a fresh attempt; nothing partial is ever read as a result
+        for name in PARTIAL_FILES:
+            (rdir / name).unlink(missing_ok=True)
+        shutil.rmtree(rdir / "ckpt", ignore_errors=True)
     spec.save(rdir / "run.yaml")
     cmd = launch.command(launcher, spec, rdir)
     task = progress.add_task(head, total=spec.max_epochs, info="starting")
     t0 = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(rdir / "worker.log", "w") as out:
+    with open(rdir / "worker.log", "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

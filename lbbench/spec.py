@@ -85,6 +85,7 @@ class RunSpec(Frozen):
     discard: DiscardSpec | None = None
     batch_schedule: BatchScheduleSpec | None = None
     recipe: str = ""             # where per-batch hyperparameters came from, if a recipe
+    checkpoint_every: int = 1    # epochs between checkpoints (0: none); not part of the identity
 
     @property
     def virtual_workers(self) -> int:
@@ -97,6 +98,7 @@ class RunSpec(Frozen):
     def identity(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
         d.pop("run_id")
+        d.pop("checkpoint_every")
         d["data"].pop("path")
         return d
 

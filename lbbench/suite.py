@@ -102,6 +102,7 @@ class RunCfg(Strict):
     stop_at_target: bool = True
     diag_every: int = Field(0, ge=0)       # 0: no per-tensor diagnostics
     eval_batch: int = Field(256, gt=0)
+    checkpoint_every: int = Field(1, ge=0)  # epochs; 0 = never
 
 
 class Cell(Strict):
@@ -339,7 +340,7 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         target_top1=w.target_top1 or base.target_top1, eval_every=w.eval_every or base.eval_every,
         max_epochs=max_epochs, stop_at_target=cfg.run.stop_at_target, diag_every=cfg.run.diag_every,
         eval_batch=cfg.run.eval_batch, discard=discard, batch_schedule=batch_sched,
-        recipe=recipe.get("source", ""),
+        recipe=recipe.get("source", ""), checkpoint_every=cfg.run.checkpoint_every,
     ).with_id()
 
 

@@ -48,3 +48,12 @@ def test_imagenet_suite_uses_the_recipes():
     kfac = {r.global_batch: r for r in runs if r.label == "kfac" and r.framework == "torch"}
     assert kfac[32768].hparams["damping"] == 2e-4 and kfac[32768].lr.peak_lr == 3e-2
     assert len({r.label for r in runs}) >= 10
+
+
+def test_demo_suite_shows_every_method():
+    from lbbench.methods import REGISTRY
+    suite = load_suite(ROOT / "suites" / "demo.yaml")
+    names = {m.name for m in suite.cfg.matrix.methods}
+    assert names == set(REGISTRY)
+    assert any(m.discard_small_loss for m in suite.cfg.matrix.methods)
+    assert any(m.batch_schedule for m in suite.cfg.matrix.methods)

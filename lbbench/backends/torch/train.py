@@ -3,7 +3,8 @@
 One step = K = np x accum micro-batches (virtual workers): each rank runs ``accum``
 forward/backward passes on its micro-batches, gradients are averaged over the micro-batches
 and then over ranks with one grouped Horovod allreduce, and the method updates the weights
-with the LR of the shared schedule. Rank 0 writes mllog.txt, metrics.jsonl and summary.json.
+with the LR of the shared schedule. Rank 0 writes mllog.txt, metrics.jsonl, summary.json and
+the checkpoints; a restarted worker resumes from the newest checkpoint (checkpoint.py).
 """
 from __future__ import annotations
 
@@ -12,26 +13,45 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from mlperf_logging.mllog import constants as C
 
-from lbbench.metrics import MetricsWriter
+from lbbench.metrics import MetricsWriter, read_metrics
 from lbbench.mllog import RunLog
 from lbbench.spec import RunSpec
 from lbbench.store import write_json
 from lbbench.suite import make_schedule
-from mlperf_logging.mllog import constants as C
+
+
+@dataclass
+class Progress:
+    """Everything about a run's position that a checkpoint must carry."""
+    epoch: int = 0                 # last completed epoch
+    step: int = 0
+    samples: int = 0
+    best: float = 0.0
+    reached: dict | None = None
+    status: str = "not_reached"
+    train_s: float = 0.0
+    elapsed_s: float = 0.0         # active clock since run_start, summed over attempts
+    preemptions: int = 0
+    time_lost_s: float = 0.0
+    backward_passes: int = 0
+    allreduces: int = 0
 
 
 def main(run_dir: Path) -> int:
     import horovod.torch as hvd
+    from lbbench.backends.torch import checkpoint
     from lbbench.backends.torch.data import eval_batches, train_loader
-    from lbbench.backends.torch.model import build_model
     from lbbench.backends.torch.loop import Loop
+    from lbbench.backends.torch.model import build_model
+    from lbbench.backends.torch.optim.methods import build_method
     from lbbench.batch_schedule import epoch_batch, steps_in_epoch
     from lbbench.batch_schedule import lr_at as batch_lr_at
-    from lbbench.backends.torch.optim.methods import build_method
 
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
@@ -40,61 +60,91 @@ def main(run_dir: Path) -> int:
         raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {size}")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
     lead = rank == 0
+
+    # Resume: rank 0 reads the newest complete checkpoint and cuts the logs back to it.
+    ckpt = None
+    if lead:
+        ckpt = checkpoint.load_newest(run_dir)
+        if ckpt is not None:
+            lost = _lost_seconds(run_dir, ckpt["saved_at"])
+            checkpoint.rewind_logs(run_dir, ckpt["log_bytes"])
+            ckpt["progress"]["time_lost_s"] += lost
+    # An explicit name: the default is the type name, which differs between rank 0 (dict) and
+    # the others (None) and would deadlock the broadcast.
+    ckpt = hvd.broadcast_object(ckpt, root_rank=0, name="lbbench.checkpoint")
+    p = Progress(**ckpt["progress"]) if ckpt else Progress()
+    if ckpt:
+        p.preemptions += 1
+
     log = RunLog(run_dir / "mllog.txt" if lead else None)
     metrics = MetricsWriter(run_dir / "metrics.jsonl" if lead else None)
     S = spec.steps_per_epoch   # of the run's global batch; batch schedules vary it per epoch
-    log.header(spec, S, platform=os.environ.get("LBBENCH_PLATFORM", ""))
+    if not ckpt:
+        log.header(spec, S, platform=os.environ.get("LBBENCH_PLATFORM", ""))
 
     torch.manual_seed(spec.seed)
     span = spec.bn_span if spec.bn_span < spec.local_batch else None
     model = build_model(spec.model, spec.data.classes, bn_span=span)
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     method = build_method(spec, model, rank, size)
     opt = method.optimizer
-    loop = Loop(spec, model, opt, train_loader(spec, rank), hvd, rank, metrics)
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        method.load_state_dict(ckpt["method"])
+        torch.set_rng_state(ckpt["rng"])
+    else:
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    loop = Loop(spec, model, opt, train_loader(spec, rank, epoch=p.epoch + 1), hvd, rank, metrics)
+    loop.backward_passes, loop.allreduces = p.backward_passes, p.allreduces
     evaluate_batches = eval_batches(spec, rank, size)
     sched = make_schedule(spec.lr, S)
-    log.end(C.INIT_STOP)
-    log.start(C.RUN_START)
-    t_start = time.time()
+    if ckpt:
+        log.event("lbbench_resumed", {"from_epoch": p.epoch, "preemptions": p.preemptions})
+    else:
+        log.end(C.INIT_STOP)
+        log.start(C.RUN_START)
+    t_start = time.time() - p.elapsed_s
 
-    step, best, reached, status, train_time, samples = 0, 0.0, None, "not_reached", 0.0, 0
-    block_first = 1
-    for epoch in range(1, spec.max_epochs + 1):
+    block_first = spec.eval_every * (p.epoch // spec.eval_every) + 1
+    for epoch in range(p.epoch + 1, spec.max_epochs + 1):
+        if p.reached and spec.stop_at_target:
+            break
         if (epoch - 1) % spec.eval_every == 0:
             block_first = epoch
             log.start(C.BLOCK_START, first_epoch_num=epoch, epoch_count=min(spec.eval_every, spec.max_epochs - epoch + 1))
         log.start(C.EPOCH_START, epoch_num=epoch)
         model.train()
         B, accum = epoch_batch(spec, epoch)
-        if (B, accum) != (loop.global_batch, loop.accum):
+        if (B, accum) != epoch_batch(spec, max(epoch - 1, 1)):
             log.event("lbbench_batch_change", {"global_batch": B, "gradient_accumulation_steps": accum}, epoch_num=epoch)
         loop.start_epoch(epoch, B, accum)
         S_e = steps_in_epoch(spec, epoch)
-        t_epoch, loss_sum = time.perf_counter(), 0.0
+        t_epoch, loss_sum, n_steps = time.perf_counter(), 0.0, 0
         for t in range(S_e):
-            step += 1
-            lr = batch_lr_at(spec, sched, epoch, t + 1, step)
+            p.step += 1
+            lr = batch_lr_at(spec, sched, epoch, t + 1, p.step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            step_loss = method.step(loop, step, epoch)
+            step_loss = method.step(loop, p.step, epoch)
+            n_steps += 1
             if not math.isfinite(step_loss):
-                status = "diverged"
+                p.status = "diverged"
                 break
             loss_sum += step_loss
             if lead and (t % max(1, S_e // 10) == 0 or t == S_e - 1):
-                metrics.write("step", epoch=epoch, step=step, loss=step_loss, lr=lr)
+                metrics.write("step", epoch=epoch, step=p.step, loss=step_loss, lr=lr)
         epoch_s = time.perf_counter() - t_epoch
-        train_time += epoch_s
-        n_steps = t + 1
-        samples += n_steps * B
+        p.train_s += epoch_s
+        p.samples += n_steps * B
         log.end(C.EPOCH_STOP, epoch_num=epoch)
         log.event("tracked_stats", {"throughput": n_steps * B / epoch_s}, step=epoch)
-        row = dict(epoch=epoch, step=step, global_batch=B, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
-                   images_per_s=n_steps * B / epoch_s, discarded=loop.discarded, **{f"{k}_s": v for k, v in loop.times.items()})
-        if status == "diverged":
-            metrics.write("epoch", diverged_at_step=step, **row)
+        row = dict(epoch=epoch, step=p.step, global_batch=B, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
+                   images_per_s=n_steps * B / epoch_s, discarded=loop.discarded,
+                   **{f"{k}_s": v for k, v in loop.times.items()})
+        if p.status == "diverged":
+            metrics.write("epoch", diverged_at_step=p.step, **row)
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
+            p.epoch = epoch
             break
         top1 = None
         if epoch % spec.eval_every == 0 or epoch == spec.max_epochs:
@@ -105,35 +155,56 @@ def main(run_dir: Path) -> int:
             log.event(C.EVAL_ACCURACY, top1, epoch_num=epoch)
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
             row["eval_s"] = time.perf_counter() - te
-            best = max(best, top1)
-            if reached is None and top1 >= spec.target_top1:
-                reached = dict(epochs_to_target=epoch, steps_to_target=step, samples_to_target=samples, time_to_target_s=time.time() - t_start)
-                status = "success"
-        metrics.write("epoch", top1=top1, elapsed_s=time.time() - t_start, **row)
-        if reached and spec.stop_at_target:
-            break
-    log.end(C.RUN_STOP, status="success" if reached else "aborted")
+            p.best = max(p.best, top1)
+            if p.reached is None and top1 >= spec.target_top1:
+                p.reached = dict(epochs_to_target=epoch, steps_to_target=p.step, samples_to_target=p.samples,
+                                 time_to_target_s=time.time() - t_start)
+                p.status = "success"
+        p.elapsed_s = time.time() - t_start
+        metrics.write("epoch", top1=top1, elapsed_s=p.elapsed_s, **row)
+        p.epoch = epoch
+        if spec.checkpoint_every and epoch % spec.checkpoint_every == 0 and epoch < spec.max_epochs \
+                and not (p.reached and spec.stop_at_target):
+            sync_bn_buffers(model, hvd)   # so rank 0's copy is every rank's, as after an evaluation
+            p.backward_passes, p.allreduces = loop.backward_passes, loop.allreduces
+            method_state = method.state_dict()   # collective for some methods (K-FAC inverses)
+            if lead:
+                checkpoint.save(run_dir, epoch, dict(
+                    model=model.state_dict(), optimizer=opt.state_dict(), method=method_state,
+                    rng=torch.get_rng_state(), progress=asdict(p), saved_at=time.time()))
+
+    log.end(C.RUN_STOP, status="success" if p.reached else "aborted")
     # Data-parallel invariant: every rank must hold the same weights. Recorded (and checked by
     # the tests) rather than assumed.
     digests = hvd.allgather_object(param_digest(model))
     if lead:
-        torch.save({k: v for k, v in model.state_dict().items()}, run_dir / "final.pt")
+        torch.save(model.state_dict(), run_dir / "final.pt")
         if hasattr(method, "pre"):
             torch.save(method.pre.state(), run_dir / "kfac_factors.pt")
-        summary = dict(run_id=spec.run_id, suite=spec.suite, status=status, method=spec.method, label=spec.label,
+        summary = dict(run_id=spec.run_id, suite=spec.suite, status=p.status, method=spec.method, label=spec.label,
                        global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,
                        seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
-                       best_top1=best, epochs_run=epoch, steps_run=step, samples_run=samples,
-                       wall_s=time.time() - t_start, train_s=train_time, images_per_s=samples / max(train_time, 1e-9),
+                       best_top1=p.best, epochs_run=p.epoch, steps_run=p.step, samples_run=p.samples,
+                       wall_s=time.time() - t_start, train_s=p.train_s, images_per_s=p.samples / max(p.train_s, 1e-9),
                        backward_passes=loop.backward_passes, allreduces=loop.allreduces,
                        param_digests=digests, ranks_agree=len(set(digests)) == 1,
+                       preemptions=p.preemptions, time_lost_s=p.time_lost_s,
+                       # MLPerf's clock may not pause: a resumed run's epochs and steps to target
+                       # stand, its time to target does not.
+                       time_to_target_valid=p.preemptions == 0,
                        epochs_to_target=None, steps_to_target=None, samples_to_target=None, time_to_target_s=None)
-        if status == "diverged":
-            summary["diverged_at_step"] = step
-        summary.update(reached or {})
+        if p.status == "diverged":
+            summary["diverged_at_step"] = p.step
+        summary.update(p.reached or {})
         metrics.close()
         write_json(run_dir / "summary.json", summary)
     return 0
+
+
+def _lost_seconds(run_dir: Path, saved_at: float) -> float:
+    """Work done after the checkpoint and thrown away: up to the last metrics row written."""
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return max(0.0, rows[-1]["t"] - saved_at) if rows else 0.0
 
 
 def param_digest(model) -> str:
@@ -144,12 +215,16 @@ def param_digest(model) -> str:
 
 
 @torch.no_grad()
-def evaluate(model, batches, hvd, expected: int) -> float:
-    # BN running statistics differ per rank (each saw its own micro-batches): average them so
-    # every rank evaluates the same model.
+def sync_bn_buffers(model, hvd) -> None:
+    """BN running statistics differ per rank (each saw its own micro-batches): average them."""
     buffers = [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
     for b, avg in zip(buffers, hvd.grouped_allreduce(buffers, op=hvd.Average)):
         b.copy_(avg)
+
+
+@torch.no_grad()
+def evaluate(model, batches, hvd, expected: int) -> float:
+    sync_bn_buffers(model, hvd)   # every rank evaluates the same model
     model.eval()
     correct = count = 0
     for x, y in batches():

@@ -146,6 +146,24 @@ class KFACPreconditioner:
                 m.weight.grad.copy_(p[:, 0])
                 m.bias.grad.copy_(p[:, 1])
 
+    def full_state(self) -> dict:
+        """Factors and every rank's inverses, by layer index (checkpoints). Collective: each
+        rank holds only the inverses it owns, so they are gathered."""
+        idx = {m: i for i, m in enumerate(self.layers + self.bns)}
+        out = {name: {idx[m]: v for m, v in store.items()}
+               for name, store in (("A", self.A), ("G", self.G), ("F", self.F), ("inv", self.inv))}
+        if self.size > 1:
+            import horovod.torch as hvd
+            for part in hvd.allgather_object(out["inv"]):
+                out["inv"].update(part)
+        return out
+
+    def load_full_state(self, state: dict) -> None:
+        mods = self.layers + self.bns
+        for name, store in (("A", self.A), ("G", self.G), ("F", self.F), ("inv", self.inv)):
+            store.clear()
+            store.update({mods[i]: v for i, v in state[name].items()})
+
     def state(self) -> dict:
         """The factors, in layer order (the same on every rank after ``reduce``)."""
         return {"A": [self.A.get(m) for m in self.layers], "G": [self.G.get(m) for m in self.layers],

@@ -22,6 +22,13 @@ class Standard:
     def weight(self, step: int, epoch: int, k: int, K: int) -> float:
         return 1.0
 
+    # State beyond the optimizer's own (checkpoints).
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def step(self, loop, step: int, epoch: int) -> float:
         accum = loop.accum
         diag = loop.diag if loop.diag and loop.diag.active(step) else None
@@ -114,6 +121,12 @@ class ExtrapSGD(Standard):
             loop.times["optimizer"] += time.perf_counter() - t0
         return loss
 
+    def state_dict(self) -> dict:
+        return {"noise_rng": self.noise.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.noise.set_state(state["noise_rng"])
+
     def _noise(self, p):
         s = self.hp["noise_scale"]
         if self.hp["perturbation"] == "gaussian":
@@ -182,6 +195,13 @@ class KFAC(Standard):
         self.hp = hp
         self.pre = KFACPreconditioner(model, hp, rank, size)
         self.prev_lr = None
+
+    def state_dict(self) -> dict:
+        return {"pre": self.pre.full_state(), "prev_lr": self.prev_lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pre.load_full_state(state["pre"])
+        self.prev_lr = state["prev_lr"]
 
     def step(self, loop, step: int, epoch: int) -> float:
         capture = (step - 1) % self.hp["factor_every"] == 0
