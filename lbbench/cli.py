@@ -85,6 +85,31 @@ def _frameworks() -> set[str]:
 
 
 @app.command()
+def status(suite: Path = typer.Argument(..., help="suite YAML"),
+           results: Path = typer.Option(Path("results"), help="results root")):
+    """Which runs of a suite are done, running, failed, resumable or not started."""
+    from lbbench.runner import run_state
+    from lbbench.store import read_summary, run_dir
+    s, runs = _load(suite, check_data=False)
+    t = Table(title=f"{s.name}: {len(runs)} runs in {results / s.name}")
+    for col in ("run id", "state", "status", "epochs", "best top-1", "note"):
+        t.add_column(col)
+    counts: dict[str, int] = {}
+    for r in runs:
+        rdir = run_dir(results, s.name, r.run_id)
+        state = run_state(rdir, r)
+        counts[state] = counts.get(state, 0) + 1
+        summ = read_summary(rdir) or {}
+        best = summ.get("best_top1")
+        note = summ.get("reason", "") if state == "failed" else (
+            f"{summ.get('preemptions')} preemption(s)" if summ.get("preemptions") else "")
+        t.add_row(r.run_id, state, summ.get("status", "-"), str(summ.get("epochs_run", "-")),
+                  "-" if best is None else f"{best:.4f}", note)
+    Console(width=max(console.width, 140)).print(t)
+    console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+@app.command()
 def report(results_dir: Path = typer.Argument(..., help="a suite's results directory (or any tree of runs)")):
     """Write report.md and report.csv into RESULTS_DIR and print the table."""
     if not results_dir.is_dir():

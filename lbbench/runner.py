@@ -57,6 +57,24 @@ def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console 
     return summaries
 
 
+def run_state(rdir: Path, spec: RunSpec) -> str:
+    """done | running | resumable | failed | not started (framework-free, from files and locks)."""
+    if is_done(rdir):
+        return "done"
+    if rdir.exists():
+        try:
+            with FileLock(str(rdir / ".lock"), timeout=0):
+                pass
+        except Timeout:
+            return "running"
+    if resumable(rdir, spec):
+        return "resumable"
+    summary = read_summary(rdir)
+    if summary and summary.get("status") in ("failed", "timeout"):
+        return "failed"
+    return "not started"
+
+
 def resumable(rdir: Path, spec: RunSpec | None = None) -> bool:
     """A checkpoint of the same RunSpec is there: the worker will resume from it."""
     if not any((rdir / "ckpt").glob("epoch-*.pt")) or not (rdir / "run.yaml").exists():

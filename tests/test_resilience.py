@@ -125,3 +125,23 @@ def test_two_concurrent_runs_do_each_cell_once(tmp_path, digits_dir):
     for rid in runs:   # every cell's worker ran exactly once, in one of the two processes
         log = (tmp_path / "r" / "lock" / rid / "worker.log").read_text()
         assert log.count("$ ") == 1, rid
+
+
+def test_status_reports_done_resumable_and_not_started(tmp_path, digits_dir, monkeypatch):
+    from lbbench.suite import expand, load_suite
+    suite = write(tmp_path, "st", epochs=2, batches="64, 128, 256")
+    env = {"LBBENCH_DIGITS": str(digits_dir)}
+    r = tmp_path / "r"
+    assert lbbench("run", suite, "--results", r, "--only", "*-b64-*", env=env).returncode == 0
+    p = lbbench("status", suite, "--results", r, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "1 done, 2 not started" in p.stdout
+    # a checkpoint left by an interrupted attempt of the same RunSpec makes a cell resumable
+    monkeypatch.setenv("LBBENCH_DIGITS", str(digits_dir))
+    spec = next(x for x in expand(load_suite(suite))[0] if x.global_batch == 128)
+    rdir = r / "st" / spec.run_id
+    (rdir / "ckpt").mkdir(parents=True)
+    spec.save(rdir / "run.yaml")
+    (rdir / "ckpt" / "epoch-0001.pt").write_bytes(b"an interrupted attempt's checkpoint")
+    p = lbbench("status", suite, "--results", r, env=env)
+    assert "1 done, 1 not started, 1 resumable" in p.stdout, p.stdout
