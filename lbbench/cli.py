@@ -110,23 +110,28 @@ def status(suite: Path = typer.Argument(..., help="suite YAML"),
 
 
 @app.command()
-def report(results_dir: Path = typer.Argument(..., help="a suite's results directory (or any tree of runs)")):
-    """Write report.md and report.csv into RESULTS_DIR and print the table."""
+def report(results_dir: Path = typer.Argument(..., help="a suite's results directory (or any tree of runs)"),
+           format: str = typer.Option("md,csv,html", "--format", help="comma-separated: md, csv, html")):
+    """Tables, figures and a text per method into RESULTS_DIR (report.md/.csv/.html, figures/)."""
     if not results_dir.is_dir():
         err.print(f"error: {results_dir} is not a directory")
         raise typer.Exit(2)
-    _print_report(results_dir)
+    formats = tuple(f.strip() for f in format.split(",") if f.strip())
+    bad = set(formats) - {"md", "csv", "html"}
+    if bad:
+        err.print(f"error: unknown report format(s) {', '.join(sorted(bad))}; known: md, csv, html")
+        raise typer.Exit(2)
+    _print_report(results_dir, formats)
 
 
-def _print_report(results_dir: Path) -> None:
-    from lbbench.report.tables import collect, markdown, rows, to_csv
-    from lbbench.store import atomic_write_text
-    table = rows(collect(results_dir))
-    md = markdown(table)
-    atomic_write_text(results_dir / "report.md", f"# lbbench report: {results_dir}\n\n" + md)
-    atomic_write_text(results_dir / "report.csv", to_csv(table))
-    console.print(md, highlight=False, soft_wrap=True)
-    console.print(f"written: {results_dir / 'report.md'}, {results_dir / 'report.csv'}")
+def _print_report(results_dir: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> None:
+    from lbbench.report.build import build
+    from lbbench.report.tables import markdown
+    out = build(results_dir, formats)
+    console.print(markdown(out["table"]), highlight=False, soft_wrap=True)
+    for method, text in out["texts"].items():
+        console.print(f"{method}: {text}", highlight=False, soft_wrap=True)
+    console.print("written: " + ", ".join(str(p) for p in out["written"]), highlight=False, soft_wrap=True)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; results go to JSON files, never into tests.")
@@ -155,6 +160,45 @@ def bench_optim(model: str = typer.Option("resnet50", help="model name (lbbench/
             t.add_row(name, f"{r['step_s']:.3f}", f"{r['relative_to_sgd']:.2f}")
         console.print(t)
     raise typer.Exit(rc)
+
+
+@app.command()
+def compare(new: Path = typer.Argument(..., help="results directory (or baseline JSON) to judge"),
+            baseline: Path = typer.Argument(..., help="results directory or baseline JSON to compare with"),
+            epochs_tolerance: float = typer.Option(0.25, help="relative rise of epochs to target allowed"),
+            top1_tolerance: float = typer.Option(0.02, help="absolute fall of best top-1 allowed"),
+            images_tolerance: Optional[float] = typer.Option(None, help="relative fall of images/s allowed (default: not checked)"),
+            eval_every: int = typer.Option(1, help="epochs between evaluations of the suite")):
+    """Exit 1 when a cell regressed beyond tolerance (CI gate); prints what changed."""
+    from lbbench.report.compare import Tolerance, cells_of
+    from lbbench.report.compare import compare as do_compare
+    for p in (new, baseline):
+        if not p.exists():
+            err.print(f"error: {p} does not exist")
+            raise typer.Exit(2)
+    rows, failed = do_compare(cells_of(new), cells_of(baseline),
+                              Tolerance(epochs_tolerance, top1_tolerance, images_tolerance, eval_every))
+    t = Table(title=f"{new} vs {baseline}")
+    for col in ("cell (method|batch|framework)", "verdict", "details"):
+        t.add_column(col)
+    for r in rows:
+        style = "red" if r["verdict"] == "REGRESSED" else ("yellow" if r["verdict"].startswith("missing") else "")
+        t.add_row(r["cell"], f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"], r["details"])
+    Console(width=max(console.width, 160)).print(t)
+    n_bad = sum(r["verdict"] == "REGRESSED" for r in rows)
+    console.print(f"{n_bad} regressed cell(s)" if failed else "no regression")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("baseline")
+def make_baseline(results_dir: Path = typer.Argument(..., help="a suite's results directory"),
+                  out: Path = typer.Option(..., help="baseline JSON to write (results/baselines/<suite>-<machine>.json)"),
+                  machine: Optional[str] = typer.Option(None, help="machine class name (default: arch-Ncpu)")):
+    """Write a compact baseline of a result set, for `lbbench compare` and the CI gate."""
+    from lbbench.report.compare import baseline
+    from lbbench.store import write_json
+    write_json(out, baseline(results_dir, machine))
+    console.print(f"written: {out}")
 
 
 @data_app.command("digits")

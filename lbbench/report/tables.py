@@ -10,10 +10,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lbbench.report.stats import olympic_mean, spread
 from lbbench.store import iter_run_dirs, read_summary
 
 COLUMNS = ["method", "global_batch", "framework", "np", "runs", "seeds", "status", "epochs_to_target",
-           "steps_to_target", "samples_to_target", "time_to_target_s", "best_top1", "images_per_s"]
+           "epochs_spread", "steps_to_target", "samples_to_target", "time_to_target_s", "best_top1", "images_per_s",
+           "scaling_efficiency"]
 
 
 def collect(results: Path) -> list[dict[str, Any]]:
@@ -34,6 +36,18 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _scaling_efficiency(runs: list[dict]) -> float | None:
+    """images/s per worker at the largest np relative to the smallest, where a cell has several."""
+    by_np: dict[int, list[float]] = defaultdict(list)
+    for r in runs:
+        if r.get("images_per_s"):
+            by_np[r["np"]].append(r["images_per_s"])
+    if len(by_np) < 2:
+        return None
+    lo, hi = min(by_np), max(by_np)
+    return (statistics.fmean(by_np[hi]) / hi) / (statistics.fmean(by_np[lo]) / lo)
+
+
 def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for s in summaries:
@@ -49,12 +63,15 @@ def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             method=label, global_batch=batch, framework=fw,
             np="/".join(str(n) for n in sorted({r["np"] for r in runs})),
             runs=len(runs), seeds=len({r["seed"] for r in runs}), status=status,
-            epochs_to_target=_mean([r["epochs_to_target"] for r in ok]),
-            steps_to_target=_mean([r["steps_to_target"] for r in ok]),
-            samples_to_target=_mean([r["samples_to_target"] for r in ok]),
-            time_to_target_s=_mean([r["time_to_target_s"] for r in ok]),
+            # MLPerf: olympic mean over seeds (drop the fastest and slowest), plus the spread
+            epochs_to_target=olympic_mean([r["epochs_to_target"] for r in ok]),
+            epochs_spread=spread([r["epochs_to_target"] for r in ok]),
+            steps_to_target=olympic_mean([r["steps_to_target"] for r in ok]),
+            samples_to_target=olympic_mean([r["samples_to_target"] for r in ok]),
+            time_to_target_s=olympic_mean([r["time_to_target_s"] for r in ok if r.get("time_to_target_valid", True)]),
             best_top1=_mean([r["best_top1"] for r in runs if r.get("best_top1") is not None]),
             images_per_s=_mean([r["images_per_s"] for r in runs if r.get("images_per_s")]),
+            scaling_efficiency=_scaling_efficiency(runs),
         ))
     return out
 
@@ -64,6 +81,8 @@ def _fmt(key: str, v: Any) -> str:
         return "-"
     if key == "best_top1":
         return f"{v:.4f}"
+    if key in ("epochs_spread", "scaling_efficiency"):
+        return f"{v:.2f}"
     if key in ("epochs_to_target",):
         return f"{v:.1f}" if v != int(v) else str(int(v))
     if key in ("steps_to_target", "samples_to_target", "images_per_s"):

@@ -1,0 +1,131 @@
+"""`lbbench report`: tables, figures and a short text per method, from a results directory
+alone (summary.json, metrics.jsonl, run.yaml of every run under it)."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lbbench.metrics import read_metrics
+from lbbench.report import plots
+from lbbench.report.tables import COLUMNS, _fmt, collect, markdown, rows, to_csv
+from lbbench.store import atomic_write_text, iter_run_dirs, read_summary
+
+PERFECT = 0.8   # "perfect scaling" regime: steps x B within 80% of the smallest batch's
+
+
+def method_summaries(table: list[dict[str, Any]]) -> dict[str, str]:
+    """Per method: the largest batch that reached the target, and where it leaves perfect scaling."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in table:
+        by[r["method"]].append(r)
+    out = {}
+    for method, cells in sorted(by.items()):
+        reached = sorted(c["global_batch"] for c in cells if c["steps_to_target"] is not None)
+        if not reached:
+            out[method] = "reached the target at no batch size."
+            continue
+        text = f"largest batch reaching the target: {reached[-1]:,}"
+        steps = {c["global_batch"]: c["steps_to_target"] for c in cells if c["steps_to_target"] is not None}
+        b0 = reached[0]
+        leaves = next((b for b in reached[1:] if steps[b0] * b0 / (steps[b] * b) < PERFECT), None)
+        if len(reached) == 1:
+            text += " (one batch size reached it: no scaling to judge)."
+        elif leaves is None:
+            text += f"; within {PERFECT:.0%} of perfect scaling up to {reached[-1]:,} (from {b0:,})."
+        else:
+            text += f"; leaves perfect scaling at {leaves:,} (steps x batch > {1 / PERFECT:.2f}x that at {b0:,})."
+        out[method] = text
+    return out
+
+
+def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> dict[str, Any]:
+    results = Path(results)
+    summaries = collect(results)
+    table = rows(summaries)
+    figdir = results / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    figures = _figures(results, table, figdir) if summaries else []
+    texts = method_summaries(table)
+    written = []
+    if "md" in formats:
+        md = [f"# lbbench report: {results.name}", "", markdown(table), "## Methods", ""]
+        md += [f"- **{m}**: {t}" for m, t in texts.items()] + [""]
+        md += [f"![{f['title']}](figures/{f['file']})" for f in figures]
+        atomic_write_text(results / "report.md", "\n".join(md) + "\n")
+        written.append(results / "report.md")
+    if "csv" in formats:
+        atomic_write_text(results / "report.csv", to_csv(table))
+        written.append(results / "report.csv")
+    if "html" in formats:
+        atomic_write_text(results / "report.html", _html(results.name, table, texts, figures, figdir))
+        written.append(results / "report.html")
+    atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
+    return dict(table=table, texts=texts, figures=figures, written=written)
+
+
+def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
+    from lbbench.recipes import mlperf_rcps
+    curves: dict[str, dict[int, list]] = defaultdict(dict)
+    noise: dict[str, list] = defaultdict(list)
+    ips_np: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    target, train_samples = None, None
+    import yaml
+    for rdir in iter_run_dirs(results):
+        s = read_summary(rdir) or {}
+        spec = yaml.safe_load((rdir / "run.yaml").read_text())
+        target, train_samples = spec["target_top1"], spec["data"]["train_samples"]
+        rows_ = read_metrics(rdir / "metrics.jsonl")
+        label, B = spec["label"], spec["global_batch"]
+        pts = [(r["epoch"], r["top1"]) for r in rows_ if r["kind"] == "epoch" and r.get("top1") is not None]
+        if pts and B not in curves[label]:
+            curves[label][B] = pts
+        diag = [r for r in rows_ if r["kind"] == "diag" and r.get("noise_g2")]
+        if f"{label} B={B}" in noise:
+            diag = []   # first seed only, as for the top-1 curves
+        g2 = tr = 0.0
+        for r in diag:   # running sums of both parts (unbiased each), then the ratio
+            g2, tr = g2 + r["noise_g2"], tr + r["noise_trace"]
+            if g2 > 0 and tr > 0:
+                noise[f"{label} B={B}"].append((r["step"], tr / g2))
+        if s.get("images_per_s"):
+            ips_np[label][spec["np"]].append(s["images_per_s"])
+    figs = plots.top1_curves(curves, target or 0.0, figdir)
+    per = {w: defaultdict(dict) for w in ("epochs_to_target", "steps_to_target", "time_to_target_s")}
+    ips_b: dict[str, dict[int, float]] = defaultdict(dict)
+    for r in table:
+        key = f"{r['method']} ({r['framework']})"
+        for w in per:
+            if r[w] is not None:
+                per[w][key][r["global_batch"]] = r[w]
+        if r["images_per_s"]:
+            ips_b[key][r["global_batch"]] = r["images_per_s"]
+    rcp = mlperf_rcps()
+    for w in per:
+        figs.append(plots.to_target_vs_batch(per[w], w, figdir, rcp, train_samples))
+    figs.append(plots.throughput(ips_b, "global batch", figdir, "images_per_s_vs_batch"))
+    if any(len(v) > 1 for v in ips_np.values()):
+        figs.append(plots.throughput({m: {n: sum(v) / len(v) for n, v in by.items()} for m, by in ips_np.items()},
+                                     "workers (np)", figdir, "images_per_s_vs_np"))
+    if noise:
+        figs.append(plots.noise_scale(noise, figdir))
+    return figs
+
+
+def _html(name: str, table: list[dict], texts: dict[str, str], figures: list[dict], figdir: Path) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c, r[c]))}</td>" for c in COLUMNS) + "</tr>" for r in table)
+    items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(t)}</li>" for m, t in texts.items())
+    imgs = "".join(
+        f'<figure><img alt="{html.escape(f["title"])}" src="data:image/png;base64,'
+        f'{base64.b64encode((figdir / f["file"]).read_bytes()).decode()}"><figcaption>{html.escape(f["title"])}'
+        f"</figcaption></figure>" for f in figures)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>lbbench report: {html.escape(name)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}figure{display:inline-block;margin:1em}"
+            "</style></head><body>"
+            f"<h1>lbbench report: {html.escape(name)}</h1><table><tr>{head}</tr>{body}</table>"
+            f"<h2>Methods</h2><ul>{items}</ul><h2>Figures</h2>{imgs}</body></html>")

@@ -1,0 +1,100 @@
+"""`lbbench compare NEW BASELINE`: cell-by-cell regression check of two result sets.
+
+A cell is (method label, global batch, framework); either side is a results directory or a
+compact baseline JSON (`lbbench baseline`). A cell regresses when
+  - the baseline reached the target in it and the new set never does;
+  - epochs to target went up: with >= 3 successful seeds on both sides, MLPerf's RCP test
+    (olympic means, one-sided Welch t-test at 0.05); otherwise the olympic mean rose by more
+    than the relative tolerance and by at least one evaluation interval;
+  - best top-1 fell by more than the absolute tolerance;
+  - images/s fell by more than the relative tolerance (checked only when asked for: shared
+    machines are noisy).
+Cells missing on either side are listed, not judged.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lbbench.report.stats import olympic_mean, one_sided_welch_p
+from lbbench.report.tables import collect
+
+FIELDS = ("status", "epochs_to_target", "best_top1", "images_per_s", "seed", "np")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    epochs: float = 0.25       # relative rise of epochs to target
+    top1: float = 0.02         # absolute fall of best top-1
+    images_per_s: float | None = None   # relative fall; None: not checked
+    eval_every: int = 1        # epochs between evaluations (the resolution of epochs to target)
+
+
+def cells_of(source: Path) -> dict[str, Any]:
+    """{"cells": {key: [per-run records]}, ...} from a results directory or a baseline file."""
+    source = Path(source)
+    if source.is_file():
+        return json.loads(source.read_text())
+    cells: dict[str, list] = defaultdict(list)
+    for s in collect(source):
+        key = f"{s.get('label', s.get('method'))}|{s['global_batch']}|{s['framework']}"
+        cells[key].append({k: s.get(k) for k in FIELDS})
+    return {"source": str(source), "cells": dict(sorted(cells.items()))}
+
+
+def baseline(results: Path, machine: str | None = None) -> dict[str, Any]:
+    out = cells_of(results)
+    out.update(machine=machine or f"{platform.machine()}-{__import__('os').cpu_count()}cpu", format=1)
+    return out
+
+
+def compare(new: dict, base: dict, tol: Tolerance) -> tuple[list[dict], bool]:
+    rows, failed = [], False
+    for key in sorted(set(new["cells"]) | set(base["cells"])):
+        n, b = new["cells"].get(key), base["cells"].get(key)
+        if n is None or b is None:
+            rows.append(dict(cell=key, verdict="missing in " + ("new" if n is None else "baseline"), details=""))
+            continue
+        problems = _judge(n, b, tol)
+        failed |= bool(problems)
+        rows.append(dict(cell=key, verdict="REGRESSED" if problems else "ok", details="; ".join(problems) or _brief(n, b)))
+    return rows, failed
+
+
+def _judge(n: list[dict], b: list[dict], tol: Tolerance) -> list[str]:
+    out = []
+    ne = [r["epochs_to_target"] for r in n if r["status"] == "success"]
+    be = [r["epochs_to_target"] for r in b if r["status"] == "success"]
+    if be and not ne:
+        out.append(f"no longer reaches the target (baseline: {len(be)}/{len(b)} runs did)")
+    elif be and ne:
+        mn, mb = olympic_mean(ne), olympic_mean(be)
+        if len(ne) >= 3 and len(be) >= 3:
+            p = one_sided_welch_p(ne, be)
+            if p < 0.05 and mn > mb:
+                out.append(f"epochs to target {mb:.1f} -> {mn:.1f} (one-sided t-test p={p:.3f})")
+        elif mn > mb * (1 + tol.epochs) and mn - mb >= tol.eval_every:
+            out.append(f"epochs to target {mb:.1f} -> {mn:.1f} (> {tol.epochs:.0%})")
+    nt = [r["best_top1"] for r in n if r.get("best_top1") is not None]
+    bt = [r["best_top1"] for r in b if r.get("best_top1") is not None]
+    if nt and bt and statistics.fmean(nt) < statistics.fmean(bt) - tol.top1:
+        out.append(f"best top-1 {statistics.fmean(bt):.4f} -> {statistics.fmean(nt):.4f} (> {tol.top1} down)")
+    if tol.images_per_s is not None:
+        ni = [r["images_per_s"] for r in n if r.get("images_per_s")]
+        bi = [r["images_per_s"] for r in b if r.get("images_per_s")]
+        if ni and bi and statistics.fmean(ni) < statistics.fmean(bi) * (1 - tol.images_per_s):
+            out.append(f"images/s {statistics.fmean(bi):,.0f} -> {statistics.fmean(ni):,.0f} (> {tol.images_per_s:.0%} down)")
+    return out
+
+
+def _brief(n: list[dict], b: list[dict]) -> str:
+    def s(rs):
+        e = [r["epochs_to_target"] for r in rs if r["status"] == "success"]
+        t = [r["best_top1"] for r in rs if r.get("best_top1") is not None]
+        return (f"{olympic_mean(e):.1f} ep" if e else "not reached") + (f", top-1 {statistics.fmean(t):.4f}" if t else "")
+    return f"{s(b)} -> {s(n)}"

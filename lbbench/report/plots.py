@@ -1,0 +1,96 @@
+"""Report figures (matplotlib, Agg): each function writes one PNG and returns what it drew
+(title, axes labels and scales, series names) so tests can check content, not pixels."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+IMAGENET_TRAIN = 1_281_167
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> dict[str, Any]:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    series = [h.get_label() for h in ax.get_lines() if not h.get_label().startswith("_")]
+    if series:
+        ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    meta = dict(file=path.name, title=title, xlabel=xlabel, ylabel=ylabel, xscale=ax.get_xscale(),
+                yscale=ax.get_yscale(), series=series)
+    _plt().close(fig)
+    return meta
+
+
+def top1_curves(curves: dict[str, dict[int, list[tuple[int, float]]]], target: float, out: Path) -> list[dict]:
+    """One figure per method: top-1 vs epoch, a line per global batch (first seed)."""
+    plt, metas = _plt(), []
+    for method, by_batch in sorted(curves.items()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for B, pts in sorted(by_batch.items()):
+            ax.plot([e for e, _ in pts], [a for _, a in pts], marker=".", label=f"B={B}")
+        ax.axhline(target, color="grey", ls="--", lw=1, label="_target")
+        metas.append(_save(fig, ax, out / f"top1_{method}.png", f"{method}: top-1 vs epoch", "epoch", "top-1"))
+    return metas
+
+
+def to_target_vs_batch(cells: dict[str, dict[int, float]], what: str, out: Path,
+                       rcp: list[dict] | None = None, train_samples: int | None = None) -> dict:
+    """epochs/steps/time to target vs global batch, log-log, a line per method; for steps the
+    perfect-scaling line (steps x B constant from the smallest batch, Shallue et al.); MLPerf's
+    RCPs overlaid where the workload is ImageNet."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    all_b = sorted({B for by in cells.values() for B in by})
+    for method, by_batch in sorted(cells.items()):
+        pts = sorted(by_batch.items())
+        if pts:
+            ax.plot([b for b, _ in pts], [v for _, v in pts], marker="o", label=method)
+    if what == "steps_to_target" and all_b:
+        b0, s0 = min(((b, v) for by in cells.values() for b, v in by.items()), key=lambda x: (x[0], x[1]))
+        ax.plot(all_b, [s0 * b0 / b for b in all_b], color="black", ls=":", label="perfect scaling")
+    if rcp and train_samples == IMAGENET_TRAIN and what in ("epochs_to_target", "steps_to_target"):
+        xs = [r["batch"] for r in rcp]
+        ys = [r["epochs_to_target"] * (1 if what == "epochs_to_target" else math.ceil(IMAGENET_TRAIN / r["batch"]))
+              for r in rcp]
+        ax.plot(xs, ys, color="red", ls="--", marker="x", label="MLPerf RCP (LARS)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    label = {"epochs_to_target": "epochs to target", "steps_to_target": "steps to target",
+             "time_to_target_s": "time to target (s)"}[what]
+    return _save(fig, ax, out / f"{what}.png", f"{label} vs global batch", "global batch", label)
+
+
+def throughput(cells: dict[str, dict[int, float]], xlabel: str, out: Path, name: str) -> dict:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, by_x in sorted(cells.items()):
+        pts = sorted(by_x.items())
+        ax.plot([x for x, _ in pts], [v for _, v in pts], marker="o", label=method)
+    ax.set_xscale("log", base=2)
+    return _save(fig, ax, out / f"{name}.png", f"images/s vs {xlabel}", xlabel, "images/s")
+
+
+def noise_scale(cells: dict[str, list[tuple[int, float]]], out: Path) -> dict:
+    """B_simple (critical-batch estimate) over training, a line per method."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, pts in sorted(cells.items()):
+        ax.plot([s for s, _ in pts], [v for _, v in pts], marker=".", label=method)
+    ax.set_yscale("log")
+    return _save(fig, ax, out / "noise_scale.png", "gradient-noise scale B_simple", "step", "B_simple")
+
+
+def defaultdicts():
+    return defaultdict(dict)
