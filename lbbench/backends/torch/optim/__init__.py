@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+import torch
 from torch import nn
 
 
@@ -35,6 +36,16 @@ def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict]:
             is_excl = isinstance(module, nn.modules.batchnorm._BatchNorm) or name == "bias"
             (excluded if (is_excl and exclude_bn_bias) else regular).append(p)
     return [g for g in ({"params": regular, "excluded": False}, {"params": excluded, "excluded": True}) if g["params"]]
+
+
+def momentum_inside(state: dict, p, scaled, mu: float, nesterov: bool = False) -> None:
+    """The "LR inside" momentum step shared by LARS, MCLR, PercentDelta and CBLR (METHODS.md
+    section 0): v <- mu v + scaled; w <- w - v (Nesterov: w <- w - (mu v + scaled))."""
+    buf = state.get("momentum_buffer")
+    if buf is None:
+        buf = state["momentum_buffer"] = torch.zeros_like(p)
+    buf.mul_(mu).add_(scaled)
+    p.sub_(buf.mul(mu).add_(scaled) if nesterov else buf)
 
 
 def build_optimizer(method: str, hparams: dict, model: nn.Module, lr: float):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from lbbench.backends.torch.optim import momentum_inside
+
 
 def hutchinson_diag(grads, params, samples: int, generator: torch.Generator) -> list[torch.Tensor]:
     """E_z[z * (H z)] = diag(H) for Rademacher z; ``grads`` must carry a graph (create_graph)."""
@@ -36,11 +38,7 @@ class CBLR(torch.optim.Optimizer):
                 else:
                     radius = (1 + g * g).pow(1.5) / state["hdiag"].abs().clamp(min=group["floor"])
                     scaled = g.add(p, alpha=wd).mul_(radius).mul_(lr)
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = torch.zeros_like(p)
-                buf.mul_(mu).add_(scaled)
-                p.sub_(buf)
+                momentum_inside(state, p, scaled, mu)
 
 
 def build(groups, hp, lr):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from lbbench.backends.torch.optim import momentum_inside
+
 
 class LARS(torch.optim.Optimizer):
     def __init__(self, groups, lr, momentum, nesterov, weight_decay, eta, eps):
@@ -29,11 +31,7 @@ class LARS(torch.optim.Optimizer):
                                         torch.ones_like(wn))
                     scaled = g.add(p, alpha=wd).mul_(trust * lr)
                 self.state[p]["trust_ratio"] = 1.0 if group["excluded"] else trust
-                buf = self.state[p].get("momentum_buffer")
-                if buf is None:
-                    buf = self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-                buf.mul_(mu).add_(scaled)
-                p.sub_(buf.mul(mu).add_(scaled) if group["nesterov"] else buf)
+                momentum_inside(self.state[p], p, scaled, mu, group["nesterov"])
 
 
 def build(groups, hp, lr):

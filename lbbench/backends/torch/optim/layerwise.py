@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from lbbench.backends.torch.optim import momentum_inside
+
 
 def median(x: torch.Tensor) -> torch.Tensor:
     """numpy's median (mean of the two middle values for an even count); torch.median
@@ -13,16 +15,7 @@ def median(x: torch.Tensor) -> torch.Tensor:
     return hi if n % 2 else (hi + flat.kthvalue(n // 2).values) / 2
 
 
-class _Momentum(torch.optim.Optimizer):
-    def _apply(self, p, scaled, mu):
-        buf = self.state[p].get("momentum_buffer")
-        if buf is None:
-            buf = self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-        buf.mul_(mu).add_(scaled)
-        p.sub_(buf)
-
-
-class MCLR(_Momentum):
+class MCLR(torch.optim.Optimizer):
     def __init__(self, groups, lr, momentum, weight_decay):
         super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
@@ -41,10 +34,10 @@ class MCLR(_Momentum):
                     ratio = torch.where((mw > 0) & (mg > 0), mw / (mg + wd * mw), torch.ones_like(mw))
                     self.state[p]["trust_ratio"] = ratio
                     scaled = g.add(p, alpha=wd).mul_(ratio * lr)
-                self._apply(p, scaled, group["momentum"])
+                momentum_inside(self.state[p], p, scaled, group["momentum"])
 
 
-class PercentDelta(_Momentum):
+class PercentDelta(torch.optim.Optimizer):
     def __init__(self, groups, lr, momentum, weight_decay):
         super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
@@ -59,7 +52,7 @@ class PercentDelta(_Momentum):
                 shifted = p + torch.where(p >= 0, 1e-6, -1e-6)
                 eta = group["lr"] / ((g / shifted).abs().mean() + 1e-5)
                 self.state[p]["trust_ratio"] = eta / group["lr"] if group["lr"] else eta
-                self._apply(p, g.add(p, alpha=wd).mul_(eta), group["momentum"])
+                momentum_inside(self.state[p], p, g.add(p, alpha=wd).mul_(eta), group["momentum"])
 
 
 def build_mclr(groups, hp, lr):

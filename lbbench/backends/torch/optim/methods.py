@@ -4,6 +4,7 @@ its own two-pass step. ``build_method`` picks by the registry name.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -21,6 +22,11 @@ class Standard:
 
     def weight(self, step: int, epoch: int, k: int, K: int) -> float:
         return 1.0
+
+    def update(self, loop) -> None:
+        t0 = time.perf_counter()
+        self.optimizer.step()
+        loop.times["optimizer"] += time.perf_counter() - t0
 
     # State beyond the optimizer's own (checkpoints).
     def state_dict(self) -> dict:
@@ -42,11 +48,9 @@ class Standard:
             if diag:
                 diag.after_micro(loop.params, accum)
         loss = loop.allreduce_grads(local)
-        if torch.isfinite(torch.tensor(loss)):
+        if math.isfinite(loss):
             before = [p.detach().clone() for p in loop.params] if diag else None
-            t0 = time.perf_counter()
-            self.optimizer.step()
-            loop.times["optimizer"] += time.perf_counter() - t0
+            self.update(loop)
             if diag:
                 loop.metrics.write("diag", step=step, loss=loss, **diag.row(
                     loop.params, before, loop.hvd, self.spec.local_batch, loop.global_batch))
@@ -115,10 +119,8 @@ class ExtrapSGD(Standard):
         for p, h in zip(params, h_sum):
             p.grad = h
         loss = loop.allreduce_grads(local)
-        if torch.isfinite(torch.tensor(loss)):
-            t0 = time.perf_counter()
-            self.optimizer.step()
-            loop.times["optimizer"] += time.perf_counter() - t0
+        if math.isfinite(loss):
+            self.update(loop)
         return loss
 
     def state_dict(self) -> dict:
@@ -175,10 +177,8 @@ class CurvatureLR(Standard):
             local += loss.detach() / accum
         self.optimizer.set_curvature(params, loop.hvd.grouped_allreduce(diag, op=loop.hvd.Average))
         loss = loop.allreduce_grads(local)
-        if torch.isfinite(torch.tensor(loss)):
-            t0 = time.perf_counter()
-            self.optimizer.step()
-            loop.times["optimizer"] += time.perf_counter() - t0
+        if math.isfinite(loss):
+            self.update(loop)
         return loss
 
 
@@ -214,7 +214,7 @@ class KFAC(Standard):
             local += loop.forward_backward(x, y, 1.0 / accum) / accum
         self.pre.capturing = False
         loss = loop.allreduce_grads(local)
-        if not torch.isfinite(torch.tensor(loss)):
+        if not math.isfinite(loss):
             return loss
         t0 = time.perf_counter()
         if capture:
