@@ -32,7 +32,7 @@ class Progress:
     epoch: int = 0                 # last completed epoch
     step: int = 0
     samples: int = 0
-    best: float = 0.0
+    best: float | None = None    # None until the first evaluation
     reached: dict | None = None
     status: str = "not_reached"
     train_s: float = 0.0
@@ -155,7 +155,7 @@ def main(run_dir: Path) -> int:
             log.event(C.EVAL_ACCURACY, top1, epoch_num=epoch)
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
             row["eval_s"] = time.perf_counter() - te
-            p.best = max(p.best, top1)
+            p.best = top1 if p.best is None else max(p.best, top1)
             if p.reached is None and top1 >= spec.target_top1:
                 p.reached = dict(epochs_to_target=epoch, steps_to_target=p.step, samples_to_target=p.samples,
                                  time_to_target_s=time.time() - t_start)
