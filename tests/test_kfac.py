@@ -76,3 +76,12 @@ def test_factors_from_two_ranks_equal_one_rank_same_global_batch(tmp_path, digit
     for key in ("A", "G", "F"):
         for a, b in zip(f2[key], f1[key]):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_a_zero_factor_falls_back_to_an_even_damping_split():
+    A = torch.eye(3, dtype=torch.float64)
+    for tiny in (0.0, 1e-40):
+        G = torch.eye(2, dtype=torch.float64) * tiny
+        Ainv, Ginv = damped_inverses(A, G, damping=0.01, weight_decay=0.0)
+        assert torch.allclose(Ginv, torch.eye(2, dtype=torch.float64) / (tiny + 0.1))
+        assert torch.allclose(Ainv, torch.eye(3, dtype=torch.float64) / 1.1)

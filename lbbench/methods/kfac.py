@@ -5,7 +5,8 @@ Per Conv/Linear layer: A = E[a a^T] over the rows of the input (Conv: im2col pat
 a constant 1) and G = E[(N d)(N d)^T] over the same rows, d = gradient of the micro-batch mean
 loss w.r.t. the layer output; both averaged over the micro-batches of a step and over ranks.
 Damping by traces: r = max(weight_decay, damping); pi = sqrt((tr A / dim A) / (tr G / dim G));
-preconditioned gradient = (G + sqrt(r)/pi I)^-1 grad (A + pi sqrt(r) I)^-1 (Cholesky). BN:
+preconditioned gradient = (G + sqrt(r)/pi I)^-1 grad (A + pi sqrt(r) I)^-1 (Cholesky);
+[lbbench] pi = 1 when one factor's mean trace is below 1e-12 of the other's (a zero factor). BN:
 unit-wise 2x2 Fisher per channel (SP-NGD) or the plain gradient. Inversions are assigned to ranks
 greedily by n^3 cost; owners precondition their layers and one allreduce shares the results.
 Momentum with the LR inside; mu scaled by lr_t / lr_{t-1} when the LR drops; optional KL-clip.

@@ -17,7 +17,10 @@ def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_dec
     """(A + pi sqrt(r) I)^-1 and (G + sqrt(r)/pi I)^-1 with r = max(weight_decay, damping)."""
     r = max(weight_decay, damping)
     ta, tg = float(A.trace()) / A.shape[0], float(G.trace()) / G.shape[0]
-    pi = math.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
+    # A factor that is (numerically) zero - G of a conv feeding a zero-initialised BN gamma at
+    # step 1 - would make pi 0 or astronomically large and the split meaningless: fall back
+    # to an even split (pi = 1) when one mean trace is below 1e-12 of the other.
+    pi = math.sqrt(ta / tg) if min(ta, tg) > 1e-12 * max(ta, tg, 1e-300) else 1.0
     eye_a = torch.eye(A.shape[0], dtype=A.dtype)
     eye_g = torch.eye(G.shape[0], dtype=G.dtype)
     return (torch.cholesky_inverse(torch.linalg.cholesky(A + pi * math.sqrt(r) * eye_a)),
