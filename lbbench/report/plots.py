@@ -14,6 +14,9 @@ def _plt():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from cycler import cycler
+    # 20 distinct colours: a suite easily has more than the default cycle's 10 methods
+    plt.rcParams["axes.prop_cycle"] = cycler(color=plt.cm.tab20.colors)
     return plt
 
 
