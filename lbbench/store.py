@@ -12,26 +12,32 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 FINAL_STATUSES = {"success", "not_reached", "diverged", "failed", "timeout"}
 # Statuses a re-run does not repeat; "failed" and "timeout" are retried.
 DONE_STATUSES = {"success", "not_reached", "diverged"}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+    """Write through ``write(file)`` into a temporary file beside ``path``, fsync, rename: a
+    reader sees the old file or the whole new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text))
 
 
 def write_json(path: Path, obj: Any) -> None:

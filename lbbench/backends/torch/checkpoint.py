@@ -12,13 +12,13 @@ Older checkpoints are removed once a newer one is on disk.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lbbench.store import atomic_write
 
 NAME = re.compile(r"epoch-(\d+)\.pt$")
 
@@ -28,16 +28,7 @@ def save(run_dir: Path, epoch: int, payload: dict[str, Any]) -> Path:
     ckdir.mkdir(exist_ok=True)
     payload = {**payload, "log_bytes": {n: _size(run_dir / n) for n in ("mllog.txt", "metrics.jsonl")}}
     final = ckdir / f"epoch-{epoch:04d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=ckdir, prefix=".partial-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(final, lambda f: torch.save(payload, f), binary=True)
     for old in ckdir.glob("epoch-*.pt"):
         if old != final:
             old.unlink(missing_ok=True)
