@@ -201,6 +201,35 @@ def make_baseline(results_dir: Path = typer.Argument(..., help="a suite's result
     console.print(f"written: {out}")
 
 
+@app.command("export-mlperf")
+def export_mlperf(results_dir: Path = typer.Argument(..., help="results directory (a suite's or any tree of runs)"),
+                  out: Path = typer.Argument(..., help="new directory for the MLPerf package"),
+                  cell: Optional[list[str]] = typer.Option(None, help="METHOD:BATCH[:FRAMEWORK[:NP]] (repeatable; default: every cell with 5 seeds)"),
+                  submitter: str = typer.Option("lbbench", help="submitter name in systems/*.json"),
+                  custom_rcps: str = typer.Option("auto", help="auto (above MLPerf's largest RCP batch) | always | never")):
+    """MLPerf package (results/<system>/resnet/result_N.txt, systems/<system>.json), checked by
+    mlperf_logging's package_checker and result_summarizer (ruleset 4.0.0)."""
+    from lbbench.export_mlperf import ExportError, export
+    if custom_rcps not in ("auto", "always", "never"):
+        err.print(f"error: --custom-rcps {custom_rcps!r}: expected auto, always or never")
+        raise typer.Exit(2)
+    if not results_dir.is_dir():
+        err.print(f"error: {results_dir} is not a directory")
+        raise typer.Exit(2)
+    try:
+        res = export(results_dir, out, cell or [], submitter, custom_rcps)
+    except ExportError as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    console.print(f"package: {res['package']} ({', '.join(res['systems'])})", highlight=False, soft_wrap=True)
+    if res["custom_rcps"]:
+        console.print(f"custom RCPs: {res['custom_rcps']}", highlight=False, soft_wrap=True)
+    for v in res["verdicts"]:
+        mark = "[green]PASS[/green]" if v.passed else "[red]FAIL[/red]"
+        console.print(f"{mark} {v.tool}: {v.message} (log: {v.log})", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if all(v.passed for v in res["verdicts"]) else 1)
+
+
 @data_app.command("digits")
 def data_digits(out: Path = typer.Option(Path("data/digits"), help="output directory")):
     """scikit-learn's bundled UCI digits in the ImageNet folder layout (1,536 train / 261 val)."""

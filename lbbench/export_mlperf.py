@@ -1,0 +1,256 @@
+"""`lbbench export-mlperf`: a result set as an MLPerf Training submission package, checked by
+MLPerf's own tools (MLPERF.md, "Packaging a result set the MLPerf way").
+
+    OUT/results/<system>/resnet/result_{0..4}.txt   the mllog.txt of five seeds of one cell
+    OUT/systems/<system>.json                       the system description
+    OUT/rcps/custom_rcps_resnet.json                above MLPerf's largest RCP batch: MLPerf's
+                                                    RCPs plus lbbench's own for the cell
+
+One system per exported cell (method, global batch, framework, np), so several cells can share
+one package. The checkers run as subprocesses in OUT (they write their logs into the working
+directory) and their verdicts are parsed from their output: they do not set an exit status.
+Framework-free: reads only the files a run leaves.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lbbench.store import iter_run_dirs, read_summary, write_json
+
+RULESET = "4.0.0"
+RESULTS_PER_CELL = 5          # mlperf_logging.benchmark_meta: resnet needs exactly 5 result files
+AVAILABILITY = "Research, Development, or Internal (RDI)"
+
+
+class ExportError(Exception):
+    pass
+
+
+@dataclass
+class Cell:
+    label: str
+    global_batch: int
+    framework: str
+    np: int
+    runs: list[tuple[Path, dict]] = field(default_factory=list)   # (run dir, summary), by seed
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}:{self.global_batch}:{self.framework}:{self.np}"
+
+    @property
+    def system(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"lbbench_{self.label}_b{self.global_batch}_{self.framework}_np{self.np}")
+
+
+@dataclass
+class CheckerVerdict:
+    tool: str
+    passed: bool
+    log: Path
+    message: str
+
+
+def find_cells(results: Path) -> list[Cell]:
+    """Finished runs with a log, grouped by cell."""
+    groups: dict[tuple, Cell] = {}
+    for rdir in iter_run_dirs(results):
+        s = read_summary(rdir)
+        if not s or s.get("status") not in ("success", "not_reached", "diverged") or not (rdir / "mllog.txt").exists():
+            continue
+        key = (s.get("label", s["method"]), s["global_batch"], s["framework"], s["np"])
+        groups.setdefault(key, Cell(*key)).runs.append((rdir, s))
+    for c in groups.values():
+        c.runs.sort(key=lambda r: r[1]["seed"])
+    return sorted(groups.values(), key=lambda c: (c.label, c.global_batch, c.framework, c.np))
+
+
+def select_cells(cells: list[Cell], wanted: list[str]) -> list[Cell]:
+    """``METHOD:BATCH[:FRAMEWORK[:NP]]`` patterns; none: every cell with enough seeds."""
+    if not wanted:
+        return [c for c in cells if len(c.runs) >= RESULTS_PER_CELL]
+    out = []
+    for w in wanted:
+        parts = w.split(":")
+        if len(parts) < 2 or len(parts) > 4 or not parts[1].isdigit():
+            raise ExportError(f"--cell {w!r}: expected METHOD:BATCH[:FRAMEWORK[:NP]], e.g. lars:3264:torch")
+        hits = [c for c in cells if c.label == parts[0] and c.global_batch == int(parts[1])
+                and (len(parts) < 3 or c.framework == parts[2]) and (len(parts) < 4 or str(c.np) == parts[3])]
+        if not hits:
+            known = ", ".join(c.name for c in cells) or "none"
+            raise ExportError(f"--cell {w!r} matches no finished cell; cells with logs: {known}")
+        out += [c for c in hits if c not in out]
+    return out
+
+
+def largest_mlperf_rcp_batch() -> int:
+    return max(r["BS"] for r in _mlperf_rcp_records().values())
+
+
+def _mlperf_rcp_records() -> dict[str, Any]:
+    path = resources.files("mlperf_logging") / "rcp_checker" / f"training_{RULESET}" / "rcps_resnet.json"
+    return json.loads(path.read_text())
+
+
+def export(results: Path, out: Path, wanted: list[str] | None = None, submitter: str = "lbbench",
+           custom_rcps: str = "auto") -> dict[str, Any]:
+    """Writes the package and runs the checkers; returns what was written and the verdicts."""
+    cells = select_cells(find_cells(results), wanted or [])
+    if not cells:
+        raise ExportError(f"no cell under {results} has {RESULTS_PER_CELL} finished runs with logs "
+                          "(MLPerf scores the olympic mean of 5 seeds)")
+    short = [c for c in cells if len(c.runs) < RESULTS_PER_CELL]
+    if short:
+        raise ExportError("MLPerf needs 5 runs per cell; " +
+                          "; ".join(f"{c.name} has {len(c.runs)}" for c in short))
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
+    limit = largest_mlperf_rcp_batch()
+    rcp_cells = [c for c in cells if custom_rcps == "always" or (custom_rcps == "auto" and c.global_batch > limit)]
+    for c in cells:
+        bench = out / "results" / c.system / "resnet"
+        bench.mkdir(parents=True)
+        for i, (rdir, _) in enumerate(c.runs[:RESULTS_PER_CELL]):
+            shutil.copyfile(rdir / "mllog.txt", bench / f"result_{i}.txt")
+        write_json(out / "systems" / f"{c.system}.json", system_description(c, submitter))
+    rcp_file = None
+    if rcp_cells:
+        rcp_file = out / "rcps" / "custom_rcps_resnet.json"
+        write_json(rcp_file, custom_rcp_records(rcp_cells))
+    verdicts = [package_checker(out, bypass_rcp=bool(rcp_cells)), result_summarizer(out)]
+    for c in rcp_cells:
+        verdicts.append(rcp_checker(out / "results" / c.system / "resnet", rcp_file, out / f"rcp_checker_{c.system}.log"))
+    return dict(cells=[c.name for c in cells], systems=[c.system for c in cells], package=out,
+                custom_rcps=rcp_file, verdicts=verdicts)
+
+
+def system_description(c: Cell, submitter: str) -> dict[str, Any]:
+    """Every field the 4.0.0 system-description checker requires; the hardware is described from
+    the machine that exports (hw_notes says so: edit it when the runs were elsewhere)."""
+    cpu = _cpu_model()
+    gpus = _gpus()
+    divisions = {s.get("division", "open") for _, s in c.runs}
+    fw_pkg = {"torch": "torch", "tf": "tensorflow-cpu"}[c.framework]
+    return {
+        "submitter": submitter, "division": "closed" if divisions == {"closed"} else "open",
+        "status": AVAILABILITY, "system_name": c.system, "number_of_nodes": "1",
+        "host_processors_per_node": "1", "host_processor_model_name": cpu,
+        "host_processor_core_count": str(os.cpu_count() or ""), "host_processor_vcpu_count": str(os.cpu_count() or ""),
+        "host_processor_frequency": "", "host_processor_caches": "", "host_processor_interconnect": "",
+        "host_memory_capacity": _memory(), "host_storage_type": "", "host_storage_capacity": "",
+        "host_networking": "", "host_networking_topology": "", "host_memory_configuration": "",
+        "accelerators_per_node": str(len(gpus)), "accelerator_model_name": gpus[0] if gpus else "none (CPU)",
+        "accelerator_host_interconnect": "", "accelerator_frequency": "", "accelerator_on-chip_memories": "",
+        "accelerator_memory_configuration": "", "accelerator_memory_capacity": "", "accelerator_interconnect": "",
+        "accelerator_interconnect_topology": "", "cooling": "",
+        "hw_notes": f"described from the exporting host; runs used np={c.np} Horovod worker(s)",
+        "framework": f"{fw_pkg} {_version(fw_pkg)}, horovod {_version('horovod')}, lbbench {_version('lbbench')}",
+        "other_software_stack": f"python {platform.python_version()}, nvidia-dali {_version('nvidia-dali-cuda120')}",
+        "operating_system": platform.platform(), "sw_notes": f"lbbench method {c.label}, global batch {c.global_batch}",
+    }
+
+
+def custom_rcp_records(cells: list[Cell]) -> dict[str, Any]:
+    """MLPerf's own RCPs plus one record per cell in the same schema, from every converged seed
+    of the cell (not only the five exported): usable with ``--custom_rcps``."""
+    records = dict(_mlperf_rcp_records())
+    for c in cells:
+        epochs = [s["epochs_to_target"] for _, s in c.runs if s.get("status") == "success"]
+        if len(epochs) < 3:
+            raise ExportError(f"{c.name}: an RCP needs at least 3 converged runs (olympic mean), has {len(epochs)}")
+        spec = yaml.safe_load((c.runs[0][0] / "run.yaml").read_text())
+        lr, hp = spec["lr"], spec["hparams"]
+        steps = -(-spec["data"]["train_samples"] // c.global_batch)
+        records[f"resnet_lbbench_{c.label}_{c.global_batch}"] = {
+            "Benchmark": "resnet", "Creator": "lbbench", "When": "lbbench export-mlperf",
+            "Platform": c.system, "BS": c.global_batch,
+            "Hyperparams": {
+                "optimizer": spec["method"], "opt_base_learning_rate": lr["peak_lr"],
+                "opt_learning_rate_warmup_epochs": lr["warmup_epochs"], "opt_momentum": hp.get("momentum"),
+                "opt_weight_decay": hp.get("weight_decay"),
+                "opt_learning_rate_decay_steps": round((lr["train_epochs"] - lr["warmup_epochs"]) * steps) + 1,
+                "model_bn_span": spec["bn_span"]},
+            "Epochs to converge": sorted(epochs),
+        }
+    return records
+
+
+def _run_tool(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def package_checker(pkg: Path, bypass_rcp: bool) -> CheckerVerdict:
+    """MLPerf's package checker; with custom RCPs written, its built-in RCP test (which has no
+    record above the largest batch) is bypassed and rcp_checker runs on lbbench's records."""
+    log = pkg / "package_checker.log"
+    p = _run_tool("mlperf_logging.package_checker",
+                  [str(pkg.resolve()), "training", RULESET, "--log_output", str(log.resolve())]
+                  + (["--rcp-bypass"] if bypass_rcp else []), pkg)
+    text = p.stdout + p.stderr
+    ok = p.returncode == 0 and "PACKAGE CHECKER FOUND NO ERRORS" in text
+    errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
+    return CheckerVerdict("package_checker", ok, log, "no errors" if ok else "; ".join(errors[:5]) or text[-500:])
+
+
+def result_summarizer(pkg: Path) -> CheckerVerdict:
+    csv = pkg / "summary.csv"
+    p = _run_tool("mlperf_logging.result_summarizer", [str(pkg.resolve()), "training", RULESET, "--csv", str(csv.resolve())], pkg)
+    log = pkg / "result_summarizer.log"
+    log.write_text(p.stdout + p.stderr)
+    ok = p.returncode == 0 and csv.exists()
+    return CheckerVerdict("result_summarizer", ok, log, f"wrote {csv.name}" if ok else (p.stderr or p.stdout)[-500:])
+
+
+def rcp_checker(bench_dir: Path, rcp_file: Path, log: Path) -> CheckerVerdict:
+    p = _run_tool("mlperf_logging.rcp_checker",
+                  [str(bench_dir.resolve()), "--rcp_usage", "training", "--rcp_version", RULESET,
+                   "--custom_rcps", str(rcp_file.resolve()), "--log_output", str(log.resolve())], log.parent)
+    text = p.stdout + p.stderr
+    ok = p.returncode == 0 and "RCP test PASSED" in text
+    line = next((ln for ln in text.splitlines() if "RCP test" in ln), text[-300:])
+    return CheckerVerdict(f"rcp_checker ({bench_dir.parent.name})", ok, log, line.strip())
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory() -> str:
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        return f"{kb / 2**20:.0f} GB"
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def _gpus() -> list[str]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    p = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()] if p.returncode == 0 else []
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
