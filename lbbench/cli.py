@@ -72,10 +72,25 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
     if not_impl:
         err.print(f"error: framework(s) {', '.join(not_impl)} have no backend yet; use --only to select torch runs")
         raise typer.Exit(2)
+    gpu_runs = [r for r in runs if r.perf.gpu_only()]
+    if gpu_runs and launcher == "local" and not _has_gpu():
+        opts = sorted({o for r in gpu_runs for o in r.perf.gpu_only()})
+        err.print(f"error: {suite}: run.perf {', '.join(opts)} need a CUDA GPU and this machine has none "
+                  f"(no nvidia-smi); {len(gpu_runs)} run(s) affected. Remove the option(s) or run on GPU nodes.",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     summaries = run_all(runs, results, launcher, console, timeout)
     _print_report(results / s.name)
     bad = [x for x in summaries if x and x["status"] in ("failed", "timeout")]
     raise typer.Exit(1 if bad else 0)
+
+
+def _has_gpu() -> bool:
+    """A framework-free look for an NVIDIA GPU on this node (the local launcher's workers run here)."""
+    import shutil
+    import subprocess
+    smi = shutil.which("nvidia-smi")
+    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
 
 
 def _frameworks() -> set[str]:
@@ -160,6 +175,79 @@ def bench_optim(model: str = typer.Option("resnet50", help="model name (lbbench/
             t.add_row(name, f"{r['step_s']:.3f}", f"{r['relative_to_sgd']:.2f}")
         console.print(t)
     raise typer.Exit(rc)
+
+
+@bench_app.command("throughput")
+def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
+                     batch: int = typer.Option(32, help="images per step per worker"),
+                     np: str = typer.Option("1", "--np", help="worker counts, comma-separated (scaling efficiency vs the first)"),
+                     framework: str = typer.Option("torch", help="torch | tf"),
+                     data: str = typer.Option("synthetic", help="synthetic | dali"),
+                     data_dir: Path = typer.Option(Path("data/digits"), help="ImageNet-layout folder for --data dali"),
+                     amp: str = typer.Option("none", help="none | bf16 | fp16 (GPU only)"),
+                     channels_last: bool = typer.Option(False, help="NHWC tensors (GPU only)"),
+                     compile: bool = typer.Option(False, "--compile", help="torch.compile the model"),
+                     dali_device: str = typer.Option("cpu", help="cpu | gpu (DALI mixed decoding, GPU only)"),
+                     warmup: int = typer.Option(2, help="untimed warm-up steps"),
+                     iters: int = typer.Option(5, help="timed iterations (the 95% interval is over these)"),
+                     batches_per_iter: int = typer.Option(2, help="steps per timed iteration"),
+                     out: Optional[Path] = typer.Option(None, help="result JSON (default: results/bench/throughput-...json)")):
+    """Training images/s per worker and in total (mean, 95% interval), the step-time decomposition,
+    model FLOP utilisation, and scaling efficiency across --np; synthetic or DALI-fed data."""
+    import json
+    import subprocess
+    import tempfile
+    from pydantic import ValidationError
+    from lbbench.spec import PerfSpec
+    from lbbench.store import write_json
+    if framework != "torch" or data not in ("synthetic", "dali"):
+        err.print(f"error: --framework {framework} --data {data}: supported are --framework torch "
+                  "(the TensorFlow backend is not there yet) and --data synthetic|dali")
+        raise typer.Exit(2)
+    try:
+        nps = [int(n) for n in np.split(",")]
+        perf = PerfSpec(amp=amp, channels_last=channels_last, compile=compile, dali_device=dali_device)
+    except (ValueError, ValidationError) as e:
+        err.print(f"error: {e}")
+        raise typer.Exit(2)
+    if perf.gpu_only() and not _has_gpu():
+        err.print(f"error: {', '.join(perf.gpu_only())} need a CUDA GPU and this machine has none (no nvidia-smi)")
+        raise typer.Exit(2)
+    if data == "dali" and not (data_dir / "train").is_dir():
+        err.print(f"error: --data dali needs an ImageNet-layout folder; {data_dir}/train does not exist "
+                  "(`lbbench data digits` writes one)")
+        raise typer.Exit(2)
+    out = out or Path("results") / "bench" / f"throughput-{framework}-{model}-b{batch}-{data}.json"
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in nps:
+            part = Path(tmp) / f"np{n}.json"
+            cmd = [sys.executable, "-m", "lbbench.launch.gloo_local", str(n), sys.executable, "-m",
+                   "lbbench.backends.torch.bench", "throughput", "--model", model, "--batch", str(batch),
+                   "--warmup", str(warmup), "--iters", str(iters), "--batches-per-iter", str(batches_per_iter),
+                   "--perf", perf.model_dump_json(), "--out", str(part)] + (
+                ["--data-dir", str(data_dir)] if data == "dali" else [])
+            rc = subprocess.call(cmd)
+            if rc != 0 or not part.exists():
+                err.print(f"error: the np={n} benchmark failed (exit {rc})")
+                raise typer.Exit(1)
+            runs.append(json.loads(part.read_text()))
+    base = runs[0]
+    for r in runs:   # per-worker throughput relative to the first np (weak scaling, fixed batch per worker)
+        r["scaling_efficiency"] = (r["images_per_s_total"]["mean"] / r["np"]) / (base["images_per_s_total"]["mean"] / base["np"])
+    write_json(out, dict(benchmark="throughput", framework=framework, model=model, batch_per_worker=batch, data=data,
+                         runs=runs))
+    t = Table(title=f"training throughput: {model}, batch {batch}/worker, {data} data ({out})")
+    for col in ("np", "img/s per worker", "img/s total", "scaling eff.", "s/step", "data", "compute", "allreduce",
+                "optimizer", "TFLOP/s", "MFU"):
+        t.add_column(col)
+    for r in runs:
+        w, tot, d = r["images_per_s_per_worker"], r["images_per_s_total"], r["decomposition_s_per_step"]
+        t.add_row(str(r["np"]), f"{w['mean']:,.1f} ± {w['ci95']:,.1f}", f"{tot['mean']:,.1f} ± {tot['ci95']:,.1f}",
+                  f"{r['scaling_efficiency']:.2f}", f"{r['step_s']:.3f}",
+                  *(f"{d.get(k, 0.0):.3f}" for k in ("data", "compute", "allreduce", "optimizer")),
+                  f"{r['achieved_tflops']:.3f}", "-" if r["mfu"] is None else f"{r['mfu']:.1%}")
+    Console(width=max(console.width, 160)).print(t)
 
 
 @app.command()

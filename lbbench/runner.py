@@ -95,7 +95,7 @@ def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head:
     cmd = launch.command(launcher, spec, rdir)
     task = progress.add_task(head, total=spec.max_epochs, info="starting")
     t0 = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(spec)}
     with open(rdir / "worker.log", "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()

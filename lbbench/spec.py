@@ -57,6 +57,24 @@ class BatchScheduleSpec(Frozen):
     max_batch: int = 0           # increase: cap (default: the training-set size)
 
 
+class PerfSpec(Frozen):
+    """Speed options (issue: performance). All off by default, and on a CPU-only worker the
+    GPU-only ones are refused at start-up (lbbench/perf.py says which and why)."""
+    amp: Literal["none", "bf16", "fp16"] = "none"      # autocast; fp16 with dynamic loss scaling
+    channels_last: bool = False                          # NHWC memory format for convolutions
+    dali_device: Literal["cpu", "gpu"] = "cpu"           # gpu: DALI "mixed" decode + GPU augmentation
+    compile: bool = False                                # torch.compile the model
+    compression: Literal["none", "fp16"] = "none"        # Horovod allreduce compression
+    fusion_threshold_mb: int | None = None               # HOROVOD_FUSION_THRESHOLD (None: Horovod's 128 MB)
+    peak_tflops: float | None = None                     # for model FLOP utilisation (None: known GPUs only)
+
+    def gpu_only(self) -> list[str]:
+        """The options set here that only a CUDA worker can honour."""
+        out = [f"amp: {self.amp}"] if self.amp != "none" else []
+        out += ["channels_last: true"] if self.channels_last else []
+        return out + (["dali_device: gpu"] if self.dali_device == "gpu" else [])
+
+
 class RunSpec(Frozen):
     suite: str
     run_id: str = ""
@@ -86,6 +104,7 @@ class RunSpec(Frozen):
     batch_schedule: BatchScheduleSpec | None = None
     recipe: str = ""             # where per-batch hyperparameters came from, if a recipe
     checkpoint_every: int = 1    # epochs between checkpoints (0: none); not part of the identity
+    perf: PerfSpec = PerfSpec()
 
     @property
     def virtual_workers(self) -> int:
@@ -100,6 +119,11 @@ class RunSpec(Frozen):
         d.pop("run_id")
         d.pop("checkpoint_every")
         d["data"].pop("path")
+        # Default speed options leave the id as it was before they existed (existing results
+        # stay found); peak_tflops only changes a reported ratio.
+        d["perf"].pop("peak_tflops")
+        if d["perf"] == PerfSpec().model_dump(mode="json", exclude={"peak_tflops"}):
+            d.pop("perf")
         return d
 
     def with_id(self) -> "RunSpec":

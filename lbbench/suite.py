@@ -17,7 +17,7 @@ from lbbench.methods import get_method, resolve_hparams
 from lbbench.methods.registry import BadHParam, UnknownMethod
 from lbbench.recipes import RECIPES
 from lbbench.schedules import Schedule, goyal_milestones, scaled_lr
-from lbbench.spec import BatchScheduleSpec, DataSpec, DiscardSpec, LrSpec, RunSpec
+from lbbench.spec import BatchScheduleSpec, DataSpec, DiscardSpec, LrSpec, PerfSpec, RunSpec
 from lbbench.workloads import WORKLOADS
 from lbbench.yamlpos import SuiteError, fmt_path, line_of, load_with_lines
 
@@ -103,6 +103,7 @@ class RunCfg(Strict):
     diag_every: int = Field(0, ge=0)       # 0: no per-tensor diagnostics
     eval_batch: int = Field(256, gt=0)
     checkpoint_every: int = Field(1, ge=0)  # epochs; 0 = never
+    perf: PerfSpec = PerfSpec()             # speed options: amp, channels_last, dali_device, ...
 
 
 class Cell(Strict):
@@ -340,7 +341,7 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         target_top1=w.target_top1 or base.target_top1, eval_every=w.eval_every or base.eval_every,
         max_epochs=max_epochs, stop_at_target=cfg.run.stop_at_target, diag_every=cfg.run.diag_every,
         eval_batch=cfg.run.eval_batch, discard=discard, batch_schedule=batch_sched,
-        recipe=recipe.get("source", ""), checkpoint_every=cfg.run.checkpoint_every,
+        recipe=recipe.get("source", ""), checkpoint_every=cfg.run.checkpoint_every, perf=cfg.run.perf,
     ).with_id()
 
 

@@ -20,6 +20,15 @@ def worker_argv(spec: RunSpec, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", f"lbbench.backends.{spec.framework}.train", str(run_dir)]
 
 
+def worker_env(spec: RunSpec) -> dict[str, str]:
+    """Environment a run's workers need beyond the caller's: Horovod reads its tensor-fusion
+    buffer size from the environment only."""
+    env = {}
+    if spec.perf.fusion_threshold_mb is not None:
+        env["HOROVOD_FUSION_THRESHOLD"] = str(spec.perf.fusion_threshold_mb * 2**20)
+    return env
+
+
 def _tool(name: str) -> str:
     """Prefer the tool next to this interpreter (the venv's horovodrun / Open MPI)."""
     here = Path(sys.executable).parent / name
@@ -50,7 +59,7 @@ def mpirun_command(spec: RunSpec, run_dir: Path, hostfile: str | None = None) ->
         cmd += ["--allow-run-as-root"]
     for var in ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "LBBENCH_PLATFORM",
                 "TF_USE_LEGACY_KERAS", "HOROVOD_FUSION_THRESHOLD", "NCCL_DEBUG"):
-        if var in os.environ:
+        if var in os.environ or var in worker_env(spec):
             cmd += ["-x", var]
     return cmd + worker_argv(spec, run_dir)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from lbbench.metrics import read_metrics
 from lbbench.report import plots
-from lbbench.report.tables import COLUMNS, _fmt, collect, markdown, rows, to_csv
+from lbbench.report.tables import COLUMNS, _fmt, collect, markdown, rows, time_markdown, time_rows, to_csv
 from lbbench.store import atomic_write_text, iter_run_dirs, read_summary
 
 PERFECT = 0.8   # "perfect scaling" regime: steps x B within 80% of the smallest batch's
@@ -50,9 +50,15 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     figdir.mkdir(parents=True, exist_ok=True)
     figures = _figures(results, table, figdir) if summaries else []
     texts = method_summaries(table)
+    times = time_rows(summaries)
     written = []
     if "md" in formats:
-        md = [f"# lbbench report: {results.name}", "", markdown(table), "## Methods", ""]
+        md = [f"# lbbench report: {results.name}", "", markdown(table)]
+        if times:
+            md += ["## Where the time goes", "", "Shares of the summed step-time parts (data wait, forward+backward, "
+                   "allreduce, optimizer, other step work, epoch overhead, evaluation); compute images/s counts "
+                   "forward+backward only.", "", time_markdown(times)]
+        md += ["## Methods", ""]
         md += [f"- **{m}**: {t}" for m, t in texts.items()] + [""]
         md += [f"![{f['title']}](figures/{f['file']})" for f in figures]
         atomic_write_text(results / "report.md", "\n".join(md) + "\n")
@@ -61,10 +67,11 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
         atomic_write_text(results / "report.csv", to_csv(table))
         written.append(results / "report.csv")
     if "html" in formats:
-        atomic_write_text(results / "report.html", _html(results.name, table, texts, figures, figdir))
+        atomic_write_text(results / "report.html", _html(results.name, table, texts, figures, figdir,
+                                                         time_markdown(times) if times else ""))
         written.append(results / "report.html")
     atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
-    return dict(table=table, texts=texts, figures=figures, written=written)
+    return dict(table=table, texts=texts, figures=figures, written=written, times=times)
 
 
 def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
@@ -115,7 +122,15 @@ def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
     return figs
 
 
-def _html(name: str, table: list[dict], texts: dict[str, str], figures: list[dict], figdir: Path) -> str:
+def _md_table_html(md: str) -> str:
+    lines = [ln.strip().strip("|").split("|") for ln in md.strip().splitlines()]
+    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in lines[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in ln) + "</tr>" for ln in lines[2:])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(name: str, table: list[dict], texts: dict[str, str], figures: list[dict], figdir: Path,
+          times_md: str = "") -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c, r[c]))}</td>" for c in COLUMNS) + "</tr>" for r in table)
     items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(t)}</li>" for m, t in texts.items())
@@ -128,4 +143,5 @@ def _html(name: str, table: list[dict], texts: dict[str, str], figures: list[dic
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}figure{display:inline-block;margin:1em}"
             "</style></head><body>"
             f"<h1>lbbench report: {html.escape(name)}</h1><table><tr>{head}</tr>{body}</table>"
-            f"<h2>Methods</h2><ul>{items}</ul><h2>Figures</h2>{imgs}</body></html>")
+            + (f"<h2>Where the time goes</h2>{_md_table_html(times_md)}" if times_md else "")
+            + f"<h2>Methods</h2><ul>{items}</ul><h2>Figures</h2>{imgs}</body></html>")

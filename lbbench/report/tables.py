@@ -76,6 +76,47 @@ def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+TIME_PARTS = ("data", "compute", "allreduce", "optimizer", "other", "overhead", "eval")
+TIME_COLUMNS = ["method", "global_batch", "framework", *(f"{k}_share" for k in TIME_PARTS),
+                "compute_images_per_s", "images_per_s", "train_gflop_per_image", "achieved_tflops", "mfu"]
+
+
+def time_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where the time goes, per cell: each part's share of the summed parts (the worker's
+    decomposition, lbbench/backends/torch/train.py), forward+backward-only vs end-to-end
+    images/s (the gap is input stalls, allreduce and the optimizer), and the roofline figures.
+    Runs from before the decomposition existed have no parts and are left out."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for s in summaries:
+        if s.get("time_parts_s"):
+            groups[(s.get("label", s.get("method")), s["global_batch"], s["framework"])].append(s)
+    out = []
+    for (label, batch, fw), runs in sorted(groups.items()):
+        totals = {k: sum(r["time_parts_s"].get(k, 0.0) for r in runs) for k in TIME_PARTS}
+        whole = sum(totals.values()) or 1.0
+        out.append(dict(method=label, global_batch=batch, framework=fw,
+                        **{f"{k}_share": totals[k] / whole for k in TIME_PARTS},
+                        **{k: _mean([r[k] for r in runs if r.get(k) is not None])
+                           for k in ("compute_images_per_s", "images_per_s", "train_gflop_per_image",
+                                     "achieved_tflops", "mfu")}))
+    return out
+
+
+def time_markdown(table: list[dict[str, Any]]) -> str:
+    def f(key: str, v: Any) -> str:
+        if v is None:
+            return "-"
+        if key.endswith("_share") or key == "mfu":
+            return f"{v:.1%}"
+        if key in ("compute_images_per_s", "images_per_s"):
+            return f"{v:,.0f}"
+        return f"{v:.3g}"
+    lines = ["| " + " | ".join(TIME_COLUMNS) + " |", "|" + "---|" * len(TIME_COLUMNS)]
+    lines += ["| " + " | ".join(f(c, r[c]) if c not in ("method", "global_batch", "framework") else str(r[c])
+                                for c in TIME_COLUMNS) + " |" for r in table]
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(key: str, v: Any) -> str:
     if v is None:
         return "-"

@@ -1,10 +1,20 @@
-"""`lbbench bench optim` (PyTorch): the cost of one full training step - forward, backward,
+"""`lbbench bench optim|throughput` (PyTorch).
+
+`optim`: the cost of one full training step - forward, backward,
 allreduce, method update - for every registered method relative to SGD, on the available
 device, with synthetic data. Periodic work is amortised: K-FAC's factors (every factor_every
 steps) by timing a whole factor period, its inversions by timing one and dividing by
 inverse_every; CBLR's curvature by timing a whole curvature_every period.
 
     python -m lbbench.backends.torch.bench optim --out FILE [--model resnet50 --batch 16 --steps 3]
+
+`throughput`: images/s of SGD training steps (forward, backward, allreduce, update) as Horovod's
+synthetic benchmark reports them - warm-up batches, then ``iters`` timed iterations of
+``batches_per_iter`` steps; per worker mean and 95% interval over iterations (1.96 sigma), total =
+the sum over workers per iteration - with the step-time decomposition of the timed steps. One
+process per rank under a launcher (lbbench/cli.py runs it once per np):
+
+    python -m lbbench.launch.gloo_local NP python -m lbbench.backends.torch.bench throughput --out FILE ...
 """
 from __future__ import annotations
 
@@ -18,22 +28,30 @@ import time
 import torch
 
 from lbbench.methods import REGISTRY, resolve_hparams
-from lbbench.spec import DataSpec, LrSpec, RunSpec
+from lbbench.spec import DataSpec, LrSpec, PerfSpec, RunSpec
 
 HP = {"gradientmix": {"base": "sgd"}}
 
 
-def _spec(method: str, model: str, batch: int, size: int) -> RunSpec:
-    data = DataSpec(kind="synthetic", path=None, image_size=224 if model in ("resnet50", "resnet18") else 8,
-                    classes=1000 if model in ("resnet50", "resnet18") else 10,
-                    train_samples=batch * 1000, eval_samples=batch, augment="none")
+def _spec(method: str, model: str, batch: int, size: int, data_dir: str | None = None, perf: dict | None = None) -> RunSpec:
+    big = model in ("resnet50", "resnet18")
+    if data_dir:     # DALI over a folder in the ImageNet layout, decoded and resized to the model's size
+        from lbbench.data_layout import list_split
+        files, _, classes = list_split(f"{data_dir}/train")
+        data = DataSpec(kind="folder", path=data_dir, image_size=224 if big else 8, classes=1000 if big else len(classes),
+                        train_samples=len(files), eval_samples=len(list_split(f"{data_dir}/val")[0]),
+                        augment="imagenet" if big else "none")
+    else:
+        data = DataSpec(kind="synthetic", path=None, image_size=224 if big else 8, classes=1000 if big else 10,
+                        train_samples=batch * size * 1000, eval_samples=batch, augment="none")
     lr = LrSpec(schedule="constant", peak_lr=0.01, warmup_epochs=0, warmup_start_lr=0, end_lr=0, poly_power=2,
                 milestones=(), decay_factor=0.1, train_epochs=1)
     hp = resolve_hparams(method, HP.get(method, {}))
     return RunSpec(suite="bench", method=method, label=method, hparams=hp, division="open", division_reason="bench",
                    framework="torch", model=model, data=data, global_batch=batch * size, np=size, local_batch=batch,
                    accum=1, bn_span=batch, seed=0, lr=lr, label_smoothing=0.1, target_top1=1.0, eval_every=1,
-                   max_epochs=1, stop_at_target=False, diag_every=0, eval_batch=batch).with_id()
+                   max_epochs=10**6, stop_at_target=False, diag_every=0, eval_batch=batch,
+                   perf=PerfSpec(**(perf or {}))).with_id()
 
 
 def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> dict:
@@ -83,18 +101,99 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
                 cpu_count=os.cpu_count(), torch=torch.__version__, methods=rows)
 
 
+def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_iter: int, data_dir: str | None,
+                     perf_opts: dict) -> dict | None:
+    import horovod.torch as hvd
+    from lbbench.backends.torch import perf
+    from lbbench.backends.torch.data import train_loader
+    from lbbench.backends.torch.loop import Loop
+    from lbbench.backends.torch.model import build_model
+    from lbbench.backends.torch.optim.methods import build_method
+    from lbbench.metrics import MetricsWriter
+
+    hvd.init()
+    spec = _spec("sgd", model_name, batch, hvd.size(), data_dir, perf_opts)
+    device = perf.pick_device(hvd.local_rank())
+    perf.check(spec, device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
+    torch.manual_seed(0)
+    model, forward = perf.prepare_model(build_model(spec.model, spec.data.classes), spec.perf, device)
+    method = build_method(spec, model, hvd.rank(), hvd.size())
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    gpu = device.index if spec.perf.dali_device == "gpu" else None
+    loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank(), gpu=gpu), hvd, hvd.rank(),
+                MetricsWriter(None), device=device, forward=forward)
+    step = 0
+    for _ in range(warmup):
+        step += 1
+        method.step(loop, step, 1)
+    loop.start_epoch(1, spec.global_batch, 1)      # timers from zero: only the timed steps count
+    rates, t_all = [], 0.0
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        for _ in range(per_iter):
+            step += 1
+            method.step(loop, step, 1)
+        loop.sync()
+        dt = time.perf_counter() - t0
+        t_all += dt
+        rates.append(batch * per_iter / dt)
+    per_rank = hvd.allgather_object(rates)               # [rank][iteration] images/s
+    parts = hvd.allgather_object(dict(loop.times))
+    if hvd.rank() != 0:
+        return None
+    totals = [sum(r[i] for r in per_rank) for i in range(iters)]
+    worker = [x for r in per_rank for x in r]
+
+    def stats(xs):
+        m = statistics.fmean(xs)
+        return dict(mean=m, ci95=1.96 * (statistics.stdev(xs) if len(xs) > 1 else 0.0))
+    timed = {k: statistics.fmean(p[k] for p in parts) for k in parts[0]}
+    from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
+    from lbbench.backends.torch.flops import forward_gflop_per_image
+    gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size, device)
+    per_worker = stats(worker)
+    return dict(benchmark="throughput", framework="torch", model=model_name, batch_per_worker=batch,
+                np=hvd.size(), data="dali" if data_dir else "synthetic", data_dir=data_dir,
+                device=perf.device_name(device), perf=spec.perf.model_dump(mode="json"),
+                warmup_batches=warmup, iters=iters, batches_per_iter=per_iter,
+                images_per_s_per_worker=per_worker, images_per_s_total=stats(totals),
+                step_s=t_all / (iters * per_iter),
+                decomposition_s_per_step={k: v / (iters * per_iter) for k, v in timed.items()},
+                train_gflop_per_image=gflop,
+                **utilisation(gflop, per_worker["mean"], peak_tflops(perf.device_name(device), spec.perf.amp,
+                                                                      spec.perf.peak_tflops)),
+                host=platform.node(), cpu_count=os.cpu_count(), torch=torch.__version__)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="lbbench bench optim")
-    ap.add_argument("what", choices=["optim"])
+    ap = argparse.ArgumentParser(prog="lbbench bench")
+    ap.add_argument("what", choices=["optim", "throughput"])
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--methods", default=",".join(sorted(REGISTRY)))
     ap.add_argument("--out", required=True)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--batches-per-iter", type=int, default=2)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--perf", default="{}", help="JSON of run.perf options")
     a = ap.parse_args()
+    from lbbench.store import write_json
+    if a.what == "throughput":
+        from lbbench.backends.torch.perf import PerfOptionError
+        try:
+            res = bench_throughput(a.model, a.batch, a.warmup, a.iters, a.batches_per_iter, a.data_dir,
+                                   json.loads(a.perf))
+        except PerfOptionError as e:
+            raise SystemExit(f"lbbench: {e}")
+        if res is not None:
+            write_json(a.out, res)
+        return
     methods = ["sgd"] + [m for m in a.methods.split(",") if m != "sgd"]
     result = bench_optim(a.model, a.batch, a.steps, methods)
-    from lbbench.store import write_json
     write_json(a.out, result)
 
 

@@ -57,18 +57,24 @@ def _pipeline(source, batch: int, size: int, train: bool, augment: str, seed: in
 
 
 class DaliLoader:
-    """``next(loader)`` -> (images NCHW float32, labels int64) as torch tensors."""
+    """``next(loader)`` -> (images NCHW float32, labels int64) as torch tensors; with a GPU
+    pipeline the images stay on that GPU (copied device to device, not through the host)."""
 
-    def __init__(self, pipe, count: int | None = None):
-        self.pipe, self.count = pipe, count
+    def __init__(self, pipe, count: int | None = None, gpu: int | None = None):
+        self.pipe, self.count, self.gpu = pipe, count, gpu
 
     def __next__(self):
         images, labels = self.pipe.run()
+        y = torch.from_numpy(np.array(labels.as_tensor()).reshape(-1).astype(np.int64))
+        if self.gpu is not None and hasattr(images, "as_cpu"):
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+            t = images.as_tensor()
+            x = torch.empty(t.shape(), dtype=torch.float32, device=torch.device("cuda", self.gpu))
+            feed_ndarray(t, x, cuda_stream=torch.cuda.current_stream(self.gpu))
+            return x, y
         if hasattr(images, "as_cpu"):
             images = images.as_cpu()
-        x = torch.from_numpy(np.array(images.as_tensor()))
-        y = torch.from_numpy(np.array(labels.as_tensor()).reshape(-1).astype(np.int64))
-        return x, y
+        return torch.from_numpy(np.array(images.as_tensor())), y
 
 
 def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: int | None = None):
@@ -81,7 +87,7 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
     _check_count(spec, "train", len(files), spec.data.train_samples)
     pipe = _pipeline(_FileBatches(files, labels, stream), spec.local_batch, spec.data.image_size, True,
                      spec.data.augment, seed=spec.seed * 1000 + rank, gpu=gpu)
-    return DaliLoader(pipe)
+    return DaliLoader(pipe, gpu=gpu)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
@@ -99,7 +105,7 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
             yield from shards
     pipe = _pipeline(_FileBatches(files, labels, forever()), spec.eval_batch, spec.data.image_size, False,
                      spec.data.augment, seed=spec.seed, gpu=gpu)
-    loader = DaliLoader(pipe)
+    loader = DaliLoader(pipe, gpu=gpu)
     return lambda: (next(loader) for _ in shards)
 
 

@@ -13,9 +13,18 @@ from lbbench.spec import RunSpec
 
 
 class Loop:
-    def __init__(self, spec: RunSpec, model: torch.nn.Module, optimizer, train, hvd, rank: int, metrics):
+    def __init__(self, spec: RunSpec, model: torch.nn.Module, optimizer, train, hvd, rank: int, metrics,
+                 device: torch.device | None = None, forward=None):
+        from lbbench.backends.torch import perf
         from lbbench.backends.torch.diagnostics import Diagnostics
         self.spec, self.model, self.train, self.hvd, self.rank = spec, model, train, hvd, rank
+        self.device = device or torch.device("cpu")
+        self.forward = forward or model                # the torch.compile'd module when asked
+        self.autocast = lambda: perf.autocast(spec.perf, self.device)
+        self.scaler = perf.grad_scaler(spec.perf, self.device)
+        self.compression = perf.compression(hvd, spec.perf)
+        self.sync = perf.synchronizer(self.device)
+        self._to_device = lambda b: perf.to_device(b, self.device, spec.perf)
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.metrics = metrics
         self.diag = Diagnostics(model, optimizer, spec.diag_every) if spec.diag_every else None
@@ -34,7 +43,8 @@ class Loop:
 
     def next_batch(self):
         t0 = time.perf_counter()
-        batch = next(self.train)
+        batch = self._to_device(next(self.train))
+        self.sync()
         self.times["data"] += time.perf_counter() - t0
         return batch
 
@@ -42,15 +52,19 @@ class Loop:
         """Backpropagates scale x the micro-batch's mean loss into .grad (accumulating);
         returns the unscaled loss."""
         t0 = time.perf_counter()
-        per_sample = F.cross_entropy(self.model(x), y, label_smoothing=self.spec.label_smoothing, reduction="none")
+        with self.autocast():
+            logits = self.forward(x)
+        per_sample = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing, reduction="none")
         if self.discarding:
             keep = self._keep(per_sample.detach())
             self.discarded += int((~keep).sum())
             loss = (per_sample * keep).sum() / keep.sum()
         else:
             loss = per_sample.mean()
-        (loss * scale).backward()
+        scaled = loss * scale
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         self.backward_passes += 1
+        self.sync()
         self.times["compute"] += time.perf_counter() - t0
         return per_sample.mean().detach()
 
@@ -68,7 +82,10 @@ class Loop:
 
     def forward_loss(self, x, y) -> torch.Tensor:
         t0 = time.perf_counter()
-        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.spec.label_smoothing)
+        with self.autocast():
+            logits = self.forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing)
+        self.sync()
         self.times["compute"] += time.perf_counter() - t0
         return loss
 
@@ -81,15 +98,26 @@ class Loop:
         """Average .grad and the loss over ranks in one grouped allreduce; returns the loss."""
         t0 = time.perf_counter()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        reduced = self.hvd.grouped_allreduce(grads + [local_loss], op=self.hvd.Average)
+        reduced = self.hvd.grouped_allreduce(grads + [local_loss.to(grads[0].device)], op=self.hvd.Average,
+                                             compression=self.compression)
         for p, g in zip(self.params, reduced):
             if p.grad is None:
                 p.grad = g
             else:
                 p.grad.copy_(g)
         self.allreduces += 1
+        self.sync()
         self.times["allreduce"] += time.perf_counter() - t0
         return float(reduced[-1])
+
+    def optimizer_step(self, optimizer) -> None:
+        """optimizer.step(), through the fp16 loss scaler when there is one (it unscales the
+        averaged gradients and skips the step on inf/NaN)."""
+        if self.scaler:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
 
     def virtual_worker(self, a: int) -> int:
         return self.rank * self.accum + a

@@ -8,12 +8,13 @@ the checkpoints; a restarted worker resumes from the newest checkpoint (checkpoi
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from mlperf_logging.mllog import constants as C
 
 from lbbench.metrics import MetricsWriter, read_metrics
 from lbbench.mllog import RunLog
+from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
 from lbbench.spec import RunSpec
 from lbbench.store import write_json
 from lbbench.suite import make_schedule
@@ -36,6 +38,7 @@ class Progress:
     reached: dict | None = None
     status: str = "not_reached"
     train_s: float = 0.0
+    parts: dict = field(default_factory=dict)   # seconds per part of the step, summed (decomposition)
     elapsed_s: float = 0.0         # active clock since run_start, summed over attempts
     preemptions: int = 0
     time_lost_s: float = 0.0
@@ -45,7 +48,8 @@ class Progress:
 
 def main(run_dir: Path) -> int:
     import horovod.torch as hvd
-    from lbbench.backends.torch import checkpoint
+    from lbbench.backends.torch import checkpoint, perf
+    from lbbench.backends.torch.flops import forward_gflop_per_image
     from lbbench.backends.torch.data import eval_batches, train_loader
     from lbbench.backends.torch.loop import Loop
     from lbbench.backends.torch.model import build_model
@@ -58,7 +62,14 @@ def main(run_dir: Path) -> int:
     rank, size = hvd.rank(), hvd.size()
     if size != spec.np:
         raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {size}")
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
+    device = perf.pick_device(hvd.local_rank())
+    try:
+        perf.check(spec, device)
+    except perf.PerfOptionError as e:
+        print(f"lbbench: {e}", file=sys.stderr, flush=True)
+        return 2
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
     lead = rank == 0
 
     # Resume: rank 0 reads the newest complete checkpoint and cuts the logs back to it.
@@ -85,6 +96,7 @@ def main(run_dir: Path) -> int:
     torch.manual_seed(spec.seed)
     span = spec.bn_span if spec.bn_span < spec.local_batch else None
     model = build_model(spec.model, spec.data.classes, bn_span=span)
+    model, forward = perf.prepare_model(model, spec.perf, device)
     method = build_method(spec, model, rank, size)
     opt = method.optimizer
     if ckpt:
@@ -94,9 +106,13 @@ def main(run_dir: Path) -> int:
         torch.set_rng_state(ckpt["rng"])
     else:
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    loop = Loop(spec, model, opt, train_loader(spec, rank, epoch=p.epoch + 1), hvd, rank, metrics)
+    gpu = device.index if spec.perf.dali_device == "gpu" else None
+    loop = Loop(spec, model, opt, train_loader(spec, rank, epoch=p.epoch + 1, gpu=gpu), hvd, rank, metrics,
+                device=device, forward=forward)
     loop.backward_passes, loop.allreduces = p.backward_passes, p.allreduces
-    evaluate_batches = eval_batches(spec, rank, size)
+    evaluate_batches = eval_batches(spec, rank, size, gpu=gpu)
+    # Roofline (lbbench/roofline.py): counted on the model itself, one image, eval mode.
+    train_gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size, device)
     sched = make_schedule(spec.lr, S)
     if ckpt:
         log.event("lbbench_resumed", {"from_epoch": p.epoch, "preemptions": p.preemptions})
@@ -119,13 +135,16 @@ def main(run_dir: Path) -> int:
             log.event("lbbench_batch_change", {"global_batch": B, "gradient_accumulation_steps": accum}, epoch_num=epoch)
         loop.start_epoch(epoch, B, accum)
         S_e = steps_in_epoch(spec, epoch)
-        t_epoch, loss_sum, n_steps = time.perf_counter(), 0.0, 0
+        t_epoch, loss_sum, n_steps, step_s = time.perf_counter(), 0.0, 0, 0.0
         for t in range(S_e):
             p.step += 1
             lr = batch_lr_at(spec, sched, epoch, t + 1, p.step)
             for g in opt.param_groups:
                 g["lr"] = lr
+            t_step = time.perf_counter()
             step_loss = method.step(loop, p.step, epoch)
+            loop.sync()
+            step_s += time.perf_counter() - t_step
             n_steps += 1
             if not math.isfinite(step_loss):
                 p.status = "diverged"
@@ -140,7 +159,9 @@ def main(run_dir: Path) -> int:
         log.event("tracked_stats", {"throughput": n_steps * B / epoch_s}, step=epoch)
         row = dict(epoch=epoch, step=p.step, global_batch=B, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
                    images_per_s=n_steps * B / epoch_s, discarded=loop.discarded,
-                   **{f"{k}_s": v for k, v in loop.times.items()})
+                   **decomposition(loop.times, step_s, epoch_s, n_steps * B))
+        for k in PARTS:
+            p.parts[k] = p.parts.get(k, 0.0) + row[f"{k}_s"]
         if p.status == "diverged":
             metrics.write("epoch", diverged_at_step=p.step, **row)
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
@@ -150,11 +171,12 @@ def main(run_dir: Path) -> int:
         if epoch % spec.eval_every == 0 or epoch == spec.max_epochs:
             log.start(C.EVAL_START, epoch_num=epoch)
             te = time.perf_counter()
-            top1 = evaluate(model, evaluate_batches, hvd, spec.data.eval_samples)
+            top1 = evaluate(model, evaluate_batches, hvd, spec.data.eval_samples, loop)
             log.end(C.EVAL_STOP, epoch_num=epoch)
             log.event(C.EVAL_ACCURACY, top1, epoch_num=epoch)
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
             row["eval_s"] = time.perf_counter() - te
+            p.parts["eval"] = p.parts.get("eval", 0.0) + row["eval_s"]
             p.best = top1 if p.best is None else max(p.best, top1)
             if p.reached is None and top1 >= spec.target_top1:
                 p.reached = dict(epochs_to_target=epoch, steps_to_target=p.step, samples_to_target=p.samples,
@@ -187,6 +209,11 @@ def main(run_dir: Path) -> int:
                        best_top1=p.best, epochs_run=p.epoch, steps_run=p.step, samples_run=p.samples,
                        wall_s=time.time() - t_start, train_s=p.train_s, images_per_s=p.samples / max(p.train_s, 1e-9),
                        backward_passes=loop.backward_passes, allreduces=loop.allreduces,
+                       device=perf.device_name(device), perf=spec.perf.model_dump(mode="json"),
+                       time_parts_s=p.parts, compute_images_per_s=p.samples / max(p.parts.get("compute", 0.0), 1e-9),
+                       train_gflop_per_image=train_gflop,
+                       **utilisation(train_gflop, p.samples / max(p.train_s, 1e-9),
+                                     peak_tflops(perf.device_name(device), spec.perf.amp, spec.perf.peak_tflops)),
                        param_digests=digests, ranks_agree=len(set(digests)) == 1,
                        preemptions=p.preemptions, time_lost_s=p.time_lost_s,
                        # MLPerf's clock may not pause: a resumed run's epochs and steps to target
@@ -201,6 +228,23 @@ def main(run_dir: Path) -> int:
     return 0
 
 
+PARTS = ("data", "compute", "allreduce", "optimizer", "other", "overhead")
+
+
+def decomposition(times: dict, step_s: float, epoch_s: float, images: int) -> dict:
+    """Where an epoch's time went. The loop's timers cover data wait, forward+backward,
+    allreduce (all of it is exposed: lbbench reduces after the backward pass, no overlap) and
+    the optimizer step; ``other`` is the rest of the training steps (diagnostics, curvature
+    and extrapolation bookkeeping), ``overhead`` the epoch's time outside the steps (LR
+    setting, metrics rows). The parts add up to epoch_s by construction; the test checks that
+    the timed ones are most of it."""
+    timed = sum(times.values())
+    out = {f"{k}_s": v for k, v in times.items()}
+    out.update(step_s=step_s, other_s=step_s - timed, overhead_s=epoch_s - step_s,
+               compute_images_per_s=images / max(times.get("compute", 0.0), 1e-9))
+    return out
+
+
 def _lost_seconds(run_dir: Path, saved_at: float) -> float:
     """Work done after the checkpoint and thrown away: up to the last metrics row written."""
     rows = read_metrics(run_dir / "metrics.jsonl")
@@ -210,7 +254,7 @@ def _lost_seconds(run_dir: Path, saved_at: float) -> float:
 def param_digest(model) -> str:
     h = hashlib.sha256()
     for p in model.parameters():
-        h.update(p.detach().contiguous().numpy().tobytes())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -223,12 +267,15 @@ def sync_bn_buffers(model, hvd) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, batches, hvd, expected: int) -> float:
+def evaluate(model, batches, hvd, expected: int, loop=None) -> float:
     sync_bn_buffers(model, hvd)   # every rank evaluates the same model
     model.eval()
     correct = count = 0
-    for x, y in batches():
-        correct += int((model(x).argmax(1) == y).sum())
+    for batch in batches():
+        x, y = loop._to_device(batch) if loop else batch
+        with (loop.autocast() if loop else contextlib.nullcontext()):
+            logits = (loop.forward if loop else model)(x)
+        correct += int((logits.argmax(1) == y).sum())
         count += len(y)
     correct, count = (int(v) for v in hvd.allreduce(torch.tensor([correct, count]), op=hvd.Sum))
     if count != expected:

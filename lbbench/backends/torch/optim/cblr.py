@@ -10,7 +10,7 @@ def hutchinson_diag(grads, params, samples: int, generator: torch.Generator) -> 
     """E_z[z * (H z)] = diag(H) for Rademacher z; ``grads`` must carry a graph (create_graph)."""
     est = [torch.zeros_like(p) for p in params]
     for _ in range(samples):
-        zs = [torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1) for p in params]
+        zs = [torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1).to(p.device) for p in params]
         hz = torch.autograd.grad(grads, params, grad_outputs=zs, retain_graph=True)
         for e, z, h in zip(est, zs, hz):
             e.add_(z * h, alpha=1.0 / samples)

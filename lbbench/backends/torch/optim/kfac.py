@@ -21,8 +21,8 @@ def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_dec
     # step 1 - would make pi 0 or astronomically large and the split meaningless: fall back
     # to an even split (pi = 1) when one mean trace is below 1e-12 of the other.
     pi = math.sqrt(ta / tg) if min(ta, tg) > 1e-12 * max(ta, tg, 1e-300) else 1.0
-    eye_a = torch.eye(A.shape[0], dtype=A.dtype)
-    eye_g = torch.eye(G.shape[0], dtype=G.dtype)
+    eye_a = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+    eye_g = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     return (torch.cholesky_inverse(torch.linalg.cholesky(A + pi * math.sqrt(r) * eye_a)),
             torch.cholesky_inverse(torch.linalg.cholesky(G + math.sqrt(r) / pi * eye_g)))
 
@@ -143,7 +143,7 @@ class KFACPreconditioner:
             m.weight.grad.copy_(p.reshape(m.weight.shape))
         for m in self.bns:
             if m in self.F:
-                Fm = self.F[m] + max(wd, self.hp["damping"]) * torch.eye(2, dtype=self.F[m].dtype)
+                Fm = self.F[m] + max(wd, self.hp["damping"]) * torch.eye(2, dtype=self.F[m].dtype, device=self.F[m].device)
                 g = torch.stack([m.weight.grad, m.bias.grad], dim=1).unsqueeze(-1)
                 p = torch.linalg.solve(Fm, g).squeeze(-1) * nu
                 m.weight.grad.copy_(p[:, 0])

@@ -25,7 +25,8 @@ class Standard:
 
     def update(self, loop) -> None:
         t0 = time.perf_counter()
-        self.optimizer.step()
+        loop.optimizer_step(self.optimizer)
+        loop.sync()
         loop.times["optimizer"] += time.perf_counter() - t0
 
     # State beyond the optimizer's own (checkpoints).
@@ -41,7 +42,7 @@ class Standard:
         loop.zero_grad()
         if diag:
             diag.begin_step(loop.params)
-        local = torch.zeros(())
+        local = torch.zeros((), device=loop.device)
         for a in range(accum):
             x, y = loop.next_batch()
             local += loop.forward_backward(x, y, self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum) / accum
@@ -91,7 +92,7 @@ class ExtrapSGD(Standard):
         gx = hp["extrap_scale"] * lr
         saved = [p.detach().clone() for p in params]
         h_sum = [torch.zeros_like(p) for p in params]
-        local = torch.zeros(())
+        local = torch.zeros((), device=loop.device)
         for a in range(accum):
             x, y = loop.next_batch()
             with torch.no_grad():
@@ -132,8 +133,9 @@ class ExtrapSGD(Standard):
     def _noise(self, p):
         s = self.hp["noise_scale"]
         if self.hp["perturbation"] == "gaussian":
-            return torch.randn(p.shape, generator=self.noise, dtype=p.dtype) * s
-        return (torch.rand(p.shape, generator=self.noise, dtype=p.dtype) * 2 - 1) * s
+            # drawn on the CPU generator, so a GPU run perturbs exactly as a CPU one
+            return (torch.randn(p.shape, generator=self.noise, dtype=p.dtype) * s).to(p.device)
+        return ((torch.rand(p.shape, generator=self.noise, dtype=p.dtype) * 2 - 1) * s).to(p.device)
 
     def _set_bn_momentum(self, value):
         for m in self.bns:
@@ -158,7 +160,7 @@ class CurvatureLR(Standard):
         from lbbench.backends.torch.optim.cblr import hutchinson_diag
         accum, params = loop.accum, loop.params
         loop.zero_grad()
-        local = torch.zeros(())
+        local = torch.zeros((), device=loop.device)
         diag = [torch.zeros_like(p) for p in params]
         for a in range(accum):
             x, y = loop.next_batch()
@@ -208,7 +210,7 @@ class KFAC(Standard):
         accum = loop.accum
         self.pre.begin(capture, 1.0 / accum)
         loop.zero_grad()
-        local = torch.zeros(())
+        local = torch.zeros((), device=loop.device)
         for _ in range(accum):
             x, y = loop.next_batch()
             local += loop.forward_backward(x, y, 1.0 / accum) / accum
@@ -232,6 +234,7 @@ class KFAC(Standard):
             g["momentum"] = mu
         self.prev_lr = group_lr
         self.optimizer.step()
+        loop.sync()
         loop.times["optimizer"] += time.perf_counter() - t0
         return loss
 

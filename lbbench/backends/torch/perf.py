@@ -1,0 +1,90 @@
+"""The worker's device and the speed options of ``RunSpec.perf`` (PyTorch).
+
+The GPU path: model and batches on ``cuda:<local rank>``, optional autocast (bf16, or fp16
+with dynamic loss scaling), channels_last, torch.compile, fp16 allreduce compression, and DALI
+"mixed" decoding (lbbench/backends/torch/data.py). On a CPU-only worker the options that need
+a GPU are refused before any work starts, with the option's name, rather than silently
+ignored: a run labelled AMP that ran in fp32 would make a table lie.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from lbbench.spec import PerfSpec, RunSpec
+
+# Methods whose update is not a plain optimizer.step() on the averaged gradients: fp16 loss
+# scaling (unscale, skip on overflow) is only wired into the standard update.
+CUSTOM_UPDATE = {"kfac", "cblr", "extrap_sgd"}
+
+
+class PerfOptionError(Exception):
+    """The worker prints it and exits 2; the runner records it as the failed run's reason."""
+
+
+def pick_device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def check(spec: RunSpec, device: torch.device) -> None:
+    """Refuses option combinations this worker cannot honour."""
+    p = spec.perf
+    if device.type != "cuda" and p.gpu_only():
+        raise PerfOptionError(
+            f"run {spec.run_id}: run.perf option(s) {', '.join(p.gpu_only())} need a CUDA GPU, and this worker "
+            "sees none (torch.cuda.is_available() is False). On CPU lbbench trains in fp32 with NCHW tensors "
+            "and DALI on the CPU; remove the option(s) from the suite's run.perf or run on GPU nodes.")
+    if p.amp == "fp16" and spec.method in CUSTOM_UPDATE:
+        raise PerfOptionError(
+            f"run {spec.run_id}: run.perf amp: fp16 needs loss scaling, which lbbench applies only to methods "
+            f"with the standard update; {spec.method} updates the weights itself. Use amp: bf16 (no scaling).")
+
+
+def prepare_model(model: torch.nn.Module, perf: PerfSpec, device: torch.device):
+    """Moves the model; returns (model, forward): ``forward`` is the compiled module when asked,
+    while ``model`` stays the plain one (state dicts, hooks, parameters keep their names)."""
+    model = model.to(device, memory_format=torch.channels_last if perf.channels_last else torch.preserve_format)
+    forward = torch.compile(model) if perf.compile else model
+    return model, forward
+
+
+def to_device(batch, device: torch.device, perf: PerfSpec):
+    x, y = batch
+    if x.device != device:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if perf.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def autocast(perf: PerfSpec, device: torch.device):
+    if perf.amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if perf.amp == "bf16" else torch.float16)
+
+
+def grad_scaler(perf: PerfSpec, device: torch.device):
+    return torch.amp.GradScaler(device.type) if perf.amp == "fp16" else None
+
+
+def compression(hvd, perf: PerfSpec):
+    return hvd.Compression.fp16 if perf.compression == "fp16" else hvd.Compression.none
+
+
+def synchronizer(device: torch.device):
+    """Timings of asynchronous GPU work mean something only after a synchronisation; on CPU
+    every op has finished when it returns."""
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads of {os.cpu_count()})"
