@@ -1,6 +1,7 @@
 """The `lbbench` command (typer): thin — parse, call, turn known errors into exit status 2."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -54,14 +55,33 @@ def plan(suite: Path = typer.Argument(..., help="suite YAML"),
 def run(suite: Path = typer.Argument(..., help="suite YAML"),
         only: Optional[str] = typer.Option(None, help="glob on run id or method label"),
         np: Optional[int] = typer.Option(None, "--np", help="override the workers axis"),
-        launcher: str = typer.Option("local", help="local (horovodrun --gloo) | mpirun"),
+        launcher: str = typer.Option("local", help="local (Horovod Gloo, one node) | horovodrun | mpirun | slurm"),
         results: Path = typer.Option(Path("results"), help="results root"),
-        timeout: Optional[float] = typer.Option(None, help="per-run time limit in seconds")):
-    """Run every cell of a suite (completed runs are skipped)."""
-    from lbbench.launch import LAUNCHERS
+        timeout: Optional[float] = typer.Option(None, help="per-run time limit in seconds"),
+        container: Optional[str] = typer.Option(None, help="run the workers in this Apptainer/Singularity image (exec --nv)"),
+        container_runtime: Optional[str] = typer.Option(None, help="apptainer | singularity (default: whichever is installed)"),
+        submit: bool = typer.Option(False, help="slurm: write one sbatch script per run and submit it"),
+        dry_run: bool = typer.Option(False, help="slurm --submit: print the scripts, submit nothing"),
+        wait: bool = typer.Option(False, help="slurm --submit: wait for the jobs, then report"),
+        srun_mpi: Optional[str] = typer.Option(None, help="slurm: srun --mpi= plugin (default: the suite's, pmix)"),
+        nodes: Optional[int] = typer.Option(None, help="slurm --submit: nodes per run"),
+        gpus_per_node: Optional[int] = typer.Option(None, help="slurm --submit: GPUs per node (one worker each)"),
+        ntasks_per_node: Optional[int] = typer.Option(None, help="slurm --submit: workers per node"),
+        time_limit: Optional[str] = typer.Option(None, "--time", help="slurm --submit: job time limit (Slurm format)"),
+        account: Optional[str] = typer.Option(None, help="slurm --submit: account"),
+        partition: Optional[str] = typer.Option(None, help="slurm --submit: partition")):
+    """Run every cell of a suite (completed runs are skipped; interrupted ones resume)."""
+    from lbbench.launch import LAUNCHERS, LaunchOptions
     from lbbench.runner import run_all, select
     if launcher not in LAUNCHERS:
         err.print(f"error: unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
+        raise typer.Exit(2)
+    if (submit or dry_run or wait) and launcher != "slurm":
+        err.print("error: --submit, --dry-run and --wait belong to --launcher slurm")
+        raise typer.Exit(2)
+    if launcher == "slurm" and not submit and not dry_run and not os.environ.get("SLURM_JOB_ID"):
+        err.print("error: --launcher slurm starts workers with srun inside a Slurm allocation and SLURM_JOB_ID is "
+                  "not set: add --submit (or --dry-run) to write sbatch jobs, or run inside salloc/sbatch")
         raise typer.Exit(2)
     s, runs = _load(suite, check_data=True, np=np)
     runs = select(runs, only)
@@ -73,16 +93,68 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
         err.print(f"error: framework(s) {', '.join(not_impl)} have no backend yet; use --only to select torch runs")
         raise typer.Exit(2)
     gpu_runs = [r for r in runs if r.perf.gpu_only()]
-    if gpu_runs and launcher == "local" and not _has_gpu():
+    if gpu_runs and launcher == "local" and not container and not _has_gpu():
         opts = sorted({o for r in gpu_runs for o in r.perf.gpu_only()})
         err.print(f"error: {suite}: run.perf {', '.join(opts)} need a CUDA GPU and this machine has none "
                   f"(no nvidia-smi); {len(gpu_runs)} run(s) affected. Remove the option(s) or run on GPU nodes.",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    summaries = run_all(runs, results, launcher, console, timeout)
+    binds = [str(results.resolve()), str(Path.cwd())] + [r.data.path for r in runs if r.data.path]
+    opts = LaunchOptions(container=container, container_runtime=container_runtime,
+                         srun_mpi=srun_mpi or s.cfg.slurm.mpi, binds=tuple(binds) if container else ())
+    if submit or dry_run:
+        raise typer.Exit(_submit(s, runs, results, opts, dry_run, wait, dict(
+            nodes=nodes, gpus_per_node=gpus_per_node, ntasks_per_node=ntasks_per_node, time=time_limit,
+            account=account, partition=partition)))
+    summaries = run_all(runs, results, launcher, console, timeout, opts)
     _print_report(results / s.name)
     bad = [x for x in summaries if x and x["status"] in ("failed", "timeout")]
     raise typer.Exit(1 if bad else 0)
+
+
+def _submit(s, runs, results: Path, opts, dry_run: bool, wait: bool, overrides: dict) -> int:
+    """One sbatch script per run still to do: written to RUN_DIR/job.sbatch and submitted, or
+    printed (--dry-run)."""
+    from lbbench.launch.slurm import JobResources, SlurmError, sbatch_script
+    from lbbench.launch.slurm import submit as sbatch
+    from lbbench.launch.slurm import wait as wait_for
+    from lbbench.store import atomic_write_text, is_done, run_dir
+    cfg = s.cfg.slurm
+    res = JobResources(**{**{k: getattr(cfg, k) for k in ("nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task",
+                                                          "time", "account", "partition")},
+                          **{k: v for k, v in overrides.items() if v is not None}},
+                       extra=tuple(cfg.extra), setup=tuple(cfg.setup))
+    jobs = []
+    try:
+        for r in runs:
+            rdir = run_dir(results, s.name, r.run_id)
+            if is_done(rdir):
+                console.print(f"{r.run_id}: done before, not submitted", highlight=False)
+                continue
+            script = sbatch_script(r, rdir, s.file, results, res, opts)
+            if dry_run:
+                console.print(f"# {rdir / 'job.sbatch'}\n{script}", highlight=False, markup=False, soft_wrap=True)
+                continue
+            rdir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(rdir / "job.sbatch", script)
+            job = sbatch(rdir / "job.sbatch")
+            jobs.append(job)
+            console.print(f"{r.run_id}: submitted as job {job}", highlight=False)
+        if wait and jobs:
+            console.print(f"waiting for {len(jobs)} job(s) ...")
+            wait_for(jobs)
+    except SlurmError as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        return 2
+    if wait and jobs:
+        _print_report(results / s.name)
+        from lbbench.store import read_summary
+        bad = [r.run_id for r in runs if (read_summary(run_dir(results, s.name, r.run_id)) or {}).get("status")
+               not in ("success", "not_reached", "diverged")]
+        if bad:
+            err.print(f"error: {len(bad)} run(s) did not finish: {', '.join(bad)} (see slurm-*.out in their run dirs)")
+            return 1
+    return 0
 
 
 def _has_gpu() -> bool:

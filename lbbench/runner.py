@@ -33,7 +33,7 @@ def select(runs: list[RunSpec], only: str | None) -> list[RunSpec]:
 
 
 def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console | None = None,
-            timeout_s: float | None = None) -> list[dict]:
+            timeout_s: float | None = None, opts: launch.LaunchOptions | None = None) -> list[dict]:
     console = console or Console()
     summaries = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -51,7 +51,7 @@ def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console 
                     if is_done(rdir):  # finished by another process while we waited
                         summaries.append(read_summary(rdir))
                         continue
-                    summaries.append(_run_one(spec, rdir, launcher, progress, head, timeout_s))
+                    summaries.append(_run_one(spec, rdir, launcher, progress, head, timeout_s, opts))
             except Timeout:
                 progress.console.print(f"[yellow]{head}: running in another lbbench process, skipped[/yellow]")
     return summaries
@@ -77,12 +77,13 @@ def run_state(rdir: Path, spec: RunSpec) -> str:
 
 def resumable(rdir: Path, spec: RunSpec | None = None) -> bool:
     """A checkpoint of the same RunSpec is there: the worker will resume from it."""
-    if not any((rdir / "ckpt").glob("epoch-*.pt")) or not (rdir / "run.yaml").exists():
+    if not any((rdir / "ckpt").glob("epoch-*.p*")) or not (rdir / "run.yaml").exists():
         return False
     return spec is None or RunSpec.load(rdir / "run.yaml").identity() == spec.identity()
 
 
-def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head: str, timeout_s) -> dict:
+def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head: str, timeout_s,
+             opts: launch.LaunchOptions | None = None) -> dict:
     resume = resumable(rdir, spec)
     if resume:   # keep the logs and the checkpoint; the failed attempt's summary goes
         (rdir / "summary.json").unlink(missing_ok=True)
@@ -92,7 +93,7 @@ def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head:
             (rdir / name).unlink(missing_ok=True)
         shutil.rmtree(rdir / "ckpt", ignore_errors=True)
     spec.save(rdir / "run.yaml")
-    cmd = launch.command(launcher, spec, rdir)
+    cmd = launch.command(launcher, spec, rdir, opts)
     task = progress.add_task(head, total=spec.max_epochs, info="starting")
     t0 = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(spec)}

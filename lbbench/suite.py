@@ -106,6 +106,20 @@ class RunCfg(Strict):
     perf: PerfSpec = PerfSpec()             # speed options: amp, channels_last, dali_device, ...
 
 
+class SlurmCfg(Strict):
+    """sbatch resources for `lbbench run --launcher slurm --submit` (CLI options override)."""
+    nodes: int | None = Field(None, gt=0)
+    ntasks_per_node: int | None = Field(None, gt=0)
+    gpus_per_node: int | None = Field(None, ge=0)
+    cpus_per_task: int | None = Field(None, gt=0)
+    time: str | None = None
+    account: str | None = None
+    partition: str | None = None
+    extra: list[str] = []          # further "#SBATCH" options, verbatim
+    setup: list[str] = []          # shell lines run before lbbench (module load, source ...)
+    mpi: str = "pmix"              # srun --mpi=
+
+
 class Cell(Strict):
     """An include/exclude entry: any subset of the matrix axes."""
     method: str | None = None              # a method label
@@ -122,6 +136,7 @@ class SuiteCfg(Strict):
     lr: LrCfg = LrCfg()
     matrix: MatrixCfg
     run: RunCfg = RunCfg()
+    slurm: SlurmCfg = SlurmCfg()
     include: list[Cell] = []
     exclude: list[Cell] = []
 

@@ -107,6 +107,7 @@ def test_diverging_run_is_marked_and_the_matrix_goes_on(tmp_path, digits_dir):
     assert p.returncode == 0, p.stdout[-3000:]
     by_label = {s["label"]: s for s in summaries(tmp_path / "r", "div").values()}
     assert by_label["absurd"]["status"] == "diverged" and by_label["absurd"]["diverged_at_step"] >= 1
+    assert "training loss is" in by_label["absurd"]["diverged_reason"]
     assert by_label["sgd"]["status"] == "success"
     assert "| absurd | 64 | torch | 2 | 1 | 1 | 1 diverged |" in p.stdout
     assert "| sgd | 64 | torch | 2 | 1 | 1 | 1 success |" in p.stdout

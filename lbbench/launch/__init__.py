@@ -9,15 +9,36 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from lbbench.spec import RunSpec
 
-LAUNCHERS = ("local", "horovodrun", "mpirun")
+LAUNCHERS = ("local", "horovodrun", "mpirun", "slurm")
 
 
-def worker_argv(spec: RunSpec, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", f"lbbench.backends.{spec.framework}.train", str(run_dir)]
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How workers are started beyond the launcher's name: a container image to run them in
+    (``apptainer exec --nv IMAGE``, or singularity), and the srun MPI plugin."""
+    container: str | None = None
+    container_runtime: str | None = None     # apptainer | singularity (None: whichever is installed)
+    srun_mpi: str = "pmix"
+    binds: tuple[str, ...] = ()              # host paths the container must see (results, data)
+
+
+def container_prefix(opts: LaunchOptions | None) -> list[str]:
+    if not opts or not opts.container:
+        return []
+    runtime = opts.container_runtime or next((t for t in ("apptainer", "singularity") if shutil.which(t)), "apptainer")
+    binds = [a for b in sorted(set(opts.binds)) for a in ("--bind", b)]
+    return [runtime, "exec", "--nv", *binds, opts.container]
+
+
+def worker_argv(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    # Inside a container the host's interpreter path means nothing: use the image's python.
+    python = "python" if opts and opts.container else sys.executable
+    return [*container_prefix(opts), python, "-m", f"lbbench.backends.{spec.framework}.train", str(run_dir)]
 
 
 def worker_env(spec: RunSpec) -> dict[str, str]:
@@ -35,18 +56,19 @@ def _tool(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-def local_command(spec: RunSpec, run_dir: Path) -> list[str]:
+def local_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
     """One node, Gloo controller, Horovod's rendezvous server started by lbbench itself
     (lbbench/launch/gloo_local.py says why not horovodrun)."""
-    return [sys.executable, "-m", "lbbench.launch.gloo_local", str(spec.np), *worker_argv(spec, run_dir)]
+    return [sys.executable, "-m", "lbbench.launch.gloo_local", str(spec.np), *worker_argv(spec, run_dir, opts)]
 
 
-def horovodrun_command(spec: RunSpec, run_dir: Path) -> list[str]:
+def horovodrun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
     return [_tool("horovodrun"), "-np", str(spec.np), "-H", f"localhost:{spec.np}", "--gloo",
-            *worker_argv(spec, run_dir)]
+            *worker_argv(spec, run_dir, opts)]
 
 
-def mpirun_command(spec: RunSpec, run_dir: Path, hostfile: str | None = None) -> list[str]:
+def mpirun_command(spec: RunSpec, run_dir: Path, hostfile: str | None = None,
+                   opts: LaunchOptions | None = None) -> list[str]:
     """Open MPI, built by hand: ``horovodrun --mpi`` passes single-dash options that Open MPI 5
     misreads (PLATFORM.md). Flags follow Horovod's docs: no binding, slot mapping, and the
     environment the workers need exported with -x."""
@@ -61,14 +83,17 @@ def mpirun_command(spec: RunSpec, run_dir: Path, hostfile: str | None = None) ->
                 "TF_USE_LEGACY_KERAS", "HOROVOD_FUSION_THRESHOLD", "NCCL_DEBUG"):
         if var in os.environ or var in worker_env(spec):
             cmd += ["-x", var]
-    return cmd + worker_argv(spec, run_dir)
+    return cmd + worker_argv(spec, run_dir, opts)
 
 
-def command(launcher: str, spec: RunSpec, run_dir: Path) -> list[str]:
+def command(launcher: str, spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
     if launcher == "local":
-        return local_command(spec, run_dir)
+        return local_command(spec, run_dir, opts)
     if launcher == "horovodrun":
-        return horovodrun_command(spec, run_dir)
+        return horovodrun_command(spec, run_dir, opts)
     if launcher == "mpirun":
-        return mpirun_command(spec, run_dir, os.environ.get("LBBENCH_HOSTFILE"))
+        return mpirun_command(spec, run_dir, os.environ.get("LBBENCH_HOSTFILE"), opts)
+    if launcher == "slurm":
+        from lbbench.launch.slurm import srun_command
+        return srun_command(spec, run_dir, opts)
     raise ValueError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")

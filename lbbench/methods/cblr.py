@@ -8,6 +8,8 @@ over micro-batches and ranks (so it does not depend on how K splits into np x ac
 ``curvature_every`` steps, |H_ii| clamped below at ``curvature_floor``; momentum with the LR
 inside (as LARS); excluded tensors (BN, biases) take plain momentum SGD.
 """
+import numpy as np
+
 from lbbench.methods.registry import HParam, MethodInfo, open_keys, register
 
 CBLR = register(MethodInfo(
@@ -20,3 +22,9 @@ CBLR = register(MethodInfo(
              "curvature_floor": HParam(1.0, float, "lower clamp of |H_ii| (bounds R_i)")},
     lbbench_choices=("Hutchinson diagonal by double backward", "LR inside momentum", "|H_ii| floor"),
 ))
+
+
+def rademacher(rng: np.random.Generator, shapes: list) -> list[np.ndarray]:
+    """One probe per tensor, +-1, from NumPy's generator: both backends draw the same probes
+    for the same (seed, step, virtual worker), so CBLR is comparable across frameworks."""
+    return [rng.integers(0, 2, tuple(s)).astype(np.float32) * 2 - 1 for s in shapes]

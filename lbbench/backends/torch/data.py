@@ -7,54 +7,14 @@ then decode (CPU here, "mixed" = GPU decode on clusters), augmentation and norma
 """
 from __future__ import annotations
 
-from typing import Iterator
 
 import numpy as np
 import torch
 
+from lbbench.backends.dali_pipeline import FileBatches, pipeline
 from lbbench.data_layout import list_split
 from lbbench.sampling import eval_shard, planned_stream
 from lbbench.spec import RunSpec
-
-MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
-
-
-class _FileBatches:
-    """Feeds DALI (encoded bytes, labels) batches from an index iterator."""
-
-    def __init__(self, files: list[str], labels: list[int], indices: Iterator[np.ndarray]):
-        self.files, self.labels, self.indices = files, np.asarray(labels, dtype=np.int32), indices
-
-    def __call__(self):
-        idx = next(self.indices)
-        return ([np.fromfile(self.files[i], dtype=np.uint8) for i in idx],
-                [self.labels[i:i + 1] for i in idx])
-
-
-def _pipeline(source, batch: int, size: int, train: bool, augment: str, seed: int, gpu: int | None):
-    from nvidia.dali import fn, pipeline_def, types
-
-    @pipeline_def(batch_size=batch, num_threads=2, device_id=gpu, seed=seed, prefetch_queue_depth=2)
-    def pipe():
-        encoded, labels = fn.external_source(source=source, num_outputs=2, batch=True,
-                                             dtype=[types.UINT8, types.INT32])
-        images = fn.decoders.image(encoded, device="cpu" if gpu is None else "mixed", output_type=types.RGB)
-        mirror = False
-        if train and augment == "imagenet":
-            images = fn.random_resized_crop(images, size=(size, size))
-            mirror = fn.random.coin_flip(probability=0.5)
-        elif augment == "imagenet":   # evaluation: resize the shorter side, then centre-crop
-            images = fn.resize(images, resize_shorter=round(size / 0.875))
-        else:
-            images = fn.resize(images, resize_x=size, resize_y=size)
-        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", crop=(size, size),
-                                          mean=MEAN, std=STD, mirror=mirror)
-        return images, labels
-    p = pipe()
-    p.build()
-    return p
-
 
 class DaliLoader:
     """``next(loader)`` -> (images NCHW float32, labels int64) as torch tensors; with a GPU
@@ -85,7 +45,7 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     _check_count(spec, "train", len(files), spec.data.train_samples)
-    pipe = _pipeline(_FileBatches(files, labels, stream), spec.local_batch, spec.data.image_size, True,
+    pipe = pipeline(FileBatches(files, labels, stream), spec.local_batch, spec.data.image_size, True,
                      spec.data.augment, seed=spec.seed * 1000 + rank, gpu=gpu)
     return DaliLoader(pipe, gpu=gpu)
 
@@ -103,7 +63,7 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
     def forever():
         while True:
             yield from shards
-    pipe = _pipeline(_FileBatches(files, labels, forever()), spec.eval_batch, spec.data.image_size, False,
+    pipe = pipeline(FileBatches(files, labels, forever()), spec.eval_batch, spec.data.image_size, False,
                      spec.data.augment, seed=spec.seed, gpu=gpu)
     loader = DaliLoader(pipe, gpu=gpu)
     return lambda: (next(loader) for _ in shards)

@@ -143,3 +143,30 @@ def build_model(name: str, classes: int, bn_span: int | None = None) -> ResNet:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(ARCHS)}")
     block, layers, widths, small = ARCHS[name]
     return ResNet(block, layers, widths, classes, small, bn_span)
+
+
+def _ordered(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))]
+
+
+def to_canonical(model: nn.Module) -> list:
+    """Weights as NumPy arrays in a framework-neutral order and layout (modules() order; conv
+    OIHW, linear (out, in); BN gamma, beta, running mean, running var): the TensorFlow backend
+    reads and writes the same list (lbbench/backends/tf/model.py), so models can be compared
+    across frameworks."""
+    out = []
+    for m in _ordered(model):
+        names = ("weight", "bias", "running_mean", "running_var") if isinstance(m, nn.BatchNorm2d) else \
+            ("weight", "bias") if isinstance(m, nn.Linear) else ("weight",)
+        out += [getattr(m, n).detach().cpu().numpy().copy() for n in names]
+    return out
+
+
+@torch.no_grad()
+def load_canonical(model: nn.Module, arrays: list) -> None:
+    it = iter(arrays)
+    for m in _ordered(model):
+        names = ("weight", "bias", "running_mean", "running_var") if isinstance(m, nn.BatchNorm2d) else \
+            ("weight", "bias") if isinstance(m, nn.Linear) else ("weight",)
+        for n in names:
+            getattr(m, n).copy_(torch.from_numpy(next(it)))

@@ -10,40 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from mlperf_logging.mllog import constants as C
 
-from lbbench.metrics import MetricsWriter, read_metrics
+from lbbench.health import accuracy_collapsed, loss_diverged
+from lbbench.metrics import MetricsWriter
 from lbbench.mllog import RunLog
 from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
 from lbbench.spec import RunSpec
 from lbbench.store import write_json
+from lbbench.worker_common import PARTS, Progress, decomposition, lost_seconds
 from lbbench.suite import make_schedule
-
-
-@dataclass
-class Progress:
-    """Everything about a run's position that a checkpoint must carry."""
-    epoch: int = 0                 # last completed epoch
-    step: int = 0
-    samples: int = 0
-    best: float | None = None    # None until the first evaluation
-    reached: dict | None = None
-    status: str = "not_reached"
-    train_s: float = 0.0
-    parts: dict = field(default_factory=dict)   # seconds per part of the step, summed (decomposition)
-    elapsed_s: float = 0.0         # active clock since run_start, summed over attempts
-    preemptions: int = 0
-    time_lost_s: float = 0.0
-    backward_passes: int = 0
-    allreduces: int = 0
 
 
 def main(run_dir: Path) -> int:
@@ -77,7 +60,7 @@ def main(run_dir: Path) -> int:
     if lead:
         ckpt = checkpoint.load_newest(run_dir)
         if ckpt is not None:
-            lost = _lost_seconds(run_dir, ckpt["saved_at"])
+            lost = lost_seconds(run_dir, ckpt["saved_at"])
             checkpoint.rewind_logs(run_dir, ckpt["log_bytes"])
             ckpt["progress"]["time_lost_s"] += lost
     # An explicit name: the default is the type name, which differs between rank 0 (dict) and
@@ -146,8 +129,8 @@ def main(run_dir: Path) -> int:
             loop.sync()
             step_s += time.perf_counter() - t_step
             n_steps += 1
-            if not math.isfinite(step_loss):
-                p.status = "diverged"
+            if loss_diverged(step_loss):
+                p.status, p.diverged_reason = "diverged", f"{loss_diverged(step_loss)} at step {p.step}"
                 break
             loss_sum += step_loss
             if lead and (t % max(1, S_e // 10) == 0 or t == S_e - 1):
@@ -167,7 +150,7 @@ def main(run_dir: Path) -> int:
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
             p.epoch = epoch
             break
-        top1 = None
+        top1 = collapse = None
         if epoch % spec.eval_every == 0 or epoch == spec.max_epochs:
             log.start(C.EVAL_START, epoch_num=epoch)
             te = time.perf_counter()
@@ -177,6 +160,7 @@ def main(run_dir: Path) -> int:
             log.end(C.BLOCK_STOP, first_epoch_num=block_first)
             row["eval_s"] = time.perf_counter() - te
             p.parts["eval"] = p.parts.get("eval", 0.0) + row["eval_s"]
+            collapse = accuracy_collapsed(p.best, top1, spec.data.classes)
             p.best = top1 if p.best is None else max(p.best, top1)
             if p.reached is None and top1 >= spec.target_top1:
                 p.reached = dict(epochs_to_target=epoch, steps_to_target=p.step, samples_to_target=p.samples,
@@ -185,6 +169,9 @@ def main(run_dir: Path) -> int:
         p.elapsed_s = time.time() - t_start
         metrics.write("epoch", top1=top1, elapsed_s=p.elapsed_s, **row)
         p.epoch = epoch
+        if top1 is not None and collapse and not p.reached:
+            p.status, p.diverged_reason = "diverged", f"{collapse} at epoch {epoch}"
+            break
         if spec.checkpoint_every and epoch % spec.checkpoint_every == 0 and epoch < spec.max_epochs \
                 and not (p.reached and spec.stop_at_target):
             sync_bn_buffers(model, hvd)   # so rank 0's copy is every rank's, as after an evaluation
@@ -222,33 +209,11 @@ def main(run_dir: Path) -> int:
                        epochs_to_target=None, steps_to_target=None, samples_to_target=None, time_to_target_s=None)
         if p.status == "diverged":
             summary["diverged_at_step"] = p.step
+            summary["diverged_reason"] = p.diverged_reason
         summary.update(p.reached or {})
         metrics.close()
         write_json(run_dir / "summary.json", summary)
     return 0
-
-
-PARTS = ("data", "compute", "allreduce", "optimizer", "other", "overhead")
-
-
-def decomposition(times: dict, step_s: float, epoch_s: float, images: int) -> dict:
-    """Where an epoch's time went. The loop's timers cover data wait, forward+backward,
-    allreduce (all of it is exposed: lbbench reduces after the backward pass, no overlap) and
-    the optimizer step; ``other`` is the rest of the training steps (diagnostics, curvature
-    and extrapolation bookkeeping), ``overhead`` the epoch's time outside the steps (LR
-    setting, metrics rows). The parts add up to epoch_s by construction; the test checks that
-    the timed ones are most of it."""
-    timed = sum(times.values())
-    out = {f"{k}_s": v for k, v in times.items()}
-    out.update(step_s=step_s, other_s=step_s - timed, overhead_s=epoch_s - step_s,
-               compute_images_per_s=images / max(times.get("compute", 0.0), 1e-9))
-    return out
-
-
-def _lost_seconds(run_dir: Path, saved_at: float) -> float:
-    """Work done after the checkpoint and thrown away: up to the last metrics row written."""
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    return max(0.0, rows[-1]["t"] - saved_at) if rows else 0.0
 
 
 def param_digest(model) -> str:

@@ -1,16 +1,22 @@
 """CBLR (METHODS.md section 6; formula and [lbbench] choices in lbbench/methods/cblr.py)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lbbench.backends.torch.optim import momentum_inside
+from lbbench.methods.cblr import rademacher
 
 
-def hutchinson_diag(grads, params, samples: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """E_z[z * (H z)] = diag(H) for Rademacher z; ``grads`` must carry a graph (create_graph)."""
+def hutchinson_diag(grads, params, samples: int, rng: np.random.Generator, order=None) -> list[torch.Tensor]:
+    """E_z[z * (H z)] = diag(H) for Rademacher z; ``grads`` must carry a graph (create_graph).
+    Probes are drawn tensor by tensor in ``order`` (the model's parameter order, which the
+    TensorFlow model shares), whatever order ``params`` come in."""
+    order = list(order) if order is not None else list(params)
     est = [torch.zeros_like(p) for p in params]
     for _ in range(samples):
-        zs = [torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1).to(p.device) for p in params]
+        drawn = {id(p): z for p, z in zip(order, rademacher(rng, [p.shape for p in order]))}
+        zs = [torch.from_numpy(drawn[id(p)]).to(p.device, p.dtype) for p in params]
         hz = torch.autograd.grad(grads, params, grad_outputs=zs, retain_graph=True)
         for e, z, h in zip(est, zs, hz):
             e.add_(z * h, alpha=1.0 / samples)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
 from lbbench.backends.torch.optim import build_optimizer
@@ -84,7 +85,7 @@ class ExtrapSGD(Standard):
         super().__init__(spec, model, "sgd", sgd_hp)
         self.hp, self.model = hp, model
         self.bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        self.noise = torch.Generator().manual_seed(spec.seed * 7 + 1)
+        self.noise = np.random.default_rng(spec.seed * 7 + 1)   # NumPy: the same noise in both backends
 
     def step(self, loop, step: int, epoch: int) -> float:
         accum, params, hp = loop.accum, loop.params, self.hp
@@ -125,17 +126,18 @@ class ExtrapSGD(Standard):
         return loss
 
     def state_dict(self) -> dict:
-        return {"noise_rng": self.noise.get_state()}
+        return {"noise_rng": self.noise.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.noise.set_state(state["noise_rng"])
+        self.noise.bit_generator.state = state["noise_rng"]
 
     def _noise(self, p):
         s = self.hp["noise_scale"]
         if self.hp["perturbation"] == "gaussian":
-            # drawn on the CPU generator, so a GPU run perturbs exactly as a CPU one
-            return (torch.randn(p.shape, generator=self.noise, dtype=p.dtype) * s).to(p.device)
-        return ((torch.rand(p.shape, generator=self.noise, dtype=p.dtype) * 2 - 1) * s).to(p.device)
+            z = self.noise.standard_normal(tuple(p.shape)).astype(np.float32) * s
+        else:
+            z = (self.noise.random(tuple(p.shape)).astype(np.float32) * 2 - 1) * s
+        return torch.from_numpy(z).to(p.device, p.dtype)
 
     def _set_bn_momentum(self, value):
         for m in self.bns:
@@ -153,6 +155,7 @@ class CurvatureLR(Standard):
     def __init__(self, spec: RunSpec, model):
         super().__init__(spec, model)
         self.every, self.samples = spec.hparams["curvature_every"], spec.hparams["hutchinson_samples"]
+        self.order = list(model.parameters())     # the order probes are drawn in
 
     def step(self, loop, step: int, epoch: int) -> float:
         if (step - 1) % self.every:
@@ -167,9 +170,9 @@ class CurvatureLR(Standard):
             t0 = time.perf_counter()
             loss = loop.forward_loss(x, y)
             grads = torch.autograd.grad(loss, params, create_graph=True)
-            gen = torch.Generator().manual_seed(self.spec.seed * 1_000_003 + step * 1009 + loop.virtual_worker(a))
+            rng = np.random.default_rng([self.spec.seed, step, loop.virtual_worker(a)])
             with torch.no_grad():
-                for p, g, d, h in zip(params, grads, diag, hutchinson_diag(grads, params, self.samples, gen)):
+                for p, g, d, h in zip(params, grads, diag, hutchinson_diag(grads, params, self.samples, rng, self.order)):
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
                     p.grad.add_(g.detach(), alpha=1.0 / accum)

@@ -1,0 +1,84 @@
+"""The DALI pipeline both backends feed from (decode, augment, normalise): the same
+augmentation and evaluation preprocessing whatever the framework. Only the output layout
+differs - CHW for PyTorch, HWC for TensorFlow.
+
+lbbench's GlobalBatchSampler chooses the files (the same sample order for every np, see
+lbbench/sampling.py); their bytes enter through external_source. Decoding is on the CPU here
+and "mixed" (GPU) on clusters.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+class FileBatches:
+    """Feeds DALI (encoded bytes, labels) batches from an index iterator."""
+
+    def __init__(self, files: list[str], labels: list[int], indices: Iterator[np.ndarray]):
+        self.files, self.labels, self.indices = files, np.asarray(labels, dtype=np.int32), indices
+
+    def __call__(self):
+        idx = next(self.indices)
+        return ([np.fromfile(self.files[i], dtype=np.uint8) for i in idx],
+                [self.labels[i:i + 1] for i in idx])
+
+
+class SampleSource:
+    """The same feed, one sample per call, as DALI's TensorFlow plugin requires (its
+    DALIDatasetWithInputs accepts only single-output, per-sample external sources): two
+    sources, bytes and label, that look up sample ``idx_in_batch`` of batch ``iteration`` in
+    one shared plan, whatever order DALI calls them in."""
+
+    def __init__(self, files: list[str], labels: list[int], indices: Iterator[np.ndarray]):
+        self.files, self.labels, self.indices = files, np.asarray(labels, dtype=np.int32), indices
+        self.batches: dict[int, np.ndarray] = {}
+        self.last = -1
+
+    def _index(self, info) -> int:
+        while self.last < info.iteration:
+            self.last += 1
+            self.batches[self.last] = next(self.indices)
+            self.batches.pop(self.last - 8, None)      # DALI prefetches a few batches, never 8
+        return int(self.batches[info.iteration][info.idx_in_batch])
+
+    def encoded(self, info) -> np.ndarray:
+        return np.fromfile(self.files[self._index(info)], dtype=np.uint8)
+
+    def label(self, info) -> np.ndarray:
+        i = self._index(info)
+        return self.labels[i:i + 1]
+
+
+def pipeline(source, batch: int, size: int, train: bool, augment: str, seed: int, gpu: int | None,
+             layout: str = "CHW", build: bool = True):
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=batch, num_threads=2, device_id=gpu, seed=seed, prefetch_queue_depth=2)
+    def pipe():
+        if isinstance(source, SampleSource):
+            encoded = fn.external_source(source=source.encoded, batch=False, dtype=types.UINT8)
+            labels = fn.external_source(source=source.label, batch=False, dtype=types.INT32)
+        else:
+            encoded, labels = fn.external_source(source=source, num_outputs=2, batch=True,
+                                                 dtype=[types.UINT8, types.INT32])
+        images = fn.decoders.image(encoded, device="cpu" if gpu is None else "mixed", output_type=types.RGB)
+        mirror = False
+        if train and augment == "imagenet":
+            images = fn.random_resized_crop(images, size=(size, size))
+            mirror = fn.random.coin_flip(probability=0.5)
+        elif augment == "imagenet":   # evaluation: resize the shorter side, then centre-crop
+            images = fn.resize(images, resize_shorter=round(size / 0.875))
+        else:
+            images = fn.resize(images, resize_x=size, resize_y=size)
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout=layout, crop=(size, size),
+                                          mean=MEAN, std=STD, mirror=mirror)
+        return images, labels
+    p = pipe()
+    if build:      # the TensorFlow plugin builds the pipeline itself
+        p.build()
+    return p

@@ -1,0 +1,112 @@
+"""Slurm: ``srun`` inside an allocation, and one ``sbatch`` script per run outside one.
+
+Inside an allocation (SLURM_JOB_ID set) the workers start with ``srun --mpi=pmix -n NP``:
+Slurm's PMIx server wires up Open MPI, so Horovod runs its MPI controller with no mpirun.
+Outside one, ``lbbench run --launcher slurm --submit`` writes RUN_DIR/job.sbatch for every run
+still to do and submits it; the job runs ``lbbench run SUITE --only RUN_ID --launcher slurm``,
+so locking, resuming from checkpoints, failure handling and the summary are the same code as
+everywhere else, and a job killed at its time limit is picked up by the next submission.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lbbench.launch import LaunchOptions, worker_argv
+from lbbench.spec import RunSpec
+
+
+class SlurmError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """sbatch resources of a run; ``None`` fields are left to the site's defaults."""
+    nodes: int | None = None
+    ntasks_per_node: int | None = None
+    gpus_per_node: int | None = None
+    cpus_per_task: int | None = None
+    time: str | None = None           # Slurm's formats: "MM", "HH:MM:SS", "D-HH"
+    account: str | None = None
+    partition: str | None = None
+    extra: tuple[str, ...] = ()       # further "#SBATCH ..." options, verbatim
+    setup: tuple[str, ...] = ()       # shell lines before lbbench starts (module load ...)
+
+    def layout(self, np_: int) -> tuple[int, int]:
+        """(nodes, tasks per node) for np workers: one task per GPU when GPUs are given."""
+        per_node = self.ntasks_per_node or self.gpus_per_node or (math.ceil(np_ / self.nodes) if self.nodes else np_)
+        nodes = self.nodes or math.ceil(np_ / per_node)
+        if nodes * per_node < np_:
+            raise SlurmError(f"{np_} workers do not fit on {nodes} node(s) x {per_node} task(s)")
+        return nodes, min(per_node, np_)
+
+
+def srun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    if not os.environ.get("SLURM_JOB_ID"):
+        raise SlurmError("--launcher slurm starts workers with srun inside a Slurm allocation, and SLURM_JOB_ID "
+                         "is not set: add --submit to write and submit sbatch jobs, or run inside salloc/sbatch")
+    mpi = opts.srun_mpi if opts else "pmix"
+    return [_tool("srun"), f"--mpi={mpi}", "--ntasks", str(spec.np), "--kill-on-bad-exit=1", "--export=ALL",
+            *worker_argv(spec, run_dir, opts)]
+
+
+def sbatch_script(spec: RunSpec, run_dir: Path, suite_file: Path, results: Path, res: JobResources,
+                  opts: LaunchOptions | None = None) -> str:
+    nodes, per_node = res.layout(spec.np)
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=lbbench-{spec.run_id}", f"#SBATCH --nodes={nodes}",
+             f"#SBATCH --ntasks={spec.np}", f"#SBATCH --ntasks-per-node={per_node}"]
+    if res.gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-node={res.gpus_per_node}")
+    for opt, value in (("cpus-per-task", res.cpus_per_task), ("time", res.time), ("account", res.account),
+                       ("partition", res.partition)):
+        if value:
+            lines.append(f"#SBATCH --{opt}={value}")
+    lines += [f"#SBATCH --output={run_dir.resolve()}/slurm-%j.out", *(f"#SBATCH {e}" for e in res.extra),
+              "set -euo pipefail", *res.setup, f"cd {shlex.quote(str(Path.cwd()))}"]
+    cmd = [_lbbench(), "run", str(suite_file.resolve()), "--only", spec.run_id, "--launcher", "slurm",
+           "--results", str(results.resolve())]
+    if opts and opts.container:
+        cmd += ["--container", opts.container] + (["--container-runtime", opts.container_runtime]
+                                                  if opts.container_runtime else [])
+    if opts and opts.srun_mpi != "pmix":
+        cmd += ["--srun-mpi", opts.srun_mpi]
+    lines.append("exec " + shlex.join(cmd))
+    return "\n".join(lines) + "\n"
+
+
+def submit(script: Path) -> str:
+    p = subprocess.run([_tool("sbatch"), "--parsable", str(script)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SlurmError(f"sbatch {script} failed: {(p.stderr or p.stdout).strip()}")
+    return p.stdout.strip().split(";")[0]
+
+
+def wait(job_ids: list[str], poll_s: float = 2.0, timeout_s: float | None = None) -> None:
+    """Until none of the jobs is pending or running."""
+    t0 = time.time()
+    while job_ids:
+        p = subprocess.run([_tool("squeue"), "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True, text=True)
+        left = set(p.stdout.split()) if p.returncode == 0 else set()
+        job_ids = [j for j in job_ids if j in left]
+        if not job_ids:
+            return
+        if timeout_s is not None and time.time() - t0 > timeout_s:
+            raise SlurmError(f"jobs {', '.join(job_ids)} still queued or running after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or name
+
+
+def _lbbench() -> str:
+    here = Path(sys.executable).parent / "lbbench"
+    return str(here) if here.exists() else "lbbench"
