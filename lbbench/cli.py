@@ -272,9 +272,8 @@ def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
     from pydantic import ValidationError
     from lbbench.spec import PerfSpec
     from lbbench.store import write_json
-    if framework != "torch" or data not in ("synthetic", "dali"):
-        err.print(f"error: --framework {framework} --data {data}: supported are --framework torch "
-                  "(the TensorFlow backend is not there yet) and --data synthetic|dali")
+    if framework not in ("torch", "tf") or data not in ("synthetic", "dali"):
+        err.print(f"error: --framework {framework} --data {data}: expected --framework torch|tf, --data synthetic|dali")
         raise typer.Exit(2)
     try:
         nps = [int(n) for n in np.split(",")]
@@ -295,7 +294,7 @@ def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
         for n in nps:
             part = Path(tmp) / f"np{n}.json"
             cmd = [sys.executable, "-m", "lbbench.launch.gloo_local", str(n), sys.executable, "-m",
-                   "lbbench.backends.torch.bench", "throughput", "--model", model, "--batch", str(batch),
+                   f"lbbench.backends.{framework}.bench", "throughput", "--model", model, "--batch", str(batch),
                    "--warmup", str(warmup), "--iters", str(iters), "--batches-per-iter", str(batches_per_iter),
                    "--perf", perf.model_dump_json(), "--out", str(part)] + (
                 ["--data-dir", str(data_dir)] if data == "dali" else [])

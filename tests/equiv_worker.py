@@ -67,7 +67,7 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
         out["eval_logits"] = model(x0, training=False).numpy()
         out["train_logits"] = model(x0, training=True).numpy()
         load_canonical(model, weights)
-        method = build_method(spec, model)
+        method = build_method(spec, model, 0, 1)
         batches = iter([(tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(y, tf.int64)) for x, y in zip(xs, ys)])
         loop = Loop(spec, model, method.optimizer, batches, hvd, 0, MetricsWriter(None))
         loop.start_epoch(1, spec.global_batch, spec.accum)

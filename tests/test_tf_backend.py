@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, lbbench, write_suite
 from helpers import run_single, run_worker, spec_from
 from lbbench.methods import REGISTRY
+from lbbench.metrics import read_metrics
 from lbbench.store import read_summary
 
 pytestmark = pytest.mark.slow
@@ -38,14 +39,17 @@ matrix:
 HPARAMS = {"lars": "{eta: 0.01}", "gradientmix": "{base: sgd, alpha: 0.5}",
            "adam": "{eps: 1.0e-3}", "adamw": "{eps: 1.0e-3}", "lamb": "{eps: 0.1}",
            "rmsprop": "{eps: 1.0e-3}", "adagrad": "{initial_accumulator: 0.1}",
-           "cblr": "{curvature_every: 2}", "extrap_sgd": "{}", "kfac": "{damping: 0.01}"}
+           "cblr": "{curvature_every: 2}", "extrap_sgd": "{}",
+           # K-FAC's unit-wise BN Fisher is a 2x2 solve per channel; at damping 0.01 some are
+           # near-singular by step 3 and a 1e-6 difference became 4e-2 (without the BN Fisher:
+           # 1.3e-6 after 3 steps; at damping 0.1: 3e-7).
+           "kfac": "{damping: 0.1}"}
 # Tolerances (relative to each tensor's largest magnitude) after 3 steps. TensorFlow's and
 # PyTorch's float32 convolutions sum in different orders (~1e-7 per op); methods that divide
 # by a gradient statistic amplify that by up to lr / eps (adaptive), 1 / curvature (cblr),
 # or through a median/mean of |g / w| (percentdelta, mclr).
 TOLERANCE = {"adam": 1e-4, "adamw": 1e-4, "rmsprop": 1e-4, "adagrad": 1e-4, "lamb": 1e-4, "percentdelta": 1e-4,
              "mclr": 1e-4, "cblr": 1e-4}
-NOT_ON_TF = {"kfac"}
 
 
 def _equiv(tmp, method, model="resnet_tiny", size=8, classes=10, batch=32, accum=2, steps=3, hparams=None):
@@ -92,25 +96,22 @@ def test_model_equivalence_tiny_and_resnet50(tmp_path):
             assert _rel(t[mode], f[mode]) < 1e-4, (model, mode, _rel(t[mode], f[mode]))
 
 
-@pytest.mark.parametrize("method", sorted(set(REGISTRY) - NOT_ON_TF))
+@pytest.mark.parametrize("method", sorted(REGISTRY))
 def test_method_equivalence_three_steps(method, tmp_path):
     t, f = _equiv(tmp_path, method)
-    tol = TOLERANCE.get(method, 1e-5)
+    _check(t, f, tmp_path, TOLERANCE.get(method, 1e-5))
+
+
+def test_extrap_sgd_noise_perturbation_is_the_same_noise(tmp_path):
+    t, f = _equiv(tmp_path, "extrap_sgd", hparams="{perturbation: gaussian, noise_scale: 0.01}")
+    _check(t, f, tmp_path, 1e-5)
+
+
+def _check(t, f, tmp_path, tol):
     worst = max(_rel(t[k], f[k]) for k in t.files if k.startswith("w"))
     moved = max(_rel(np.load(tmp_path / "in.npz")[k], t[k]) for k in t.files if k.startswith("w"))
     assert moved > 1e-3, "the steps must move the weights"
-    assert worst < tol, (method, worst)
-
-
-def test_not_yet_on_tf_says_so(tmp_path):
-    spec = spec_from(SUITE.format(model="resnet_tiny", size=8, classes=10, method="kfac", batch=32, accum=1,
-                                  hparams="{}").replace("workers: [1]", "workers: [1]\n  frameworks: [tf]"), tmp_path)
-    rdir = tmp_path / "run"
-    rdir.mkdir()
-    spec.save(rdir / "run.yaml")
-    p = subprocess.run([sys.executable, "-m", "lbbench.backends.tf.train", str(rdir)], capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode != 0 and "kfac has no TensorFlow implementation" in p.stderr
+    assert worst < tol, worst
 
 
 DIGITS = """
@@ -128,29 +129,43 @@ def test_two_tf_ranks_equal_one_rank_with_accumulation(tmp_path, digits_dir):
     one = run_single(spec_from(DIGITS.format(data=digits_dir, np=1, accum=2), tmp_path), tmp_path / "np1")
     assert two["ranks_agree"] and len(two["param_digests"]) == 2
     a, b = np.load(tmp_path / "np2" / "final.npz"), np.load(tmp_path / "np1" / "final.npz")
-    for k in a.files:
+    # trainable weights only: BN running statistics see micro-batches differently (as in PyTorch)
+    for k in (k for k in a.files if k.startswith("w")):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
-    assert two["best_top1"] == pytest.approx(one["best_top1"], abs=1e-9)
     assert two["allreduces"] == one["allreduces"] == 6 and two["backward_passes"] * 2 == one["backward_passes"]
 
 
 def test_suite_runs_both_frameworks_side_by_side(tmp_path, digits_dir):
     suite = write_suite(tmp_path / "both.yaml", f"""
 name: both
-workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}}, max_epochs: 2, target_top1: 0.8}}
+workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}}, max_epochs: 2, target_top1: 0.99}}
 lr: {{rule: linear, base_lr: 0.1, base_batch: 64, schedule: poly, warmup_epochs: 1}}
 matrix: {{methods: [{{name: sgd}}], global_batch: [64], workers: [2], frameworks: [torch, tf]}}
+run: {{diag_every: 20}}
 """)
     p = lbbench("run", suite, "--results", tmp_path / "res")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "| sgd | 64 | tf | 2 | 1 | 1 | 1 success |" in p.stdout
-    assert "| sgd | 64 | torch | 2 | 1 | 1 | 1 success |" in p.stdout
-    runs = {read_summary(d)["framework"]: read_summary(d) for d in (tmp_path / "res" / "both").iterdir()
-            if d.is_dir() and (d / "summary.json").exists()}
+    assert "| sgd | 64 | tf | 2 | 1 | 1 | 1 not_reached |" in p.stdout
+    assert "| sgd | 64 | torch | 2 | 1 | 1 | 1 not_reached |" in p.stdout
+    res = tmp_path / "res" / "both"
+    rdirs = {fw: next(d for d in res.iterdir() if f"-{fw}-" in d.name) for fw in ("torch", "tf")}
+    runs = {fw: read_summary(d) for fw, d in rdirs.items()}
     assert runs["tf"]["best_top1"] == pytest.approx(runs["torch"]["best_top1"], abs=0.05)
-    for fw in ("torch", "tf"):
-        rdir = next(d for d in (tmp_path / "res" / "both").iterdir() if f"-{fw}-" in d.name)
+    assert runs["tf"]["train_gflop_per_image"] == pytest.approx(runs["torch"]["train_gflop_per_image"])
+    for fw, rdir in rdirs.items():
         check = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
                                 "--ruleset", "4.0.0", str(rdir / "mllog.txt")], capture_output=True, text=True,
                                cwd=tmp_path)
         assert check.returncode == 0, check.stdout[-2000:]
+        kinds = {r["kind"] for r in read_metrics(rdir / "metrics.jsonl")}
+        assert kinds == {"step", "epoch", "diag"}, (fw, kinds)
+    # A TF run that lost its end resumes from its epoch-1 checkpoint.
+    (rdirs["tf"] / "summary.json").unlink()
+    p = lbbench("run", suite, "--results", tmp_path / "res", "--only", "*-tf-*")
+    assert p.returncode == 0, p.stdout[-3000:]
+    again = read_summary(rdirs["tf"])
+    assert again["preemptions"] == 1 and again["epochs_run"] == 2 and not again["time_to_target_valid"]
+    check = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
+                            "--ruleset", "4.0.0", str(rdirs["tf"] / "mllog.txt")], capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert check.returncode == 0, check.stdout[-2000:]

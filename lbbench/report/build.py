@@ -20,8 +20,11 @@ PERFECT = 0.8   # "perfect scaling" regime: steps x B within 80% of the smallest
 def method_summaries(table: list[dict[str, Any]]) -> dict[str, str]:
     """Per method: the largest batch that reached the target, and where it leaves perfect scaling."""
     by: dict[str, list[dict]] = defaultdict(list)
+    frameworks: dict[str, set] = defaultdict(set)
     for r in table:
-        by[r["method"]].append(r)
+        frameworks[r["method"]].add(r["framework"])
+    for r in table:   # one text per method, per framework where a method ran on several
+        by[r["method"] if len(frameworks[r["method"]]) == 1 else f"{r['method']} ({r['framework']})"].append(r)
     out = {}
     for method, cells in sorted(by.items()):
         reached = sorted(c["global_batch"] for c in cells if c["steps_to_target"] is not None)
@@ -87,6 +90,8 @@ def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
         target, train_samples = spec["target_top1"], spec["data"]["train_samples"]
         rows_ = read_metrics(rdir / "metrics.jsonl")
         label, B = spec["label"], spec["global_batch"]
+        if spec["framework"] != "torch":   # side by side with the PyTorch series of the method
+            label = f"{label} ({spec['framework']})"
         pts = [(r["epoch"], r["top1"]) for r in rows_ if r["kind"] == "epoch" and r.get("top1") is not None]
         if pts and B not in curves[label]:
             curves[label][B] = pts

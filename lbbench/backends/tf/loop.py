@@ -300,7 +300,8 @@ class CurvatureLR(Standard):
         return loss, g, hz
 
 
-def build_method(spec: RunSpec, model):
+def build_method(spec: RunSpec, model, rank: int = 0, size: int = 1):
     if spec.method == "kfac":
-        raise NotImplementedError("kfac has no TensorFlow implementation yet (PyTorch only)")
+        from lbbench.backends.tf.kfac import KFAC
+        return KFAC(spec, model, rank, size)
     return {"cblr": CurvatureLR, "gradientmix": GradientMix, "extrap_sgd": ExtrapSGD}.get(spec.method, Standard)(spec, model)

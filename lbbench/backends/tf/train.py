@@ -84,7 +84,7 @@ def main(run_dir: Path) -> int:
     tf.keras.utils.set_random_seed(spec.seed)
     span = spec.bn_span if spec.bn_span < spec.local_batch else None
     model = build_model(spec.model, spec.data.classes, spec.data.image_size, bn_span=span)
-    method = build_method(spec, model)
+    method = build_method(spec, model, rank, size)
     opt = method.optimizer
     if ckpt:
         for v, value in zip(model.variables, ckpt["model"]):
@@ -184,7 +184,9 @@ def main(run_dir: Path) -> int:
     log.end(C.RUN_STOP, status="success" if p.reached else "aborted")
     digests = hvd.allgather_object(param_digest(model))
     if lead:
-        np.savez(run_dir / "final.npz", *[v.numpy() for v in model.variables])
+        # w<i>: trainable variables, s<i>: BN running statistics (rank 0's unless an evaluation synced them)
+        np.savez(run_dir / "final.npz", **{f"w{i}": v.numpy() for i, v in enumerate(model.trainable_variables)},
+                 **{f"s{i}": v.numpy() for i, v in enumerate(model.non_trainable_variables)})
         device = gpus[0].name if gpus else f"cpu ({os.cpu_count()} cores)"
         summary = dict(run_id=spec.run_id, suite=spec.suite, status=p.status, method=spec.method, label=spec.label,
                        global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,

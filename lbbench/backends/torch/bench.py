@@ -27,32 +27,8 @@ import time
 
 import torch
 
-from lbbench.methods import REGISTRY, resolve_hparams
-from lbbench.spec import DataSpec, LrSpec, PerfSpec, RunSpec
-
-HP = {"gradientmix": {"base": "sgd"}}
-
-
-def _spec(method: str, model: str, batch: int, size: int, data_dir: str | None = None, perf: dict | None = None) -> RunSpec:
-    big = model in ("resnet50", "resnet18")
-    if data_dir:     # DALI over a folder in the ImageNet layout, decoded and resized to the model's size
-        from lbbench.data_layout import list_split
-        files, _, classes = list_split(f"{data_dir}/train")
-        data = DataSpec(kind="folder", path=data_dir, image_size=224 if big else 8, classes=1000 if big else len(classes),
-                        train_samples=len(files), eval_samples=len(list_split(f"{data_dir}/val")[0]),
-                        augment="imagenet" if big else "none")
-    else:
-        data = DataSpec(kind="synthetic", path=None, image_size=224 if big else 8, classes=1000 if big else 10,
-                        train_samples=batch * size * 1000, eval_samples=batch, augment="none")
-    lr = LrSpec(schedule="constant", peak_lr=0.01, warmup_epochs=0, warmup_start_lr=0, end_lr=0, poly_power=2,
-                milestones=(), decay_factor=0.1, train_epochs=1)
-    hp = resolve_hparams(method, HP.get(method, {}))
-    return RunSpec(suite="bench", method=method, label=method, hparams=hp, division="open", division_reason="bench",
-                   framework="torch", model=model, data=data, global_batch=batch * size, np=size, local_batch=batch,
-                   accum=1, bn_span=batch, seed=0, lr=lr, label_smoothing=0.1, target_top1=1.0, eval_every=1,
-                   max_epochs=10**6, stop_at_target=False, diag_every=0, eval_batch=batch,
-                   perf=PerfSpec(**(perf or {}))).with_id()
-
+from lbbench.methods import REGISTRY
+from lbbench.throughput import bench_spec, summarize, timed_iterations
 
 def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> dict:
     import horovod.torch as hvd
@@ -68,7 +44,7 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
     # measure SGD once unrecorded so the baseline is not the slowest run.
     warm_up = True
     for name in ["sgd"] + methods:
-        spec = _spec(name, model_name, batch, hvd.size())
+        spec = bench_spec(name, model_name, batch, hvd.size())
         torch.manual_seed(0)
         model = build_model(spec.model, spec.data.classes)
         method = build_method(spec, model, hvd.rank(), hvd.size())
@@ -112,7 +88,7 @@ def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_i
     from lbbench.metrics import MetricsWriter
 
     hvd.init()
-    spec = _spec("sgd", model_name, batch, hvd.size(), data_dir, perf_opts)
+    spec = bench_spec("sgd", model_name, batch, hvd.size(), data_dir, perf_opts)
     device = perf.pick_device(hvd.local_rank())
     perf.check(spec, device)
     if device.type == "cpu":
@@ -124,46 +100,23 @@ def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_i
     gpu = device.index if spec.perf.dali_device == "gpu" else None
     loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank(), gpu=gpu), hvd, hvd.rank(),
                 MetricsWriter(None), device=device, forward=forward)
-    step = 0
-    for _ in range(warmup):
-        step += 1
-        method.step(loop, step, 1)
-    loop.start_epoch(1, spec.global_batch, 1)      # timers from zero: only the timed steps count
-    rates, t_all = [], 0.0
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        for _ in range(per_iter):
-            step += 1
-            method.step(loop, step, 1)
-        loop.sync()
-        dt = time.perf_counter() - t0
-        t_all += dt
-        rates.append(batch * per_iter / dt)
+    steps = iter(range(1, 10**9))
+    rates, total = timed_iterations(lambda: method.step(loop, next(steps), 1), loop.sync,
+                                    lambda: loop.start_epoch(1, spec.global_batch, 1), batch, warmup, iters, per_iter)
     per_rank = hvd.allgather_object(rates)               # [rank][iteration] images/s
     parts = hvd.allgather_object(dict(loop.times))
     if hvd.rank() != 0:
         return None
-    totals = [sum(r[i] for r in per_rank) for i in range(iters)]
-    worker = [x for r in per_rank for x in r]
-
-    def stats(xs):
-        m = statistics.fmean(xs)
-        return dict(mean=m, ci95=1.96 * (statistics.stdev(xs) if len(xs) > 1 else 0.0))
-    timed = {k: statistics.fmean(p[k] for p in parts) for k in parts[0]}
-    from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
     from lbbench.backends.torch.flops import forward_gflop_per_image
+    from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
     gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size, device)
-    per_worker = stats(worker)
+    res = summarize(per_rank, parts, total, iters, per_iter)
     return dict(benchmark="throughput", framework="torch", model=model_name, batch_per_worker=batch,
                 np=hvd.size(), data="dali" if data_dir else "synthetic", data_dir=data_dir,
                 device=perf.device_name(device), perf=spec.perf.model_dump(mode="json"),
-                warmup_batches=warmup, iters=iters, batches_per_iter=per_iter,
-                images_per_s_per_worker=per_worker, images_per_s_total=stats(totals),
-                step_s=t_all / (iters * per_iter),
-                decomposition_s_per_step={k: v / (iters * per_iter) for k, v in timed.items()},
-                train_gflop_per_image=gflop,
-                **utilisation(gflop, per_worker["mean"], peak_tflops(perf.device_name(device), spec.perf.amp,
-                                                                      spec.perf.peak_tflops)),
+                warmup_batches=warmup, iters=iters, batches_per_iter=per_iter, **res, train_gflop_per_image=gflop,
+                **utilisation(gflop, res["images_per_s_per_worker"]["mean"],
+                              peak_tflops(perf.device_name(device), spec.perf.amp, spec.perf.peak_tflops)),
                 host=platform.node(), cpu_count=os.cpu_count(), torch=torch.__version__)
 
 
