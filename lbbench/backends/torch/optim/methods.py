@@ -86,6 +86,7 @@ class ExtrapSGD(Standard):
         self.hp, self.model = hp, model
         self.bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         self.noise = np.random.default_rng(spec.seed * 7 + 1)   # NumPy: the same noise in both backends
+        self.order = list(model.parameters())
 
     def step(self, loop, step: int, epoch: int) -> float:
         accum, params, hp = loop.accum, loop.params, self.hp
@@ -110,9 +111,10 @@ class ExtrapSGD(Standard):
                         p.sub_(d, alpha=gx)
                         p.grad = None
             else:
-                with torch.no_grad():
+                with torch.no_grad():   # drawn in the model's parameter order (the TF backend's too)
+                    noise = {id(q): self._noise(q) for q in self.order}
                     for p in params:
-                        p.add_(self._noise(p))
+                        p.add_(noise[id(p)])
             local += loop.forward_backward(x, y, 1.0) / accum
             with torch.no_grad():
                 for p, h, w in zip(params, h_sum, saved):
