@@ -79,3 +79,30 @@ def test_compare_identical_passes_and_baseline_roundtrip(tmp_path):
     assert lbbench("baseline", RESULTS, "--out", base, "--machine", "test").returncode == 0
     p = lbbench("compare", RESULTS, base)
     assert p.returncode == 0 and "no regression" in p.stdout, p.stdout
+
+
+@pytest.mark.slow
+def test_scaling_efficiency_and_time_table_from_runs_at_two_worker_counts(tmp_path, digits_dir):
+    """One cell at np=1 and np=2 (real runs): the row has a scaling efficiency (images/s per
+    worker at np 2 over np 1), the images/s-vs-workers figure exists, and the time table has
+    the decomposition shares."""
+    from conftest import write_suite
+    suite = write_suite(tmp_path / "np.yaml", f"""
+name: npscale
+workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}}, max_epochs: 1, target_top1: 0.99}}
+lr: {{rule: constant, base_lr: 0.05, schedule: constant}}
+matrix: {{methods: [{{name: sgd}}], global_batch: [128], workers: [1, 2]}}
+run: {{checkpoint_every: 0}}
+""")
+    p = lbbench("run", suite, "--results", tmp_path / "res")
+    assert p.returncode == 0, p.stdout[-3000:]
+    out = build(tmp_path / "res" / "npscale", ("md",))
+    (row,) = out["table"]
+    assert row["np"] == "1/2" and row["runs"] == 2
+    by_np = {s["np"]: s["images_per_s"] for s in collect(tmp_path / "res" / "npscale")}
+    assert row["scaling_efficiency"] == pytest.approx((by_np[2] / 2) / by_np[1])
+    assert any(f["file"] == "images_per_s_vs_np.png" for f in out["figures"])
+    (t,) = out["times"]
+    shares = [t[f"{k}_share"] for k in ("data", "compute", "allreduce", "optimizer", "other", "overhead", "eval")]
+    assert sum(shares) == pytest.approx(1.0) and t["compute_share"] > 0.1
+    assert "## Where the time goes" in (tmp_path / "res" / "npscale" / "report.md").read_text()

@@ -47,7 +47,8 @@ class Loop:
     def _make_grad_fn(self, discarding: bool):
         model, spec = self.model, self.spec
 
-        @tf.function(reduce_retracing=True)
+        # run.perf.compile: XLA for the forward/backward (PyTorch: torch.compile)
+        @tf.function(reduce_retracing=True, jit_compile=spec.perf.compile or None)
         def grad(x, y, scale):
             with tf.GradientTape() as tape:
                 per = per_sample_loss(model(x, training=True), y, spec.label_smoothing)
@@ -103,7 +104,9 @@ class Loop:
     def allreduce(self, grads: list, local_loss) -> tuple[list, float]:
         """Average the gradients and the loss over ranks in one grouped allreduce."""
         t0 = time.perf_counter()
-        reduced = self.hvd.grouped_allreduce(list(grads) + [tf.reshape(local_loss, [])], op=self.hvd.Average)
+        compression = self.hvd.Compression.fp16 if self.spec.perf.compression == "fp16" else self.hvd.Compression.none
+        reduced = self.hvd.grouped_allreduce(list(grads) + [tf.reshape(local_loss, [])], op=self.hvd.Average,
+                                             compression=compression)
         self.allreduces += 1
         loss = float(reduced[-1])
         self.times["allreduce"] += time.perf_counter() - t0

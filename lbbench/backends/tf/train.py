@@ -52,6 +52,10 @@ def main(run_dir: Path) -> int:
               "TensorFlow worker sees none; remove them from the suite's run.perf or run on GPU nodes",
               file=sys.stderr, flush=True)
         return 2
+    if spec.perf.amp == "fp16":
+        print(f"lbbench: run {spec.run_id}: run.perf amp: fp16 needs loss scaling, which the TensorFlow backend does "
+              "not implement; use amp: bf16", file=sys.stderr, flush=True)
+        return 2
     if gpus:
         tf.config.experimental.set_memory_growth(gpus[hvd.local_rank() % len(gpus)], True)
         tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
