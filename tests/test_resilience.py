@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import BIN, ROOT, lbbench
@@ -29,13 +30,14 @@ matrix:
   methods: [{methods}]
   global_batch: [{batches}]
   workers: [2]
+  frameworks: [{fw}]
 run: {{stop_at_target: false, checkpoint_every: 1}}
 """
 
 
-def write(tmp, name, epochs=4, methods="{name: sgd}", batches="32"):
+def write(tmp, name, epochs=4, methods="{name: sgd}", batches="32", fw="torch"):
     path = tmp / f"{name}.yaml"
-    path.write_text(SUITE.format(name=name, epochs=epochs, methods=methods, batches=batches))
+    path.write_text(SUITE.format(name=name, epochs=epochs, methods=methods, batches=batches, fw=fw))
     return path
 
 
@@ -43,14 +45,16 @@ def summaries(results, suite):
     return {p.parent.name: json.loads(p.read_text()) for p in (results / suite).glob("*/summary.json")}
 
 
-def _worker_pids(run_dir):
-    out = subprocess.run(["pgrep", "-f", f"^\\S+ -m lbbench.backends.torch.train {run_dir}"], capture_output=True, text=True)
+def _worker_pids(run_dir, fw="torch"):
+    out = subprocess.run(["pgrep", "-f", f"^\\S+ -m lbbench.backends.{fw}.train {run_dir}"], capture_output=True, text=True)
     return sorted(int(x) for x in out.stdout.split())
 
 
-def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path, digits_dir):
+@pytest.mark.parametrize("fw", ["torch", "tf"])
+def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(fw, tmp_path, digits_dir):
     env = {**os.environ, "LBBENCH_DIGITS": str(digits_dir)}
-    suite = write(tmp_path, "kill")
+    suite = write(tmp_path, "kill", fw=fw)
+    ckpt2 = f"epoch-0002{'.pt' if fw == 'torch' else '.pkl'}"
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen([str(BIN / "lbbench"), "run", str(suite), "--results", str(killed)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -62,17 +66,17 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(tmp_pat
             run_dir = dirs[0]
             rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
                 if (run_dir / "metrics.jsonl").exists() else []
-            if (run_dir / "ckpt" / "epoch-0002.pt").exists() and any(r["kind"] == "step" and r["epoch"] == 3 for r in rows):
+            if (run_dir / "ckpt" / ckpt2).exists() and any(r["kind"] == "step" and r["epoch"] == 3 for r in rows):
                 break
         time.sleep(0.05)
-    pids = _worker_pids(run_dir)
+    pids = _worker_pids(run_dir, fw)
     assert len(pids) == 2, pids
     os.kill(pids[-1], signal.SIGKILL)                 # one rank dies mid-epoch 3
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, out
     first = summaries(killed, "kill")[run_dir.name]
     assert first["status"] == "failed" and "status" in first["reason"] and first["log_tail"]
-    assert (run_dir / "ckpt" / "epoch-0002.pt").exists()
+    assert (run_dir / "ckpt" / ckpt2).exists()
 
     again = lbbench("run", suite, "--results", killed, env={"LBBENCH_DIGITS": str(digits_dir)})
     assert again.returncode == 0, again.stdout[-3000:]
@@ -85,9 +89,14 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(tmp_pat
     assert ref.returncode == 0
     reference = summaries(clean, "kill")[run_dir.name]
     assert reference["preemptions"] == 0 and reference["time_to_target_valid"] is True
-    a, b = torch.load(run_dir / "final.pt"), torch.load(clean / "kill" / run_dir.name / "final.pt")
-    for k in a:   # bitwise: same data order, same ops, same state restored
-        assert torch.equal(a[k], b[k]), k
+    if fw == "torch":
+        a, b = torch.load(run_dir / "final.pt"), torch.load(clean / "kill" / run_dir.name / "final.pt")
+        for k in a:   # bitwise: same data order, same ops, same state restored
+            assert torch.equal(a[k], b[k]), k
+    else:             # TensorFlow with op determinism on: bitwise too
+        a, b = np.load(run_dir / "final.npz"), np.load(clean / "kill" / run_dir.name / "final.npz")
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
     assert (resumed["steps_run"], resumed["samples_run"], resumed["best_top1"]) == \
         (reference["steps_run"], reference["samples_run"], reference["best_top1"])
     epochs = [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()

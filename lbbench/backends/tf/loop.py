@@ -80,6 +80,9 @@ class Loop:
         self.discarded = 0
         self.times = {k: 0.0 for k in self.times}
 
+    def sync(self) -> None:
+        """Timing barrier; TensorFlow's eager ops have finished when they return here."""
+
     def next_batch(self):
         t0 = time.perf_counter()
         batch = next(self.train)

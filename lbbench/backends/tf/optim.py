@@ -8,6 +8,7 @@ before every step. State is plain tensors per variable, so checkpoints are NumPy
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from lbbench.backends.tf.model import is_excluded
@@ -188,5 +189,5 @@ class Optimizer:
 
     def load_state_dict(self, d: dict) -> None:
         self.lr = d["lr"]
-        self.state = [{k: (tf.constant(x) if hasattr(x, "shape") and getattr(x, "ndim", 0) >= 0 and not isinstance(x, int)
-                           else x) for k, x in st.items()} for st in d["state"]]
+        self.state = [{k: tf.constant(x) if isinstance(x, (np.ndarray, np.generic)) else x for k, x in st.items()}
+                      for st in d["state"]]

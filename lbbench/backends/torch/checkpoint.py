@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from lbbench import checkpoint_files
-from lbbench.checkpoint_files import rewind_logs  # noqa: F401 - part of this module's interface
 
 
 def save(run_dir: Path, epoch: int, payload: dict[str, Any]) -> Path:

@@ -1,50 +1,99 @@
 """The PyTorch worker: ``python -m lbbench.backends.torch.train RUN_DIR`` on every rank.
 
-One step = K = np x accum micro-batches (virtual workers): each rank runs ``accum``
-forward/backward passes on its micro-batches, gradients are averaged over the micro-batches
-and then over ranks with one grouped Horovod allreduce, and the method updates the weights
-with the LR of the shared schedule. Rank 0 writes mllog.txt, metrics.jsonl, summary.json and
-the checkpoints; a restarted worker resumes from the newest checkpoint (checkpoint.py).
+The run itself - resume, MLLOG, epochs, evaluation, checkpoints, summary - is the shared
+driver's (lbbench/driver.py); this module gives it the PyTorch parts: device and speed options
+(perf.py), lbbench's ResNet, the method's step strategy and optimizer, the DALI loaders, BN
+statistics averaged over ranks before evaluations and checkpoints, and torch.save files.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sys
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from mlperf_logging.mllog import constants as C
 
-from lbbench.health import accuracy_collapsed, loss_diverged
-from lbbench.metrics import MetricsWriter
-from lbbench.mllog import RunLog
-from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
 from lbbench.spec import RunSpec
-from lbbench.store import write_json
-from lbbench.worker_common import PARTS, Progress, decomposition, lost_seconds
-from lbbench.suite import make_schedule
+
+
+class TorchWorker:
+    def __init__(self, spec: RunSpec, hvd, device, ckpt: dict | None, progress, metrics):
+        from lbbench.backends.torch import perf
+        from lbbench.backends.torch.data import eval_batches, train_loader
+        from lbbench.backends.torch.flops import forward_gflop_per_image
+        from lbbench.backends.torch.loop import Loop
+        from lbbench.backends.torch.model import build_model
+        from lbbench.backends.torch.optim.methods import build_method
+        from lbbench.roofline import TRAIN_FACTOR
+        self.spec, self.hvd = spec, hvd
+        rank, size = hvd.rank(), hvd.size()
+        torch.manual_seed(spec.seed)
+        span = spec.bn_span if spec.bn_span < spec.local_batch else None
+        model, forward = perf.prepare_model(build_model(spec.model, spec.data.classes, bn_span=span), spec.perf, device)
+        method = build_method(spec, model, rank, size)
+        if ckpt:
+            model.load_state_dict(ckpt["model"])
+            method.optimizer.load_state_dict(ckpt["optimizer"])
+            method.load_state_dict(ckpt["method"])
+            torch.set_rng_state(ckpt["rng"])
+        else:
+            hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        gpu = device.index if spec.perf.dali_device == "gpu" else None
+        self.model, self.method = model, method
+        self.loop = Loop(spec, model, method.optimizer, train_loader(spec, rank, epoch=progress.epoch + 1, gpu=gpu),
+                         hvd, rank, metrics, device=device, forward=forward)
+        self.eval_batches = eval_batches(spec, rank, size, gpu=gpu)
+        self.device = perf.device_name(device)
+        # Roofline (lbbench/roofline.py): counted on the model itself, one image, eval mode.
+        self.train_gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size, device)
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.method.optimizer.param_groups:
+            g["lr"] = lr
+
+    def train_mode(self) -> None:
+        self.model.train()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        sync_bn_buffers(self.model, self.hvd)   # every rank evaluates the same model
+        self.model.eval()
+        loop, correct, count = self.loop, 0, 0
+        for batch in self.eval_batches():
+            x, y = loop._to_device(batch)
+            with loop.autocast():
+                logits = loop.forward(x)
+            correct += int((logits.argmax(1) == y).sum())
+            count += len(y)
+        correct, count = (int(v) for v in self.hvd.allreduce(torch.tensor([correct, count]), op=self.hvd.Sum))
+        if count != self.spec.data.eval_samples:
+            raise RuntimeError(f"evaluated {count} samples, expected {self.spec.data.eval_samples}")
+        return correct / count
+
+    def checkpoint_payload(self) -> dict:
+        sync_bn_buffers(self.model, self.hvd)   # so rank 0's copy is every rank's, as after an evaluation
+        method_state = self.method.state_dict()   # collective for some methods (K-FAC inverses)
+        return dict(model=self.model.state_dict(), optimizer=self.method.optimizer.state_dict(), method=method_state,
+                    rng=torch.get_rng_state())
+
+    def digest(self) -> str:
+        return param_digest(self.model)
+
+    def save_final(self, run_dir: Path) -> None:
+        torch.save(self.model.state_dict(), run_dir / "final.pt")
+        if hasattr(self.method, "pre"):
+            torch.save(self.method.pre.state(), run_dir / "kfac_factors.pt")
 
 
 def main(run_dir: Path) -> int:
     import horovod.torch as hvd
+    from lbbench import driver
     from lbbench.backends.torch import checkpoint, perf
-    from lbbench.backends.torch.flops import forward_gflop_per_image
-    from lbbench.backends.torch.data import eval_batches, train_loader
-    from lbbench.backends.torch.loop import Loop
-    from lbbench.backends.torch.model import build_model
-    from lbbench.backends.torch.optim.methods import build_method
-    from lbbench.batch_schedule import epoch_batch, steps_in_epoch
-    from lbbench.batch_schedule import lr_at as batch_lr_at
-
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
-    rank, size = hvd.rank(), hvd.size()
-    if size != spec.np:
-        raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {size}")
+    if hvd.size() != spec.np:
+        raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {hvd.size()}")
     device = perf.pick_device(hvd.local_rank())
     try:
         perf.check(spec, device)
@@ -53,167 +102,8 @@ def main(run_dir: Path) -> int:
         return 2
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
-    lead = rank == 0
-
-    # Resume: rank 0 reads the newest complete checkpoint and cuts the logs back to it.
-    ckpt = None
-    if lead:
-        ckpt = checkpoint.load_newest(run_dir)
-        if ckpt is not None:
-            lost = lost_seconds(run_dir, ckpt["saved_at"])
-            checkpoint.rewind_logs(run_dir, ckpt["log_bytes"])
-            ckpt["progress"]["time_lost_s"] += lost
-    # An explicit name: the default is the type name, which differs between rank 0 (dict) and
-    # the others (None) and would deadlock the broadcast.
-    ckpt = hvd.broadcast_object(ckpt, root_rank=0, name="lbbench.checkpoint")
-    p = Progress(**ckpt["progress"]) if ckpt else Progress()
-    if ckpt:
-        p.preemptions += 1
-
-    log = RunLog(run_dir / "mllog.txt" if lead else None)
-    metrics = MetricsWriter(run_dir / "metrics.jsonl" if lead else None)
-    S = spec.steps_per_epoch   # of the run's global batch; batch schedules vary it per epoch
-    if not ckpt:
-        log.header(spec, S, platform=os.environ.get("LBBENCH_PLATFORM", ""))
-
-    torch.manual_seed(spec.seed)
-    span = spec.bn_span if spec.bn_span < spec.local_batch else None
-    model = build_model(spec.model, spec.data.classes, bn_span=span)
-    model, forward = perf.prepare_model(model, spec.perf, device)
-    method = build_method(spec, model, rank, size)
-    opt = method.optimizer
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        method.load_state_dict(ckpt["method"])
-        torch.set_rng_state(ckpt["rng"])
-    else:
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    gpu = device.index if spec.perf.dali_device == "gpu" else None
-    loop = Loop(spec, model, opt, train_loader(spec, rank, epoch=p.epoch + 1, gpu=gpu), hvd, rank, metrics,
-                device=device, forward=forward)
-    loop.backward_passes, loop.allreduces = p.backward_passes, p.allreduces
-    evaluate_batches = eval_batches(spec, rank, size, gpu=gpu)
-    # Roofline (lbbench/roofline.py): counted on the model itself, one image, eval mode.
-    train_gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size, device)
-    sched = make_schedule(spec.lr, S)
-    if ckpt:
-        log.event("lbbench_resumed", {"from_epoch": p.epoch, "preemptions": p.preemptions})
-    else:
-        log.end(C.INIT_STOP)
-        log.start(C.RUN_START)
-    t_start = time.time() - p.elapsed_s
-
-    block_first = spec.eval_every * (p.epoch // spec.eval_every) + 1
-    for epoch in range(p.epoch + 1, spec.max_epochs + 1):
-        if p.reached and spec.stop_at_target:
-            break
-        if (epoch - 1) % spec.eval_every == 0:
-            block_first = epoch
-            log.start(C.BLOCK_START, first_epoch_num=epoch, epoch_count=min(spec.eval_every, spec.max_epochs - epoch + 1))
-        log.start(C.EPOCH_START, epoch_num=epoch)
-        model.train()
-        B, accum = epoch_batch(spec, epoch)
-        if (B, accum) != epoch_batch(spec, max(epoch - 1, 1)):
-            log.event("lbbench_batch_change", {"global_batch": B, "gradient_accumulation_steps": accum}, epoch_num=epoch)
-        loop.start_epoch(epoch, B, accum)
-        S_e = steps_in_epoch(spec, epoch)
-        t_epoch, loss_sum, n_steps, step_s = time.perf_counter(), 0.0, 0, 0.0
-        for t in range(S_e):
-            p.step += 1
-            lr = batch_lr_at(spec, sched, epoch, t + 1, p.step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            t_step = time.perf_counter()
-            step_loss = method.step(loop, p.step, epoch)
-            loop.sync()
-            step_s += time.perf_counter() - t_step
-            n_steps += 1
-            if loss_diverged(step_loss):
-                p.status, p.diverged_reason = "diverged", f"{loss_diverged(step_loss)} at step {p.step}"
-                break
-            loss_sum += step_loss
-            if lead and (t % max(1, S_e // 10) == 0 or t == S_e - 1):
-                metrics.write("step", epoch=epoch, step=p.step, loss=step_loss, lr=lr)
-        epoch_s = time.perf_counter() - t_epoch
-        p.train_s += epoch_s
-        p.samples += n_steps * B
-        log.end(C.EPOCH_STOP, epoch_num=epoch)
-        log.event("tracked_stats", {"throughput": n_steps * B / epoch_s}, step=epoch)
-        row = dict(epoch=epoch, step=p.step, global_batch=B, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
-                   images_per_s=n_steps * B / epoch_s, discarded=loop.discarded,
-                   **decomposition(loop.times, step_s, epoch_s, n_steps * B))
-        for k in PARTS:
-            p.parts[k] = p.parts.get(k, 0.0) + row[f"{k}_s"]
-        if p.status == "diverged":
-            metrics.write("epoch", diverged_at_step=p.step, **row)
-            log.end(C.BLOCK_STOP, first_epoch_num=block_first)
-            p.epoch = epoch
-            break
-        top1 = collapse = None
-        if epoch % spec.eval_every == 0 or epoch == spec.max_epochs:
-            log.start(C.EVAL_START, epoch_num=epoch)
-            te = time.perf_counter()
-            top1 = evaluate(model, evaluate_batches, hvd, spec.data.eval_samples, loop)
-            log.end(C.EVAL_STOP, epoch_num=epoch)
-            log.event(C.EVAL_ACCURACY, top1, epoch_num=epoch)
-            log.end(C.BLOCK_STOP, first_epoch_num=block_first)
-            row["eval_s"] = time.perf_counter() - te
-            p.parts["eval"] = p.parts.get("eval", 0.0) + row["eval_s"]
-            collapse = accuracy_collapsed(p.best, top1, spec.data.classes)
-            p.best = top1 if p.best is None else max(p.best, top1)
-            if p.reached is None and top1 >= spec.target_top1:
-                p.reached = dict(epochs_to_target=epoch, steps_to_target=p.step, samples_to_target=p.samples,
-                                 time_to_target_s=time.time() - t_start)
-                p.status = "success"
-        p.elapsed_s = time.time() - t_start
-        metrics.write("epoch", top1=top1, elapsed_s=p.elapsed_s, **row)
-        p.epoch = epoch
-        if top1 is not None and collapse and not p.reached:
-            p.status, p.diverged_reason = "diverged", f"{collapse} at epoch {epoch}"
-            break
-        if spec.checkpoint_every and epoch % spec.checkpoint_every == 0 and epoch < spec.max_epochs \
-                and not (p.reached and spec.stop_at_target):
-            sync_bn_buffers(model, hvd)   # so rank 0's copy is every rank's, as after an evaluation
-            p.backward_passes, p.allreduces = loop.backward_passes, loop.allreduces
-            method_state = method.state_dict()   # collective for some methods (K-FAC inverses)
-            if lead:
-                checkpoint.save(run_dir, epoch, dict(
-                    model=model.state_dict(), optimizer=opt.state_dict(), method=method_state,
-                    rng=torch.get_rng_state(), progress=asdict(p), saved_at=time.time()))
-
-    log.end(C.RUN_STOP, status="success" if p.reached else "aborted")
-    # Data-parallel invariant: every rank must hold the same weights. Recorded (and checked by
-    # the tests) rather than assumed.
-    digests = hvd.allgather_object(param_digest(model))
-    if lead:
-        torch.save(model.state_dict(), run_dir / "final.pt")
-        if hasattr(method, "pre"):
-            torch.save(method.pre.state(), run_dir / "kfac_factors.pt")
-        summary = dict(run_id=spec.run_id, suite=spec.suite, status=p.status, method=spec.method, label=spec.label,
-                       global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,
-                       seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
-                       best_top1=p.best, epochs_run=p.epoch, steps_run=p.step, samples_run=p.samples,
-                       wall_s=time.time() - t_start, train_s=p.train_s, images_per_s=p.samples / max(p.train_s, 1e-9),
-                       backward_passes=loop.backward_passes, allreduces=loop.allreduces,
-                       device=perf.device_name(device), perf=spec.perf.model_dump(mode="json"),
-                       time_parts_s=p.parts, compute_images_per_s=p.samples / max(p.parts.get("compute", 0.0), 1e-9),
-                       train_gflop_per_image=train_gflop,
-                       **utilisation(train_gflop, p.samples / max(p.train_s, 1e-9),
-                                     peak_tflops(perf.device_name(device), spec.perf.amp, spec.perf.peak_tflops)),
-                       param_digests=digests, ranks_agree=len(set(digests)) == 1,
-                       preemptions=p.preemptions, time_lost_s=p.time_lost_s,
-                       # MLPerf's clock may not pause: a resumed run's epochs and steps to target
-                       # stand, its time to target does not.
-                       time_to_target_valid=p.preemptions == 0,
-                       epochs_to_target=None, steps_to_target=None, samples_to_target=None, time_to_target_s=None)
-        if p.status == "diverged":
-            summary["diverged_at_step"] = p.step
-            summary["diverged_reason"] = p.diverged_reason
-        summary.update(p.reached or {})
-        metrics.close()
-        write_json(run_dir / "summary.json", summary)
-    return 0
+    return driver.run(spec, run_dir, hvd, checkpoint,
+                      lambda ckpt, progress, metrics: TorchWorker(spec, hvd, device, ckpt, progress, metrics))
 
 
 def param_digest(model) -> str:
@@ -229,23 +119,6 @@ def sync_bn_buffers(model, hvd) -> None:
     buffers = [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
     for b, avg in zip(buffers, hvd.grouped_allreduce(buffers, op=hvd.Average)):
         b.copy_(avg)
-
-
-@torch.no_grad()
-def evaluate(model, batches, hvd, expected: int, loop=None) -> float:
-    sync_bn_buffers(model, hvd)   # every rank evaluates the same model
-    model.eval()
-    correct = count = 0
-    for batch in batches():
-        x, y = loop._to_device(batch) if loop else batch
-        with (loop.autocast() if loop else contextlib.nullcontext()):
-            logits = (loop.forward if loop else model)(x)
-        correct += int((logits.argmax(1) == y).sum())
-        count += len(y)
-    correct, count = (int(v) for v in hvd.allreduce(torch.tensor([correct, count]), op=hvd.Sum))
-    if count != expected:
-        raise RuntimeError(f"evaluated {count} samples, expected {expected}")
-    return correct / count
 
 
 if __name__ == "__main__":
