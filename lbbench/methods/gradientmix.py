@@ -52,3 +52,11 @@ GRADIENTMIX = register(MethodInfo(
              "end_epoch": HParam(0, int, "last epoch with mixing; 0 = until the end")},
     lbbench_choices=("Dirichlet(alpha) mixing weights from (seed, step)",),
 ))
+
+
+def loss_weight(hp: dict, seed: int, step: int, epoch: int, k: int, K: int) -> float:
+    """Virtual worker k's loss weight in a step: K c_k inside [start_epoch, end_epoch], else 1
+    (Horovod's Average over the K weighted gradients then gives sum_k c_k g_k)."""
+    if epoch < hp["start_epoch"] or (hp["end_epoch"] and epoch > hp["end_epoch"]):
+        return 1.0
+    return float(K * mix_weights(seed, step, K, hp["alpha"])[k])

@@ -60,19 +60,15 @@ class Standard:
 
 
 class GradientMix(Standard):
-    """Scale micro-batch k's loss by K c_k (c ~ Dirichlet, shared by all ranks); Horovod's
-    Average then yields sum_k c_k g_k for the base method."""
+    """Micro-batch k's loss weighted by K c_k, c ~ Dirichlet(alpha) shared by all ranks
+    (lbbench/methods/gradientmix.py)."""
 
     def __init__(self, spec: RunSpec, model):
-        hp = spec.hparams
-        super().__init__(spec, model, hp["base"], hp["base_hparams"])
-        self.alpha, self.start, self.end = hp["alpha"], hp["start_epoch"], hp["end_epoch"]
+        super().__init__(spec, model, spec.hparams["base"], spec.hparams["base_hparams"])
 
     def weight(self, step: int, epoch: int, k: int, K: int) -> float:
-        from lbbench.methods.gradientmix import mix_weights
-        if epoch < self.start or (self.end and epoch > self.end):
-            return 1.0
-        return float(K * mix_weights(self.spec.seed, step, K, self.alpha)[k])
+        from lbbench.methods.gradientmix import loss_weight
+        return loss_weight(self.spec.hparams, self.spec.seed, step, epoch, k, K)
 
 
 class ExtrapSGD(Standard):
