@@ -25,3 +25,10 @@ def list_split(split_dir: Path) -> tuple[list[str], list[int], list[str]]:
 
 def count_images(split_dir: Path) -> int:
     return len(list_split(split_dir)[0])
+
+
+def check_count(path: str, split: str, found: int, expected: int) -> None:
+    """A data directory must hold the images a run was planned against (its run id counts them)."""
+    if found != expected:
+        raise RuntimeError(f"{path}/{split} holds {found} images but the run expects {expected}; "
+                           "re-plan the suite against this data directory")

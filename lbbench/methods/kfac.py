@@ -16,6 +16,8 @@ every step, as METHODS.md); weight decay added to the gradient before preconditi
 Conv rows are the N x L output locations (A and G both averaged over them); the SP-NGD
 stale-statistics rule is not implemented (``factor_every`` / ``inverse_every`` instead).
 """
+import math
+
 from lbbench.methods.registry import HParam, MethodInfo, open_keys, register
 
 KFAC = register(MethodInfo(
@@ -33,3 +35,27 @@ KFAC = register(MethodInfo(
     lbbench_choices=("stat_decay = weight of new statistics", "weight decay before preconditioning",
                      "conv rows = output locations", "no stale-statistics rule"),
 ))
+
+
+def damping_split(trace_a: float, dim_a: int, trace_g: float, dim_g: int, damping: float,
+                  weight_decay: float) -> tuple[float, float]:
+    """The damping added to A and to G: pi sqrt(r) and sqrt(r) / pi, r = max(weight_decay,
+    damping), pi = sqrt((tr A / dim A) / (tr G / dim G)). A factor that is (numerically) zero -
+    G of a conv feeding a zero-initialised BN gamma at step 1 - would make pi 0 or huge and the
+    split meaningless: pi = 1 when one mean trace is below 1e-12 of the other."""
+    r = max(weight_decay, damping)
+    ta, tg = trace_a / dim_a, trace_g / dim_g
+    pi = math.sqrt(ta / tg) if min(ta, tg) > 1e-12 * max(ta, tg, 1e-300) else 1.0
+    return pi * math.sqrt(r), math.sqrt(r) / pi
+
+
+def kl_clip_scale(vg: float, kappa: float) -> float:
+    """KL-clip: nu = min(1, sqrt(kappa / |v^T g| lr^2)); ``vg`` already carries lr^2."""
+    if kappa <= 0 or not vg:
+        return 1.0
+    return min(1.0, math.sqrt(kappa / abs(vg)))
+
+
+def adjusted_momentum(mu: float, lr: float, prev_lr: float | None, adjust: bool) -> float:
+    """mu scaled by lr_t / lr_{t-1} when the LR drops (SP-NGD's momentum adjustment)."""
+    return mu * lr / prev_lr if adjust and prev_lr and lr < prev_lr else mu

@@ -19,17 +19,18 @@ import tf_keras as keras
 
 from lbbench.backends.tf.loop import Standard, per_sample_loss
 from lbbench.backends.tf.model import SpanBatchNorm
+from lbbench.methods.kfac import adjusted_momentum, damping_split, kl_clip_scale
 
 
 def damped_inverses(A, G, damping: float, weight_decay: float):
-    r = max(weight_decay, damping)
-    ta, tg = float(tf.linalg.trace(A)) / A.shape[0], float(tf.linalg.trace(G)) / G.shape[0]
-    pi = math.sqrt(ta / tg) if min(ta, tg) > 1e-12 * max(ta, tg, 1e-300) else 1.0
+    """(A + pi sqrt(r) I)^-1 and (G + sqrt(r)/pi I)^-1 (lbbench/methods/kfac.py: damping_split)."""
+    da, dg = damping_split(float(tf.linalg.trace(A)), A.shape[0], float(tf.linalg.trace(G)), G.shape[0],
+                           damping, weight_decay)
 
     def inv(M, d):
         eye = tf.eye(M.shape[0], dtype=M.dtype)
         return tf.linalg.cholesky_solve(tf.linalg.cholesky(M + d * eye), eye)
-    return inv(A, pi * math.sqrt(r)), inv(G, math.sqrt(r) / pi)
+    return inv(A, da), inv(G, dg)
 
 
 class KFACPreconditioner:
@@ -128,8 +129,7 @@ class KFACPreconditioner:
             out = hvd.grouped_allreduce(out, op=hvd.Sum)
         nu = 1.0
         if self.hp["kl_clip"] > 0:
-            vg = sum(float(tf.reduce_sum(p * g)) for p, g in zip(out, raw)) * lr * lr
-            nu = min(1.0, math.sqrt(self.hp["kl_clip"] / abs(vg))) if vg else 1.0
+            nu = kl_clip_scale(sum(float(tf.reduce_sum(p * g)) for p, g in zip(out, raw)) * lr * lr, self.hp["kl_clip"])
         for m, p in zip(self.layers, out):
             p = p * nu
             if getattr(m, "bias", None) is not None:
@@ -236,9 +236,7 @@ class KFAC(Standard):
             self.pre.invert()
         lr = self.optimizer.lr
         grads = self.pre.precondition(grads, loop.hvd, lr)
-        mu = self.hp["momentum"]
-        if self.hp["momentum_adjust"] and self.prev_lr and lr < self.prev_lr:
-            mu *= lr / self.prev_lr
+        mu = adjusted_momentum(self.hp["momentum"], lr, self.prev_lr, self.hp["momentum_adjust"])
         self.optimizer.hp = dict(self.sgd_hp, momentum=mu)
         self.prev_lr = lr
         self.optimizer.step(grads)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lbbench.backends.dali_pipeline import FileBatches, pipeline
-from lbbench.data_layout import list_split
+from lbbench.data_layout import check_count, list_split
 from lbbench.sampling import eval_shard, planned_stream
 from lbbench.spec import RunSpec
 
@@ -44,7 +44,7 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
     if spec.data.kind == "synthetic":
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
-    _check_count(spec, "train", len(files), spec.data.train_samples)
+    check_count(spec.data.path, "train", len(files), spec.data.train_samples)
     pipe = pipeline(FileBatches(files, labels, stream), spec.local_batch, spec.data.image_size, True,
                      spec.data.augment, seed=spec.seed * 1000 + rank, gpu=gpu)
     return DaliLoader(pipe, gpu=gpu)
@@ -58,7 +58,7 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
         fixed = [_synthetic(spec, len(s), g) for s in shards]
         return lambda: iter(fixed)
     files, labels, _ = list_split(f"{spec.data.path}/val")
-    _check_count(spec, "val", len(files), spec.data.eval_samples)
+    check_count(spec.data.path, "val", len(files), spec.data.eval_samples)
 
     def forever():
         while True:
@@ -67,12 +67,6 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
                      spec.data.augment, seed=spec.seed, gpu=gpu)
     loader = DaliLoader(pipe, gpu=gpu)
     return lambda: (next(loader) for _ in shards)
-
-
-def _check_count(spec: RunSpec, split: str, found: int, expected: int) -> None:
-    if found != expected:
-        raise RuntimeError(f"{spec.data.path}/{split} holds {found} images but the run expects {expected}; "
-                           "re-plan the suite against this data directory")
 
 
 def _synthetic(spec: RunSpec, n: int, g: torch.Generator):

@@ -6,25 +6,21 @@ hook keeps the layer input and hangs a hook on the output's gradient.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lbbench.methods.kfac import damping_split, kl_clip_scale
+
 
 def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_decay: float):
-    """(A + pi sqrt(r) I)^-1 and (G + sqrt(r)/pi I)^-1 with r = max(weight_decay, damping)."""
-    r = max(weight_decay, damping)
-    ta, tg = float(A.trace()) / A.shape[0], float(G.trace()) / G.shape[0]
-    # A factor that is (numerically) zero - G of a conv feeding a zero-initialised BN gamma at
-    # step 1 - would make pi 0 or astronomically large and the split meaningless: fall back
-    # to an even split (pi = 1) when one mean trace is below 1e-12 of the other.
-    pi = math.sqrt(ta / tg) if min(ta, tg) > 1e-12 * max(ta, tg, 1e-300) else 1.0
+    """(A + pi sqrt(r) I)^-1 and (G + sqrt(r)/pi I)^-1 (lbbench/methods/kfac.py: damping_split)."""
+    da, dg = damping_split(float(A.trace()), A.shape[0], float(G.trace()), G.shape[0], damping, weight_decay)
     eye_a = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
     eye_g = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    return (torch.cholesky_inverse(torch.linalg.cholesky(A + pi * math.sqrt(r) * eye_a)),
-            torch.cholesky_inverse(torch.linalg.cholesky(G + math.sqrt(r) / pi * eye_g)))
+    return (torch.cholesky_inverse(torch.linalg.cholesky(A + da * eye_a)),
+            torch.cholesky_inverse(torch.linalg.cholesky(G + dg * eye_g)))
 
 
 def input_rows(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
@@ -133,8 +129,7 @@ class KFACPreconditioner:
             out = hvd.grouped_allreduce(out, op=hvd.Sum)
         nu = 1.0
         if self.hp["kl_clip"] > 0:
-            vg = sum(float((p * g).sum()) for p, g in zip(out, raw)) * lr * lr
-            nu = min(1.0, math.sqrt(self.hp["kl_clip"] / abs(vg))) if vg else 1.0
+            nu = kl_clip_scale(sum(float((p * g).sum()) for p, g in zip(out, raw)) * lr * lr, self.hp["kl_clip"])
         for m, p in zip(self.layers, out):
             p = p * nu
             if m.bias is not None:

@@ -228,9 +228,8 @@ class KFAC(Standard):
             self.last_invert_s = time.perf_counter() - t_inv
         group_lr = self.optimizer.param_groups[0]["lr"]
         self.pre.precondition(loop.hvd, group_lr)
-        mu = self.hp["momentum"]
-        if self.hp["momentum_adjust"] and self.prev_lr and group_lr < self.prev_lr:
-            mu *= group_lr / self.prev_lr
+        from lbbench.methods.kfac import adjusted_momentum
+        mu = adjusted_momentum(self.hp["momentum"], group_lr, self.prev_lr, self.hp["momentum_adjust"])
         for g in self.optimizer.param_groups:
             g["momentum"] = mu
         self.prev_lr = group_lr
