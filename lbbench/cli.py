@@ -19,8 +19,8 @@ err = Console(stderr=True)
 
 
 def _load(path: Path, check_data: bool, np: Optional[int] = None):
-    from lbbench.suite import expand, load_suite
-    from lbbench.yamlpos import SuiteError
+    from lbbench.suite.expand import expand, load_suite
+    from lbbench.suite.yamlpos import SuiteError
     try:
         suite = load_suite(path)
         if np is not None:
@@ -39,7 +39,7 @@ def plan(suite: Path = typer.Argument(..., help="suite YAML"),
          only: Optional[str] = typer.Option(None, help="glob on run id or method label"),
          np: Optional[int] = typer.Option(None, "--np", help="override the workers axis")):
     """Print the runs a suite expands to."""
-    from lbbench.runner import select
+    from lbbench.launch.runner import select
     s, runs = _load(suite, check_data=False, np=np)
     runs = select(runs, only)
     t = Table(title=f"{s.name}: {len(runs)} runs ({s.file})")
@@ -71,8 +71,8 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
         account: Optional[str] = typer.Option(None, help="slurm --submit: account"),
         partition: Optional[str] = typer.Option(None, help="slurm --submit: partition")):
     """Run every cell of a suite (completed runs are skipped; interrupted ones resume)."""
-    from lbbench.launch import LAUNCHERS, LaunchOptions
-    from lbbench.runner import run_all, select
+    from lbbench.launch.commands import LAUNCHERS, LaunchOptions, local_gpu_present
+    from lbbench.launch.runner import run_all, select
     if launcher not in LAUNCHERS:
         err.print(f"error: unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
         raise typer.Exit(2)
@@ -88,12 +88,8 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
     if not runs:
         err.print(f"error: no run of {suite} matches --only {only!r}")
         raise typer.Exit(2)
-    not_impl = sorted({r.framework for r in runs} - _frameworks())
-    if not_impl:
-        err.print(f"error: framework(s) {', '.join(not_impl)} have no backend yet; use --only to select torch runs")
-        raise typer.Exit(2)
     gpu_runs = [r for r in runs if r.perf.gpu_only()]
-    if gpu_runs and launcher == "local" and not container and not _has_gpu():
+    if gpu_runs and launcher == "local" and not container and not local_gpu_present():
         opts = sorted({o for r in gpu_runs for o in r.perf.gpu_only()})
         err.print(f"error: {suite}: run.perf {', '.join(opts)} need a CUDA GPU and this machine has none "
                   f"(no nvidia-smi); {len(gpu_runs)} run(s) affected. Remove the option(s) or run on GPU nodes.",
@@ -108,75 +104,47 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
             account=account, partition=partition)))
     summaries = run_all(runs, results, launcher, console, timeout, opts)
     _print_report(results / s.name)
-    bad = [x for x in summaries if x and x["status"] in ("failed", "timeout")]
+    bad = [x for x in summaries if x.status in ("failed", "timeout")]
     raise typer.Exit(1 if bad else 0)
 
 
 def _submit(s, runs, results: Path, opts, dry_run: bool, wait: bool, overrides: dict) -> int:
-    """One sbatch script per run still to do: written to RUN_DIR/job.sbatch and submitted, or
-    printed (--dry-run)."""
-    from lbbench.launch.slurm import JobResources, SlurmError, sbatch_script
-    from lbbench.launch.slurm import submit as sbatch
-    from lbbench.launch.slurm import wait as wait_for
-    from lbbench.store import atomic_write_text, is_done, run_dir
+    from lbbench.launch.slurm import JobResources, SlurmError, submit_runs
     cfg = s.cfg.slurm
     res = JobResources(**{**{k: getattr(cfg, k) for k in ("nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task",
                                                           "time", "account", "partition")},
                           **{k: v for k, v in overrides.items() if v is not None}},
                        extra=tuple(cfg.extra), setup=tuple(cfg.setup))
-    jobs = []
     try:
-        for r in runs:
-            rdir = run_dir(results, s.name, r.run_id)
-            if is_done(rdir):
-                console.print(f"{r.run_id}: done before, not submitted", highlight=False)
-                continue
-            script = sbatch_script(r, rdir, s.file, results, res, opts)
-            if dry_run:
-                console.print(f"# {rdir / 'job.sbatch'}\n{script}", highlight=False, markup=False, soft_wrap=True)
-                continue
-            rdir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(rdir / "job.sbatch", script)
-            job = sbatch(rdir / "job.sbatch")
-            jobs.append(job)
-            console.print(f"{r.run_id}: submitted as job {job}", highlight=False)
-        if wait and jobs:
-            console.print(f"waiting for {len(jobs)} job(s) ...")
-            wait_for(jobs)
+        if wait and not dry_run:
+            console.print("submitting; waiting for the jobs ...")
+        out = submit_runs(runs, s.name, s.file, results, res, opts, dry_run, wait)
     except SlurmError as e:
         err.print(f"error: {e}", highlight=False, soft_wrap=True)
         return 2
-    if wait and jobs:
+    for rid in out.skipped:
+        console.print(f"{rid}: done before, not submitted", highlight=False)
+    if dry_run:
+        for _, path, script in out.scripts:
+            console.print(f"# {path}\n{script}", highlight=False, markup=False, soft_wrap=True)
+    for rid, job in out.jobs:
+        console.print(f"{rid}: submitted as job {job}", highlight=False)
+    if wait and out.jobs:
         _print_report(results / s.name)
-        from lbbench.store import read_summary
-        bad = [r.run_id for r in runs if (read_summary(run_dir(results, s.name, r.run_id)) or {}).get("status")
-               not in ("success", "not_reached", "diverged")]
-        if bad:
-            err.print(f"error: {len(bad)} run(s) did not finish: {', '.join(bad)} (see slurm-*.out in their run dirs)")
+        if out.unfinished:
+            err.print(f"error: {len(out.unfinished)} run(s) did not finish: {', '.join(out.unfinished)} "
+                      "(see slurm-*.out in their run dirs)")
             return 1
     return 0
-
-
-def _has_gpu() -> bool:
-    """A framework-free look for an NVIDIA GPU on this node (the local launcher's workers run here)."""
-    import shutil
-    import subprocess
-    smi = shutil.which("nvidia-smi")
-    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
-
-
-def _frameworks() -> set[str]:
-    import lbbench.backends
-    here = Path(lbbench.backends.__file__).parent
-    return {fw for fw in ("torch", "tf") if (here / fw / "train.py").exists()}
 
 
 @app.command()
 def status(suite: Path = typer.Argument(..., help="suite YAML"),
            results: Path = typer.Option(Path("results"), help="results root")):
     """Which runs of a suite are done, running, failed, resumable or not started."""
-    from lbbench.runner import run_state
-    from lbbench.store import read_summary, run_dir
+    from lbbench.launch.runner import run_state
+    from lbbench.store.files import run_dir
+    from lbbench.store.summary import summary_or_damage
     s, runs = _load(suite, check_data=False)
     t = Table(title=f"{s.name}: {len(runs)} runs in {results / s.name}")
     for col in ("run id", "state", "status", "epochs", "best top-1", "note"):
@@ -186,11 +154,12 @@ def status(suite: Path = typer.Argument(..., help="suite YAML"),
         rdir = run_dir(results, s.name, r.run_id)
         state = run_state(rdir, r)
         counts[state] = counts.get(state, 0) + 1
-        summ = read_summary(rdir) or {}
-        best = summ.get("best_top1")
-        note = summ.get("reason", "") if state == "failed" else (
-            f"{summ.get('preemptions')} preemption(s)" if summ.get("preemptions") else "")
-        t.add_row(r.run_id, state, summ.get("status", "-"), str(summ.get("epochs_run", "-")),
+        summ, damage = summary_or_damage(rdir)
+        best = summ.best_top1 if summ else None
+        note = damage or ((summ.reason or "") if summ and state == "failed" else (
+            f"{summ.preemptions} preemption(s)" if summ and summ.preemptions else ""))
+        t.add_row(r.run_id, state, summ.status if summ else "-",
+                  str(summ.epochs_run) if summ and summ.epochs_run is not None else "-",
                   "-" if best is None else f"{best:.4f}", note)
     Console(width=max(console.width, 140)).print(t)
     console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
@@ -232,14 +201,10 @@ def bench_optim(model: str = typer.Option("resnet50", help="model name (lbbench/
                 methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: all)"),
                 out: Optional[Path] = typer.Option(None, help="result JSON (default: results/bench/optim-MODEL-bBATCH.json)")):
     """Full training-step time of every method relative to SGD (PyTorch, this machine's device)."""
-    import subprocess
+    from lbbench.bench.optim import run as bench_run
     out = out or Path("results") / "bench" / f"optim-{model}-b{batch}.json"
-    cmd = [sys.executable, "-m", "lbbench.backends.torch.bench", "optim", "--model", model, "--batch", str(batch),
-           "--steps", str(steps), "--out", str(out)] + (["--methods", methods] if methods else [])
-    rc = subprocess.call(cmd)
-    if rc == 0:
-        import json
-        res = json.loads(out.read_text())
+    rc, res = bench_run(model, batch, steps, methods, out)
+    if res is not None:
         t = Table(title=f"step time vs SGD: {model}, batch {batch}/worker ({out})")
         for col in ("method", "s/step", "x SGD"):
             t.add_column(col)
@@ -266,12 +231,12 @@ def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
                      out: Optional[Path] = typer.Option(None, help="result JSON (default: results/bench/throughput-...json)")):
     """Training images/s per worker and in total (mean, 95% interval), the step-time decomposition,
     model FLOP utilisation, and scaling efficiency across --np; synthetic or DALI-fed data."""
-    import json
-    import subprocess
-    import tempfile
     from pydantic import ValidationError
+
+    from lbbench.bench.throughput import BenchFailed, sweep
+    from lbbench.launch.commands import local_gpu_present
     from lbbench.spec import PerfSpec
-    from lbbench.store import write_json
+    from lbbench.store.files import write_json
     if framework not in ("torch", "tf") or data not in ("synthetic", "dali"):
         err.print(f"error: --framework {framework} --data {data}: expected --framework torch|tf, --data synthetic|dali")
         raise typer.Exit(2)
@@ -281,7 +246,7 @@ def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
     except (ValueError, ValidationError) as e:
         err.print(f"error: {e}")
         raise typer.Exit(2)
-    if perf.gpu_only() and not _has_gpu():
+    if perf.gpu_only() and not local_gpu_present():
         err.print(f"error: {', '.join(perf.gpu_only())} need a CUDA GPU and this machine has none (no nvidia-smi)")
         raise typer.Exit(2)
     if data == "dali" and not (data_dir / "train").is_dir():
@@ -289,25 +254,14 @@ def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
                   "(`lbbench data digits` writes one)")
         raise typer.Exit(2)
     out = out or Path("results") / "bench" / f"throughput-{framework}-{model}-b{batch}-{data}.json"
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in nps:
-            part = Path(tmp) / f"np{n}.json"
-            cmd = [sys.executable, "-m", "lbbench.launch.gloo_local", str(n), sys.executable, "-m",
-                   f"lbbench.backends.{framework}.bench", "throughput", "--model", model, "--batch", str(batch),
-                   "--warmup", str(warmup), "--iters", str(iters), "--batches-per-iter", str(batches_per_iter),
-                   "--perf", perf.model_dump_json(), "--out", str(part)] + (
-                ["--data-dir", str(data_dir)] if data == "dali" else [])
-            rc = subprocess.call(cmd)
-            if rc != 0 or not part.exists():
-                err.print(f"error: the np={n} benchmark failed (exit {rc})")
-                raise typer.Exit(1)
-            runs.append(json.loads(part.read_text()))
-    base = runs[0]
-    for r in runs:   # per-worker throughput relative to the first np (weak scaling, fixed batch per worker)
-        r["scaling_efficiency"] = (r["images_per_s_total"]["mean"] / r["np"]) / (base["images_per_s_total"]["mean"] / base["np"])
-    write_json(out, dict(benchmark="throughput", framework=framework, model=model, batch_per_worker=batch, data=data,
-                         runs=runs))
+    try:
+        result = sweep(framework, model, batch, nps, perf, data_dir if data == "dali" else None, warmup, iters,
+                       batches_per_iter)
+    except BenchFailed as e:
+        err.print(f"error: {e}")
+        raise typer.Exit(1)
+    write_json(out, result)
+    runs = result["runs"]
     t = Table(title=f"training throughput: {model}, batch {batch}/worker, {data} data ({out})")
     for col in ("np", "img/s per worker", "img/s total", "scaling eff.", "s/step", "data", "compute", "allreduce",
                 "optimizer", "TFLOP/s", "MFU"):
@@ -355,7 +309,7 @@ def make_baseline(results_dir: Path = typer.Argument(..., help="a suite's result
                   machine: Optional[str] = typer.Option(None, help="machine class name (default: arch-Ncpu)")):
     """Write a compact baseline of a result set, for `lbbench compare` and the CI gate."""
     from lbbench.report.compare import baseline
-    from lbbench.store import write_json
+    from lbbench.store.files import write_json
     write_json(out, baseline(results_dir, machine))
     console.print(f"written: {out}")
 
@@ -368,7 +322,7 @@ def export_mlperf(results_dir: Path = typer.Argument(..., help="results director
                   custom_rcps: str = typer.Option("auto", help="auto (above MLPerf's largest RCP batch) | always | never")):
     """MLPerf package (results/<system>/resnet/result_N.txt, systems/<system>.json), checked by
     mlperf_logging's package_checker and result_summarizer (ruleset 4.0.0)."""
-    from lbbench.export_mlperf import ExportError, export
+    from lbbench.mlperf.export import ExportError, export
     if custom_rcps not in ("auto", "always", "never"):
         err.print(f"error: --custom-rcps {custom_rcps!r}: expected auto, always or never")
         raise typer.Exit(2)
@@ -392,7 +346,7 @@ def export_mlperf(results_dir: Path = typer.Argument(..., help="results director
 @data_app.command("digits")
 def data_digits(out: Path = typer.Option(Path("data/digits"), help="output directory")):
     """scikit-learn's bundled UCI digits in the ImageNet folder layout (1,536 train / 261 val)."""
-    from lbbench.digits import write_digits
+    from lbbench.data.digits import write_digits
     n_train, n_val = write_digits(out)
     console.print(f"{out}: {n_train} training and {n_val} validation images")
 

@@ -1,4 +1,5 @@
-"""RunSpec: one fully resolved, serialisable run (ARCHITECTURE.md).
+"""RunSpec: one fully resolved, serialisable run - the contract between the suite front end
+(lbbench/suite), the launchers and the workers (docs/architecture.md).
 
 The worker receives only the path of a RunSpec file and never re-reads the suite. The run id
 is derived from the content (minus where the data happens to live), so re-running a suite
@@ -13,6 +14,12 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict
+
+
+def steps_per_epoch(samples: int, global_batch: int) -> int:
+    """S = ceil(N / B): every step has exactly B samples, the last one of an epoch wrapping
+    around to the epoch's start (lbbench/worker/sampling.py). Defined here once."""
+    return -(-samples // global_batch)
 
 
 class Frozen(BaseModel):
@@ -42,14 +49,14 @@ class LrSpec(Frozen):
 
 
 class DiscardSpec(Frozen):
-    """Drop the smallest-loss samples from the backward pass early in training (METHODS.md 6)."""
+    """Drop the smallest-loss samples from the backward pass early in training (docs/methods.md section 6)."""
     fraction: float              # p, share of each micro-batch dropped (0.3 in the seed)
     epochs: float                # active while epoch <= epochs (0.3 x max_epochs by default)
     scope: Literal["local", "global"]  # quantile per micro-batch, or across ranks (allgather)
 
 
 class BatchScheduleSpec(Frozen):
-    """Batch-size schedules realised by changing accum at epoch boundaries (METHODS.md 6)."""
+    """Batch-size schedules realised by changing accum at epoch boundaries (docs/methods.md section 6)."""
     kind: Literal["small_first", "increase"]
     first_batch: int = 0         # small_first: epoch 1's global batch ...
     first_lr: float = 0.0        # ... and its constant LR
@@ -58,8 +65,8 @@ class BatchScheduleSpec(Frozen):
 
 
 class PerfSpec(Frozen):
-    """Speed options (issue: performance). All off by default, and on a CPU-only worker the
-    GPU-only ones are refused at start-up (lbbench/perf.py says which and why)."""
+    """Speed options. All off by default, and on a CPU-only worker the GPU-only ones are
+    refused at start-up, with the option named (lbbench/backends/<fw>/perf.py)."""
     amp: Literal["none", "bf16", "fp16"] = "none"      # autocast; fp16 with dynamic loss scaling
     channels_last: bool = False                          # NHWC memory format for convolutions
     dali_device: Literal["cpu", "gpu"] = "cpu"           # gpu: DALI "mixed" decode + GPU augmentation
@@ -112,7 +119,7 @@ class RunSpec(Frozen):
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-self.data.train_samples // self.global_batch)
+        return steps_per_epoch(self.data.train_samples, self.global_batch)
 
     def identity(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
@@ -132,7 +139,7 @@ class RunSpec(Frozen):
         return self.model_copy(update={"run_id": rid})
 
     def save(self, path: Path) -> None:
-        from lbbench.store import atomic_write_text
+        from lbbench.store.files import atomic_write_text
         atomic_write_text(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
     @classmethod

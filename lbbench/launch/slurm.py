@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbbench.launch import LaunchOptions, worker_argv
+from lbbench.launch.commands import LaunchOptions, worker_argv
 from lbbench.spec import RunSpec
 
 
@@ -110,3 +110,38 @@ def _tool(name: str) -> str:
 def _lbbench() -> str:
     here = Path(sys.executable).parent / "lbbench"
     return str(here) if here.exists() else "lbbench"
+
+
+@dataclass
+class Submission:
+    """What ``submit_runs`` did: runs skipped as done, scripts written (or only shown, with
+    --dry-run), jobs submitted, and - after --wait - the runs that did not finish."""
+    skipped: list[str]
+    scripts: list[tuple[str, Path, str]]      # (run id, script path, script text)
+    jobs: list[tuple[str, str]]               # (run id, job id)
+    unfinished: list[str]
+
+
+def submit_runs(runs: list[RunSpec], suite_name: str, suite_file: Path, results: Path, res: JobResources,
+                opts: LaunchOptions | None, dry_run: bool, wait_for_jobs: bool) -> Submission:
+    """One sbatch script per run still to do: written to RUN_DIR/job.sbatch and submitted
+    (or, with ``dry_run``, returned for printing)."""
+    from lbbench.store.files import atomic_write_text, run_dir
+    from lbbench.store.summary import is_done
+    out = Submission([], [], [], [])
+    for r in runs:
+        rdir = run_dir(results, suite_name, r.run_id)
+        if is_done(rdir):
+            out.skipped.append(r.run_id)
+            continue
+        script = sbatch_script(r, rdir, suite_file, results, res, opts)
+        out.scripts.append((r.run_id, rdir / "job.sbatch", script))
+        if dry_run:
+            continue
+        rdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(rdir / "job.sbatch", script)
+        out.jobs.append((r.run_id, submit(rdir / "job.sbatch")))
+    if wait_for_jobs and out.jobs:
+        wait([j for _, j in out.jobs])
+        out.unfinished = [rid for rid, _ in out.jobs if not is_done(run_dir(results, suite_name, rid))]
+    return out

@@ -1,4 +1,4 @@
-"""Plain optimizers the matrix must accept (METHODS.md section 8): the framework's own
+"""Plain optimizers the matrix must accept (docs/methods.md section 8): the framework's own
 implementations (torch.optim / tf.keras.optimizers) with lbbench's schedules and exclusions.
 Weight decay: coupled L2 in the gradient for adam/adagrad/rmsprop (as torch.optim does),
 decoupled for adamw; never on excluded tensors. Defaults are the frameworks' and untuned.

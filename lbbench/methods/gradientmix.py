@@ -1,5 +1,5 @@
 """GradientMix: a random convex combination of the K virtual workers' gradients
-(METHODS.md section 4). [lbbench] The paper's mixing distribution was not available; lbbench
+(docs/methods.md section 4). [lbbench] The paper's mixing distribution was not available; lbbench
 defines it: c ~ Dirichlet(alpha, ..., alpha), drawn afresh every step from (seed, step), so
 every rank draws the same c without communication; E[c_k] = 1/K keeps the expected update;
 alpha -> infinity is plain averaging; K = 2 is mixup's Beta(alpha, alpha).
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lbbench.methods.registry import REGISTRY, BadHParam, HParam, MethodInfo, get_method, register, resolve_hparams
+from typing import Any
 
-WRAPPERS = ("gradientmix", "extrap_sgd")
+from lbbench.methods.registry import REGISTRY, BadHParam, HParam, MethodInfo, get_method, register, resolve_hparams
 
 
 def mix_weights(seed: int, step: int, k: int, alpha: float) -> np.ndarray:
@@ -21,10 +21,12 @@ def mix_weights(seed: int, step: int, k: int, alpha: float) -> np.ndarray:
     return np.random.default_rng([seed, step, 0x6D6978]).dirichlet([alpha] * k)
 
 
-def _finalize(hp):
+def _finalize(hp: dict[str, Any]) -> dict[str, Any]:
     base = hp["base"]
-    if base not in REGISTRY or base in WRAPPERS:
-        raise BadHParam("base", f"gradientmix.base must be an optimizer method, got {base!r}")
+    if base not in REGISTRY or not REGISTRY[base].is_plain_optimizer:
+        plain = sorted(n for n, m in REGISTRY.items() if m.is_plain_optimizer)
+        raise BadHParam("base", f"gradientmix.base must be a method with the standard step and its own update "
+                                f"rule ({', '.join(plain)}), got {base!r}")
     try:
         hp["base_hparams"] = resolve_hparams(base, hp["base_hparams"])
     except BadHParam as e:
@@ -34,7 +36,7 @@ def _finalize(hp):
     return hp
 
 
-def _keys(hp, sched):
+def _keys(hp: dict[str, Any], sched: dict[str, Any]) -> dict[str, Any]:
     base = get_method(hp["base"])
     out = {"gradientmix_alpha": hp["alpha"], "gradientmix_base": hp["base"],
            "gradientmix_start_epoch": hp["start_epoch"], "gradientmix_end_epoch": hp["end_epoch"]}
@@ -42,9 +44,17 @@ def _keys(hp, sched):
     return out
 
 
+def loss_weight(hp: dict[str, Any], seed: int, step: int, epoch: int, k: int, K: int) -> float:
+    """Virtual worker k's loss weight in a step: K c_k inside [start_epoch, end_epoch], else 1
+    (Horovod's Average over the K weighted gradients then gives sum_k c_k g_k)."""
+    if epoch < hp["start_epoch"] or (hp["end_epoch"] and epoch > hp["end_epoch"]):
+        return 1.0
+    return float(K * mix_weights(seed, step, K, hp["alpha"])[k])
+
+
 GRADIENTMIX = register(MethodInfo(
     name="gradientmix", doc=__doc__, opt_name="gradientmix", mllog_keys=_keys, finalize=_finalize,
-    needs_local_grads=True,
+    needs_local_grads=True, loss_weight=loss_weight, update=lambda hp: (hp["base"], hp["base_hparams"]),
     hparams={"base": HParam("sgd", str, "the optimizer method that receives the mixed gradient"),
              "base_hparams": HParam({}, dict, "that method's hyperparameters"),
              "alpha": HParam(1.0, float, "Dirichlet concentration (large = plain averaging)"),
@@ -52,11 +62,3 @@ GRADIENTMIX = register(MethodInfo(
              "end_epoch": HParam(0, int, "last epoch with mixing; 0 = until the end")},
     lbbench_choices=("Dirichlet(alpha) mixing weights from (seed, step)",),
 ))
-
-
-def loss_weight(hp: dict, seed: int, step: int, epoch: int, k: int, K: int) -> float:
-    """Virtual worker k's loss weight in a step: K c_k inside [start_epoch, end_epoch], else 1
-    (Horovod's Average over the K weighted gradients then gives sum_k c_k g_k)."""
-    if epoch < hp["start_epoch"] or (hp["end_epoch"] and epoch > hp["end_epoch"]):
-        return 1.0
-    return float(K * mix_weights(seed, step, K, hp["alpha"])[k])

@@ -1,5 +1,5 @@
 """K-FAC / SP-NGD (Osawa et al. CVPR 2019, SP-NGD 2020; code: chainerkfac, kfac-pytorch;
-METHODS.md section 7).
+docs/methods.md section 7).
 
 Per Conv/Linear layer: A = E[a a^T] over the rows of the input (Conv: im2col patches; a bias adds
 a constant 1) and G = E[(N d)(N d)^T] over the same rows, d = gradient of the micro-batch mean
@@ -12,16 +12,24 @@ greedily by n^3 cost; owners precondition their layers and one allreduce shares 
 Momentum with the LR inside; mu scaled by lr_t / lr_{t-1} when the LR drops; optional KL-clip.
 
 [lbbench] choices: factor statistics ``stat_decay`` = weight of the new statistics (1 = fresh
-every step, as METHODS.md); weight decay added to the gradient before preconditioning;
+every step); weight decay added to the gradient before preconditioning;
 Conv rows are the N x L output locations (A and G both averaged over them); the SP-NGD
 stale-statistics rule is not implemented (``factor_every`` / ``inverse_every`` instead).
 """
 import math
+from typing import Any
 
 from lbbench.methods.registry import HParam, MethodInfo, open_keys, register
 
+
+def sgd_rule(hp: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The update after preconditioning: momentum SGD with the LR inside; weight decay is
+    already in the preconditioned gradient."""
+    return "sgd", dict(momentum=hp["momentum"], nesterov=False, weight_decay=0.0, exclude_bn_bias=True,
+                       lr_convention="inside")
+
 KFAC = register(MethodInfo(
-    name="kfac", doc=__doc__, opt_name="kfac", mllog_keys=open_keys("kfac_opt"), needs_local_grads=False,
+    name="kfac", doc=__doc__, opt_name="kfac", mllog_keys=open_keys("kfac_opt"), step="kfac", update=sgd_rule,
     hparams={"momentum": HParam(0.9, float, "mu (LR inside)"),
              "weight_decay": HParam(1e-4, float, "beta, added to the gradient; also floors the damping"),
              "exclude_bn_bias": HParam(True, bool, "no weight decay on BN and biases"),
@@ -59,3 +67,22 @@ def kl_clip_scale(vg: float, kappa: float) -> float:
 def adjusted_momentum(mu: float, lr: float, prev_lr: float | None, adjust: bool) -> float:
     """mu scaled by lr_t / lr_{t-1} when the LR drops (SP-NGD's momentum adjustment)."""
     return mu * lr / prev_lr if adjust and prev_lr and lr < prev_lr else mu
+
+
+def is_factor_step(step: int, hp: dict[str, Any]) -> bool:
+    """Steps (1-based) whose forward/backward also collect the factors."""
+    return (step - 1) % hp["factor_every"] == 0
+
+
+def is_inverse_step(step: int, hp: dict[str, Any]) -> bool:
+    return (step - 1) % hp["inverse_every"] == 0
+
+
+def assign_owners(costs: list[float], size: int) -> list[int]:
+    """Which rank inverts each layer's factors: greedy by cost (n^3), the costliest first,
+    each to the least-loaded rank (ties: the layer order, then the lower rank)."""
+    load, owner = [0.0] * size, [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        r = min(range(size), key=lambda j: load[j])
+        owner[i], load[r] = r, load[r] + costs[i]
+    return owner

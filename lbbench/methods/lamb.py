@@ -1,4 +1,4 @@
-"""LAMB (You et al., ICLR 2020, Algorithm 2 with bias correction; METHODS.md section 3).
+"""LAMB (You et al., ICLR 2020, Algorithm 2 with bias correction; docs/methods.md section 3).
 
 m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; r = m^/(sqrt(v^) + eps); u = r + beta w;
 w <- w - lr phi(||w||)/||u|| u, phi = identity or min(., clamp); ratio 1 if a norm is 0.

@@ -1,4 +1,4 @@
-"""LARS (You, Gitman, Ginsburg 2017) in MLPerf's form (METHODS.md section 2).
+"""LARS (You, Gitman, Ginsburg 2017) in MLPerf's form (docs/methods.md section 2).
 
 Per non-excluded tensor: trust = eta ||w|| / (||g|| + beta ||w|| + eps), 1 if ||w|| or ||g|| is 0;
 v <- mu v + lr trust (g + beta w); w <- w - v (LR inside; Nesterov: w <- w - (mu v + lr trust (g + beta w))).

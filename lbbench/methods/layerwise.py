@@ -1,4 +1,4 @@
-"""Per-tensor learning rates from the Gao & Zhong seed and Abu-El-Haija 2017 (METHODS.md section 6).
+"""Per-tensor learning rates from the Gao & Zhong seed and Abu-El-Haija 2017 (docs/methods.md section 6).
 
 mclr: eta_l = lr |median|w| / (median|g| + beta median|w|)| (1 if either median is 0, as LARS);
       then v <- mu v + eta_l (g + beta w), w <- w - v. [lbbench] the momentum form (LR inside,

@@ -1,17 +1,56 @@
-"""The registry records. The math lives in METHODS.md and in each backend's module."""
+"""The registry records (framework-free). The math lives in docs/methods.md and in each
+method's module; the backends' implementations are looked up through the record:
+
+- ``step`` names the training-step strategy (a key of ``STEP_KINDS``): every backend has one
+  table from step kind to strategy class (``lbbench/backends/<fw>/steps.py: STEPS``);
+- ``update_rule(hparams)`` names the update rule the strategy hands the averaged gradient to,
+  and that rule's hyperparameters: every backend has one table from rule name to
+  implementation (``lbbench/backends/<fw>/optim/: RULES``). By default a method is its own rule;
+  wrappers (GradientMix) and methods with their own step (EXTRAP-SGD, K-FAC) name another;
+- ``loss_weight`` (optional) weights micro-batch k's loss before backward (GradientMix).
+
+Everything else that depends on the kind of method (fp16 loss scaling, a benchmark's
+period of periodic work, which methods a wrapper may wrap) is derived from these fields.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+Hparams = dict[str, Any]
+MllogKeys = Callable[[Hparams, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """A training-step strategy, as far as code outside the backends needs to know it."""
+    name: str
+    # The strategy updates the weights itself (not one optimizer.step() on the averaged
+    # gradients): fp16 loss scaling (unscale, skip on overflow) is wired only into the plain path.
+    custom_update: bool
+    # The hyperparameter holding the period of its periodic work (benchmarks amortise over it).
+    period_hparam: str | None = None
+
+
+STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
+    StepKind("standard", custom_update=False),
+    StepKind("extrap", custom_update=True),
+    StepKind("curvature", custom_update=True, period_hparam="curvature_every"),
+    StepKind("kfac", custom_update=True, period_hparam="factor_every"),
+)}
+
 
 @dataclass(frozen=True)
 class HParam:
     default: Any
-    kind: type                # bool, int, float, str
+    kind: type                # bool, int, float, str, dict
     doc: str
     choices: tuple[Any, ...] | None = None
+
+
+def _open_division(hp: Hparams, sched: dict[str, Any]) -> str | None:
+    return "open-division method"
 
 
 @dataclass(frozen=True)
@@ -23,14 +62,36 @@ class MethodInfo:
     opt_name: str
     # (resolved hparams, schedule facts) -> {MLLOG key: value}; facts has base_lr, end_lr,
     # warmup_epochs, decay_steps, poly_power, schedule.
-    mllog_keys: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+    mllog_keys: MllogKeys
     # (resolved hparams, schedule facts) -> None if the run may log closed division, else why not.
-    closed_division: Callable[[dict[str, Any], dict[str, Any]], str | None] = lambda hp, sched: "open-division method"
+    closed_division: Callable[[Hparams, dict[str, Any]], str | None] = _open_division
+    step: str = "standard"
+    # resolved hparams -> (update rule name, its hparams); None: the method is its own rule.
+    update: Callable[[Hparams], tuple[str, Hparams]] | None = None
+    # (hparams, seed, step, epoch, k, K) -> micro-batch k's loss weight; None: 1.
+    loss_weight: Callable[[Hparams, int, int, int, int, int], float] | None = None
     needs_local_grads: bool = False   # per-virtual-worker gradients before the allreduce
     passes_per_step: int = 1          # forward/backward passes per micro-batch
     lbbench_choices: tuple[str, ...] = field(default=())  # [lbbench] decisions, logged with the run
     # Cross-field validation after defaults are filled (e.g. a wrapper's base method).
-    finalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    finalize: Callable[[Hparams], Hparams] | None = None
+
+    def __post_init__(self) -> None:
+        if self.step not in STEP_KINDS:
+            raise ValueError(f"method {self.name!r}: unknown step kind {self.step!r}; known: {', '.join(STEP_KINDS)}")
+
+    @property
+    def step_kind(self) -> StepKind:
+        return STEP_KINDS[self.step]
+
+    def update_rule(self, hp: Hparams) -> tuple[str, Hparams]:
+        """The update rule (by name, the same in every backend) and its hyperparameters."""
+        return self.update(hp) if self.update else (self.name, hp)
+
+    @property
+    def is_plain_optimizer(self) -> bool:
+        """The standard step, its own rule, equal loss weights: what a wrapper may wrap."""
+        return self.step == "standard" and self.update is None and self.loss_weight is None
 
 
 class UnknownMethod(KeyError):
@@ -61,10 +122,10 @@ def get_method(name: str) -> MethodInfo:
         raise UnknownMethod(f"unknown method {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
-def resolve_hparams(name: str, given: dict[str, Any]) -> dict[str, Any]:
+def resolve_hparams(name: str, given: Hparams) -> Hparams:
     """Fill defaults; unknown or mistyped hyperparameters are errors (init2winit's locked hparams)."""
     info = get_method(name)
-    out: dict[str, Any] = {}
+    out: Hparams = {}
     for key in given:
         if key not in info.hparams:
             raise BadHParam(key, f"unknown hyperparameter {key!r} for method {name!r}; "
@@ -102,9 +163,9 @@ MOMENTUM = {
 SCHEDULE_KEYS = ("base_lr", "end_lr", "warmup_epochs", "decay_steps", "poly_power", "schedule")
 
 
-def open_keys(prefix: str) -> Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]:
+def open_keys(prefix: str) -> MllogKeys:
     """Open-division MLLOG keys: every hyperparameter as <prefix>_<name>, plus the schedule."""
-    def keys(hp: dict[str, Any], sched: dict[str, Any]) -> dict[str, Any]:
+    def keys(hp: Hparams, sched: dict[str, Any]) -> dict[str, Any]:
         out = {f"{prefix}_{k}": v for k, v in hp.items()}
         out.update({f"opt_{k}": sched[k] for k in SCHEDULE_KEYS})
         return out

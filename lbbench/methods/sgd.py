@@ -1,4 +1,4 @@
-"""SGD with momentum, the Goyal et al. (2017) baseline (METHODS.md section 1)."""
+"""SGD with momentum, the Goyal et al. (2017) baseline (docs/methods.md section 1)."""
 from lbbench.methods.registry import MOMENTUM, HParam, MethodInfo, is_power_of_two_multiple, register
 
 

@@ -9,10 +9,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lbbench.metrics import read_metrics
 from lbbench.report import plots
 from lbbench.report.tables import COLUMNS, _fmt, collect, markdown, rows, time_markdown, time_rows, to_csv
-from lbbench.store import atomic_write_text, iter_run_dirs, read_summary
+from lbbench.spec import RunSpec
+from lbbench.store.files import atomic_write_text, iter_run_dirs
+from lbbench.store.metrics import read_metrics
+from lbbench.store.summary import summary_or_damage
 
 PERFECT = 0.8   # "perfect scaling" regime: steps x B within 80% of the smallest batch's
 
@@ -78,20 +80,22 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
 
 
 def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
-    from lbbench.recipes import mlperf_rcps
+    from lbbench.mlperf.rcps import mlperf_rcps
     curves: dict[str, dict[int, list]] = defaultdict(dict)
     noise: dict[str, list] = defaultdict(list)
     ips_np: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
     target, train_samples = None, None
-    import yaml
     for rdir in iter_run_dirs(results):
-        s = read_summary(rdir) or {}
-        spec = yaml.safe_load((rdir / "run.yaml").read_text())
-        target, train_samples = spec["target_top1"], spec["data"]["train_samples"]
+        s, _ = summary_or_damage(rdir)
+        try:
+            spec = RunSpec.load(rdir / "run.yaml")
+        except Exception:  # noqa: BLE001 - listed as damaged in the table (tables.collect)
+            continue
+        target, train_samples = spec.target_top1, spec.data.train_samples
         rows_ = read_metrics(rdir / "metrics.jsonl")
-        label, B = spec["label"], spec["global_batch"]
-        if spec["framework"] != "torch":   # side by side with the PyTorch series of the method
-            label = f"{label} ({spec['framework']})"
+        label, B = spec.label, spec.global_batch
+        if spec.framework != "torch":   # side by side with the PyTorch series of the method
+            label = f"{label} ({spec.framework})"
         pts = [(r["epoch"], r["top1"]) for r in rows_ if r["kind"] == "epoch" and r.get("top1") is not None]
         if pts and B not in curves[label]:
             curves[label][B] = pts
@@ -103,8 +107,8 @@ def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
             g2, tr = g2 + r["noise_g2"], tr + r["noise_trace"]
             if g2 > 0 and tr > 0:
                 noise[f"{label} B={B}"].append((r["step"], tr / g2))
-        if s.get("images_per_s"):
-            ips_np[label][spec["np"]].append(s["images_per_s"])
+        if s is not None and s.images_per_s:
+            ips_np[label][spec.np].append(s.images_per_s)
     figs = plots.top1_curves(curves, target or 0.0, figdir)
     per = {w: defaultdict(dict) for w in ("epochs_to_target", "steps_to_target", "time_to_target_s")}
     ips_b: dict[str, dict[int, float]] = defaultdict(dict)

@@ -7,7 +7,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-IMAGENET_TRAIN = 1_281_167
+from lbbench.spec import steps_per_epoch
+from lbbench.workloads import WORKLOADS
+
+IMAGENET_TRAIN = WORKLOADS["imagenet"].train_samples
 
 
 def _plt():
@@ -65,7 +68,7 @@ def to_target_vs_batch(cells: dict[str, dict[int, float]], what: str, out: Path,
         ax.plot(all_b, [s0 * b0 / b for b in all_b], color="black", ls=":", label="perfect scaling")
     if rcp and train_samples == IMAGENET_TRAIN and what in ("epochs_to_target", "steps_to_target"):
         xs = [r["batch"] for r in rcp]
-        ys = [r["epochs_to_target"] * (1 if what == "epochs_to_target" else math.ceil(IMAGENET_TRAIN / r["batch"]))
+        ys = [r["epochs_to_target"] * (1 if what == "epochs_to_target" else steps_per_epoch(IMAGENET_TRAIN, r["batch"]))
               for r in rcp]
         ax.plot(xs, ys, color="red", ls="--", marker="x", label="MLPerf RCP (LARS)")
     ax.set_xscale("log", base=2)

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from lbbench.report.stats import olympic_mean, spread
-from lbbench.store import iter_run_dirs, read_summary
+from lbbench.spec import RunSpec
+from lbbench.store.files import iter_run_dirs
+from lbbench.store.summary import summary_or_damage
 
 COLUMNS = ["method", "global_batch", "framework", "np", "runs", "seeds", "status", "epochs_to_target",
            "epochs_spread", "steps_to_target", "samples_to_target", "time_to_target_s", "best_top1", "images_per_s",
@@ -19,17 +21,26 @@ COLUMNS = ["method", "global_batch", "framework", "np", "runs", "seeds", "status
 
 
 def collect(results: Path) -> list[dict[str, Any]]:
+    """One record per run directory: its summary; or, for a run without a usable one, the cell
+    from its run.yaml with status "unfinished" or "damaged" (and the reason)."""
     out = []
     for rdir in iter_run_dirs(results):
-        s = read_summary(rdir)
-        out.append(s if s else {"run_id": rdir.name, "status": "unfinished", **_from_spec(rdir)})
+        s, damage = summary_or_damage(rdir)
+        if s is not None:
+            out.append(s.model_dump())
+        else:
+            out.append({"run_id": rdir.name, "status": "damaged" if damage else "unfinished", "reason": damage,
+                        **_from_spec(rdir)})
     return out
 
 
 def _from_spec(rdir: Path) -> dict[str, Any]:
-    import yaml
-    spec = yaml.safe_load((rdir / "run.yaml").read_text())
-    return {k: spec[k] for k in ("label", "method", "global_batch", "framework", "np", "seed")}
+    try:
+        spec = RunSpec.load(rdir / "run.yaml")
+    except Exception as e:  # noqa: BLE001 - any unreadable run.yaml is reported, not fatal
+        return {"label": f"? ({rdir.name})", "method": "?", "global_batch": 0, "framework": "?", "np": 0, "seed": 0,
+                "status": "damaged", "reason": f"{rdir / 'run.yaml'}: unreadable ({type(e).__name__}: {e})"}
+    return {k: getattr(spec, k) for k in ("label", "method", "global_batch", "framework", "np", "seed")}
 
 
 def _mean(values: list[float]) -> float | None:

@@ -1,5 +1,5 @@
 """`lbbench bench throughput --framework tf`: the PyTorch benchmark's measurement
-(lbbench/throughput.py) on the TensorFlow worker's model, loop and SGD step.
+(lbbench/bench/core.py) on the TensorFlow worker's model, loop and SGD step.
 
     python -m lbbench.launch.gloo_local NP python -m lbbench.backends.tf.bench throughput --out FILE ...
 """
@@ -7,39 +7,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 
 import lbbench.backends.tf  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow as tf
 
-from lbbench.store import write_json
-from lbbench.throughput import bench_spec, summarize, timed_iterations
+from lbbench.bench.core import bench_spec, summarize, throughput_record, timed_iterations
+from lbbench.store.files import write_json
 
 
 def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_iter: int, data_dir: str | None,
                      perf_opts: dict) -> dict | None:
     import horovod.tensorflow as hvd
+
+    from lbbench.backends.tf import perf
     from lbbench.backends.tf.data import train_loader
     from lbbench.backends.tf.flops import forward_gflop_per_image
-    from lbbench.backends.tf.loop import Loop, build_method
+    from lbbench.backends.tf.loop import Loop
     from lbbench.backends.tf.model import build_model
-    from lbbench.metrics import MetricsWriter
-    from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
+    from lbbench.backends.tf.steps import build_method
+    from lbbench.store.metrics import MetricsWriter
+    from lbbench.worker.roofline import TRAIN_FACTOR
 
     hvd.init()
     spec = bench_spec("sgd", model_name, batch, hvd.size(), data_dir, perf_opts, framework="tf")
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus and spec.perf.gpu_only():
-        raise SystemExit(f"lbbench: {', '.join(spec.perf.gpu_only())} need a GPU and TensorFlow sees none")
-    if not gpus:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
+    refused = perf.refusals(spec, tf.config.list_physical_devices("GPU"))
+    if refused:
+        raise SystemExit(f"lbbench: {'; '.join(refused)}")
+    gpus = perf.configure(spec, hvd, deterministic=False)
     tf.keras.utils.set_random_seed(0)
     model = build_model(spec.model, spec.data.classes, spec.data.image_size)
     for v, value in zip(model.variables, hvd.broadcast_object([v.numpy() for v in model.variables], 0)):
         v.assign(value)
     method = build_method(spec, model, hvd.rank(), hvd.size())
-    loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank()), hvd, hvd.rank(), MetricsWriter(None))
+    gpu = 0 if (gpus and spec.perf.dali_device == "gpu") else None
+    loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank(), gpu=gpu), hvd, hvd.rank(),
+                MetricsWriter(None))
     steps = iter(range(1, 10**9))
     rates, total = timed_iterations(lambda: method.step(loop, next(steps), 1), lambda: None,
                                     lambda: loop.start_epoch(1, spec.global_batch, 1), batch, warmup, iters, per_iter)
@@ -48,15 +50,8 @@ def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_i
     if hvd.rank() != 0:
         return None
     gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size)
-    res = summarize(per_rank, parts, total, iters, per_iter)
-    device = gpus[0].name if gpus else f"cpu ({os.cpu_count()} cores)"
-    return dict(benchmark="throughput", framework="tf", model=model_name, batch_per_worker=batch, np=hvd.size(),
-                data="dali" if data_dir else "synthetic", data_dir=data_dir, device=device,
-                perf=spec.perf.model_dump(mode="json"), warmup_batches=warmup, iters=iters, batches_per_iter=per_iter,
-                **res, train_gflop_per_image=gflop,
-                **utilisation(gflop, res["images_per_s_per_worker"]["mean"],
-                              peak_tflops(device, spec.perf.amp, spec.perf.peak_tflops)),
-                host=platform.node(), cpu_count=os.cpu_count(), tensorflow=tf.__version__)
+    return throughput_record(spec, "tf", perf.device_name(gpus), summarize(per_rank, parts, total, iters, per_iter),
+                             gflop, warmup, iters, per_iter, {"tensorflow": tf.__version__})
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from lbbench.backends.dali_pipeline import SampleSource, pipeline
-from lbbench.data_layout import check_count, list_split
-from lbbench.sampling import eval_shard, planned_stream
+from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
+from lbbench.worker.sampling import eval_plan, synthetic_eval_seed, synthetic_train_seed, train_plan
 
 
 def _dataset(spec: RunSpec, source: SampleSource, batch: int, train: bool, seed: int, gpu: int | None):
@@ -36,9 +36,7 @@ class _Batches:
 
 
 def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = None):
-    from lbbench.batch_schedule import epoch_batch
-    stream = planned_stream(spec.data.train_samples, spec.seed, rank, spec.np, spec.local_batch,
-                            lambda e: epoch_batch(spec, e), epoch, 0)
+    stream = train_plan(spec, rank, epoch)
     if spec.data.kind == "synthetic":
         return _Synthetic(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
@@ -48,9 +46,9 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = Non
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
-    shards = eval_shard(spec.data.eval_samples, rank, size, spec.eval_batch)
+    shards = eval_plan(spec, rank, size)
     if spec.data.kind == "synthetic":
-        rng = np.random.default_rng(10_000 + spec.seed)
+        rng = np.random.default_rng(synthetic_eval_seed(spec))
         fixed = [_synthetic(spec, len(s), rng) for s in shards]
         return lambda: iter(fixed)
     files, labels, _ = list_split(f"{spec.data.path}/val")
@@ -84,4 +82,4 @@ class _Synthetic:
 
     def __next__(self):
         idx = next(self.stream)
-        return _synthetic(self.spec, len(idx), np.random.default_rng(int(idx[0]) * 7919 + self.spec.seed))
+        return _synthetic(self.spec, len(idx), np.random.default_rng(synthetic_train_seed(self.spec, idx)))

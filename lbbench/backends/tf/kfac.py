@@ -1,5 +1,5 @@
-"""K-FAC / SP-NGD for the TensorFlow backend: the PyTorch backend's preconditioner
-(lbbench/backends/torch/optim/kfac.py; formula and [lbbench] choices in lbbench/methods/kfac.py)
+"""K-FAC / SP-NGD preconditioner for the TensorFlow backend: the PyTorch backend's preconditioner
+(lbbench/backends/torch/kfac.py; formula and [lbbench] choices in lbbench/methods/kfac.py)
 on Keras layers.
 
 Factors come from the step's own forward/backward: on factor steps the micro-batch runs eagerly
@@ -11,15 +11,13 @@ gradient is the PyTorch one up to that permutation, hence the same update.
 from __future__ import annotations
 
 import functools
-import math
-import time
 
 import tensorflow as tf
 import tf_keras as keras
 
-from lbbench.backends.tf.loop import Standard, per_sample_loss
+from lbbench.backends.tf.loop import per_sample_loss
 from lbbench.backends.tf.model import SpanBatchNorm
-from lbbench.methods.kfac import adjusted_momentum, damping_split, kl_clip_scale
+from lbbench.methods.kfac import assign_owners, damping_split, kl_clip_scale
 
 
 def damped_inverses(A, G, damping: float, weight_decay: float):
@@ -47,7 +45,7 @@ class KFACPreconditioner:
         self.inv: dict[int, tuple] = {}
         for layer in self.layers + self.bns:
             layer.call = self._recording(layer, layer.call)
-        self.owner = self._assign_owners()
+        self.owner = assign_owners([float(_rows_dim(m) ** 3 + m.kernel.shape[-1] ** 3) for m in self.layers], size)
 
     def _recording(self, layer, call):
         @functools.wraps(call)
@@ -57,17 +55,6 @@ class KFACPreconditioner:
                 self.captured.append((layer, inputs, out))
             return out
         return wrapped
-
-    def _assign_owners(self) -> dict[int, int]:
-        def rows_dim(m):
-            k = m.kernel.shape
-            return (k[0] * k[1] * k[2] if len(k) == 4 else k[0]) + (1 if getattr(m, "bias", None) is not None else 0)
-        cost = {i: rows_dim(m) ** 3 + m.kernel.shape[-1] ** 3 for i, m in enumerate(self.layers)}
-        load, owner = [0.0] * self.size, {}
-        for i in sorted(range(len(self.layers)), key=lambda i: -cost[i]):
-            r = min(range(self.size), key=lambda j: load[j])
-            owner[i], load[r] = r, load[r] + cost[i]
-        return owner
 
     def _idx(self, var) -> int:
         return self.var_index[var.ref()]
@@ -191,54 +178,8 @@ def _bn_unit_fisher(layer: SpanBatchNorm, x, dy):
     return tf.einsum("nci,ncj->cij", v, v) / n
 
 
-class KFAC(Standard):
-    """The step: factors on factor steps, preconditioned gradients, momentum with the LR inside."""
-
-    def __init__(self, spec, model, rank: int, size: int):
-        hp = spec.hparams
-        self.sgd_hp = dict(momentum=hp["momentum"], nesterov=False, weight_decay=0.0, exclude_bn_bias=True,
-                           lr_convention="inside")
-        super().__init__(spec, model, "sgd", self.sgd_hp)
-        self.hp, self.model = hp, model
-        self.pre = KFACPreconditioner(model, hp, rank, size)
-        self.prev_lr = None
-
-    def state_dict(self) -> dict:
-        import horovod.tensorflow as hvd
-        return {"pre": self.pre.full_state(hvd), "prev_lr": self.prev_lr}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.pre.load_full_state(state["pre"])
-        self.prev_lr = state["prev_lr"]
-
-    def step(self, loop, step: int, epoch: int) -> float:
-        capture = (step - 1) % self.hp["factor_every"] == 0
-        accum = loop.accum
-        acc, local = None, tf.constant(0.0)
-        for _ in range(accum):
-            x, y = loop.next_batch()
-            if capture:
-                t0 = time.perf_counter()
-                loss, g = self.pre.micro_stats(self.model, x, y, 1.0 / accum, self.spec.label_smoothing)
-                loop.backward_passes += 1
-                loop.times["compute"] += time.perf_counter() - t0
-            else:
-                loss, g = loop.forward_backward(x, y, 1.0 / accum)
-            acc = g if acc is None else [s + gi for s, gi in zip(acc, g)]
-            local += loss / accum
-        grads, loss = loop.allreduce(acc, local)
-        if not math.isfinite(loss):
-            return loss
-        t0 = time.perf_counter()
-        if capture:
-            self.pre.reduce(loop.hvd)
-        if (step - 1) % self.hp["inverse_every"] == 0:
-            self.pre.invert()
-        lr = self.optimizer.lr
-        grads = self.pre.precondition(grads, loop.hvd, lr)
-        mu = adjusted_momentum(self.hp["momentum"], lr, self.prev_lr, self.hp["momentum_adjust"])
-        self.optimizer.hp = dict(self.sgd_hp, momentum=mu)
-        self.prev_lr = lr
-        self.optimizer.step(grads)
-        loop.times["optimizer"] += time.perf_counter() - t0
-        return loss
+def _rows_dim(m) -> int:
+    """The side of A: kh kw cin (Conv2D) or the inputs (Dense), + 1 for a bias."""
+    kshape = m.kernel.shape
+    d = kshape[0] * kshape[1] * kshape[2] if len(kshape) == 4 else kshape[0]
+    return d + (1 if getattr(m, "bias", None) is not None else 0)

@@ -1,6 +1,6 @@
 """The TensorFlow worker: ``python -m lbbench.backends.tf.train RUN_DIR`` on every rank.
 
-The run itself is the shared driver's (lbbench/driver.py), as for PyTorch; this module gives it
+The run itself is the shared driver's (lbbench/worker/driver.py), as for PyTorch; this module gives it
 the TensorFlow parts: lbbench's Keras ResNet, the method's step strategy and update rule, the
 DALI TensorFlow-plugin loaders, BN statistics averaged over ranks before evaluations and
 checkpoints, NumPy checkpoints. Variables are broadcast from rank 0 once they exist (Horovod's
@@ -10,7 +10,6 @@ broadcast of the global variables; lbbench's model creates them before the first
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -25,9 +24,11 @@ class TFWorker:
     def __init__(self, spec: RunSpec, hvd, gpus: list, ckpt: dict | None, progress, metrics):
         from lbbench.backends.tf.data import eval_batches, train_loader
         from lbbench.backends.tf.flops import forward_gflop_per_image
-        from lbbench.backends.tf.loop import Loop, build_method
+        from lbbench.backends.tf.loop import Loop
+        from lbbench.backends.tf.perf import device_name
+        from lbbench.backends.tf.steps import build_method
         from lbbench.backends.tf.model import build_model
-        from lbbench.roofline import TRAIN_FACTOR
+        from lbbench.worker.roofline import TRAIN_FACTOR
         self.spec, self.hvd = spec, hvd
         rank, size = hvd.rank(), hvd.size()
         tf.keras.utils.set_random_seed(spec.seed)
@@ -47,7 +48,7 @@ class TFWorker:
         self.loop = Loop(spec, model, method.optimizer, train_loader(spec, rank, epoch=progress.epoch + 1, gpu=gpu),
                          hvd, rank, metrics)
         self.eval_batches = eval_batches(spec, rank, size, gpu=gpu)
-        self.device = gpus[0].name if gpus else f"cpu ({os.cpu_count()} cores)"
+        self.device = device_name(gpus)
         self.train_gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size)
         self._predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=1))
 
@@ -89,31 +90,19 @@ class TFWorker:
 
 def main(run_dir: Path) -> int:
     import horovod.tensorflow as hvd
-    from lbbench import checkpoint_files, driver
+
+    from lbbench.backends.tf import checkpoint, perf
+    from lbbench.worker import driver
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
     if hvd.size() != spec.np:
         raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {hvd.size()}")
-    gpus = tf.config.list_physical_devices("GPU")
-    refused = ([f"{', '.join(spec.perf.gpu_only())} need a GPU and this TensorFlow worker sees none"]
-               if not gpus and spec.perf.gpu_only() else [])
-    if spec.perf.amp == "fp16":
-        refused.append("amp: fp16 needs loss scaling, which the TensorFlow backend does not implement; use amp: bf16")
+    refused = perf.refusals(spec, tf.config.list_physical_devices("GPU"))
     if refused:
         print(f"lbbench: run {spec.run_id}: run.perf: {'; '.join(refused)}", file=sys.stderr, flush=True)
         return 2
-    # Reproducible runs (a resumed run must redo the same steps): deterministic kernels.
-    tf.config.experimental.enable_op_determinism()
-    if gpus:
-        gpu = gpus[hvd.local_rank() % len(gpus)]
-        tf.config.experimental.set_memory_growth(gpu, True)
-        tf.config.set_visible_devices(gpu, "GPU")
-        if spec.perf.amp == "bf16":
-            tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    else:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    return driver.run(spec, run_dir, hvd, checkpoint_files,
+    gpus = perf.configure(spec, hvd, deterministic=True)
+    return driver.run(spec, run_dir, hvd, checkpoint,
                       lambda ckpt, progress, metrics: TFWorker(spec, hvd, gpus, ckpt, progress, metrics))
 
 

@@ -27,16 +27,16 @@ import time
 
 import torch
 
+from lbbench.bench.core import bench_spec, summarize, throughput_record, timed_iterations
 from lbbench.methods import REGISTRY
-from lbbench.throughput import bench_spec, summarize, timed_iterations
 
 def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> dict:
     import horovod.torch as hvd
     from lbbench.backends.torch.data import train_loader
     from lbbench.backends.torch.loop import Loop
     from lbbench.backends.torch.model import build_model
-    from lbbench.backends.torch.optim.methods import build_method
-    from lbbench.metrics import MetricsWriter
+    from lbbench.backends.torch.steps import build_method
+    from lbbench.store.metrics import MetricsWriter
 
     hvd.init()
     rows = {}
@@ -49,17 +49,19 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
         model = build_model(spec.model, spec.data.classes)
         method = build_method(spec, model, hvd.rank(), hvd.size())
         loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank()), hvd, hvd.rank(), MetricsWriter(None))
-        period = {"kfac": spec.hparams.get("factor_every", 1), "cblr": spec.hparams.get("curvature_every", 1)}.get(name, 1)
+        kind = REGISTRY[name].step_kind
+        period = spec.hparams[kind.period_hparam] if kind.period_hparam else 1
         n = max(steps, period)
         method.step(loop, 1, 1)            # warm-up (allocations, first-touch)
         times = []
         for t in range(2, 2 + n):
             t0 = time.perf_counter()
-            method.step(loop, t if name not in ("kfac", "cblr") else t - 1, 1)
+            # a periodic method's timed period starts at step 1, so it holds one refresh
+            method.step(loop, t if kind.period_hparam is None else t - 1, 1)
             times.append(time.perf_counter() - t0)
         step_s = statistics.fmean(times)
         extra = {}
-        if name == "kfac":   # the timed period included one inversion: amortise it properly
+        if kind.name == "kfac":   # the timed period included one inversion: amortise it properly
             inv = getattr(method, "last_invert_s", 0.0)
             step_s = (sum(times) - inv) / len(times) + inv / spec.hparams["inverse_every"]
             extra = dict(invert_s=inv, factor_every=spec.hparams["factor_every"],
@@ -84,8 +86,8 @@ def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_i
     from lbbench.backends.torch.data import train_loader
     from lbbench.backends.torch.loop import Loop
     from lbbench.backends.torch.model import build_model
-    from lbbench.backends.torch.optim.methods import build_method
-    from lbbench.metrics import MetricsWriter
+    from lbbench.backends.torch.steps import build_method
+    from lbbench.store.metrics import MetricsWriter
 
     hvd.init()
     spec = bench_spec("sgd", model_name, batch, hvd.size(), data_dir, perf_opts)
@@ -108,16 +110,10 @@ def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_i
     if hvd.rank() != 0:
         return None
     from lbbench.backends.torch.flops import forward_gflop_per_image
-    from lbbench.roofline import TRAIN_FACTOR, peak_tflops, utilisation
+    from lbbench.worker.roofline import TRAIN_FACTOR
     gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size, device)
-    res = summarize(per_rank, parts, total, iters, per_iter)
-    return dict(benchmark="throughput", framework="torch", model=model_name, batch_per_worker=batch,
-                np=hvd.size(), data="dali" if data_dir else "synthetic", data_dir=data_dir,
-                device=perf.device_name(device), perf=spec.perf.model_dump(mode="json"),
-                warmup_batches=warmup, iters=iters, batches_per_iter=per_iter, **res, train_gflop_per_image=gflop,
-                **utilisation(gflop, res["images_per_s_per_worker"]["mean"],
-                              peak_tflops(perf.device_name(device), spec.perf.amp, spec.perf.peak_tflops)),
-                host=platform.node(), cpu_count=os.cpu_count(), torch=torch.__version__)
+    return throughput_record(spec, "torch", perf.device_name(device), summarize(per_rank, parts, total, iters, per_iter),
+                             gflop, warmup, iters, per_iter, {"torch": torch.__version__})
 
 
 def main() -> None:
@@ -134,7 +130,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--perf", default="{}", help="JSON of run.perf options")
     a = ap.parse_args()
-    from lbbench.store import write_json
+    from lbbench.store.files import write_json
     if a.what == "throughput":
         from lbbench.backends.torch.perf import PerfOptionError
         try:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from lbbench import checkpoint_files
+from lbbench.worker import checkpoints as checkpoint_files
 
 
 def save(run_dir: Path, epoch: int, payload: dict[str, Any]) -> Path:

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from lbbench.backends.dali_pipeline import FileBatches, pipeline
-from lbbench.data_layout import check_count, list_split
-from lbbench.sampling import eval_shard, planned_stream
+from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
+from lbbench.worker.sampling import eval_plan, synthetic_eval_seed, synthetic_train_seed, train_plan
+
 
 class DaliLoader:
     """``next(loader)`` -> (images NCHW float32, labels int64) as torch tensors; with a GPU
@@ -38,9 +39,7 @@ class DaliLoader:
 
 
 def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: int | None = None):
-    from lbbench.batch_schedule import epoch_batch
-    stream = planned_stream(spec.data.train_samples, spec.seed, rank, spec.np, spec.local_batch,
-                            lambda e: epoch_batch(spec, e), epoch, step)
+    stream = train_plan(spec, rank, epoch, step)
     if spec.data.kind == "synthetic":
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
@@ -52,9 +51,9 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
     """A callable returning this rank's evaluation batches (a fresh pass each call)."""
-    shards = eval_shard(spec.data.eval_samples, rank, size, spec.eval_batch)
+    shards = eval_plan(spec, rank, size)
     if spec.data.kind == "synthetic":
-        g = torch.Generator().manual_seed(10_000 + spec.seed)
+        g = torch.Generator().manual_seed(synthetic_eval_seed(spec))
         fixed = [_synthetic(spec, len(s), g) for s in shards]
         return lambda: iter(fixed)
     files, labels, _ = list_split(f"{spec.data.path}/val")
@@ -82,5 +81,5 @@ class _SyntheticLoader:
 
     def __next__(self):
         idx = next(self.stream)
-        g = torch.Generator().manual_seed(int(idx[0]) * 7919 + self.spec.seed)
+        g = torch.Generator().manual_seed(synthetic_train_seed(self.spec, idx))
         return _synthetic(self.spec, len(idx), g)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lbbench.noise_scale import noise_scale_parts
+from lbbench.worker.noise_scale import noise_scale_parts
 
 
 class Diagnostics:

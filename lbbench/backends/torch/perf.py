@@ -13,11 +13,8 @@ import os
 
 import torch
 
+from lbbench.methods import get_method
 from lbbench.spec import PerfSpec, RunSpec
-
-# Methods whose update is not a plain optimizer.step() on the averaged gradients: fp16 loss
-# scaling (unscale, skip on overflow) is only wired into the standard update.
-CUSTOM_UPDATE = {"kfac", "cblr", "extrap_sgd"}
 
 
 class PerfOptionError(Exception):
@@ -39,7 +36,8 @@ def check(spec: RunSpec, device: torch.device) -> None:
             f"run {spec.run_id}: run.perf option(s) {', '.join(p.gpu_only())} need a CUDA GPU, and this worker "
             "sees none (torch.cuda.is_available() is False). On CPU lbbench trains in fp32 with NCHW tensors "
             "and DALI on the CPU; remove the option(s) from the suite's run.perf or run on GPU nodes.")
-    if p.amp == "fp16" and spec.method in CUSTOM_UPDATE:
+    # fp16 loss scaling (unscale, skip on overflow) is wired only into the plain update path.
+    if p.amp == "fp16" and get_method(spec.method).step_kind.custom_update:
         raise PerfOptionError(
             f"run {spec.run_id}: run.perf amp: fp16 needs loss scaling, which lbbench applies only to methods "
             f"with the standard update; {spec.method} updates the weights itself. Use amp: bf16 (no scaling).")

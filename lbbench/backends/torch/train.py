@@ -1,7 +1,7 @@
 """The PyTorch worker: ``python -m lbbench.backends.torch.train RUN_DIR`` on every rank.
 
 The run itself - resume, MLLOG, epochs, evaluation, checkpoints, summary - is the shared
-driver's (lbbench/driver.py); this module gives it the PyTorch parts: device and speed options
+driver's (lbbench/worker/driver.py); this module gives it the PyTorch parts: device and speed options
 (perf.py), lbbench's ResNet, the method's step strategy and optimizer, the DALI loaders, BN
 statistics averaged over ranks before evaluations and checkpoints, and torch.save files.
 """
@@ -24,8 +24,8 @@ class TorchWorker:
         from lbbench.backends.torch.flops import forward_gflop_per_image
         from lbbench.backends.torch.loop import Loop
         from lbbench.backends.torch.model import build_model
-        from lbbench.backends.torch.optim.methods import build_method
-        from lbbench.roofline import TRAIN_FACTOR
+        from lbbench.backends.torch.steps import build_method
+        from lbbench.worker.roofline import TRAIN_FACTOR
         self.spec, self.hvd = spec, hvd
         rank, size = hvd.rank(), hvd.size()
         torch.manual_seed(spec.seed)
@@ -88,7 +88,7 @@ class TorchWorker:
 
 def main(run_dir: Path) -> int:
     import horovod.torch as hvd
-    from lbbench import driver
+    from lbbench.worker import driver
     from lbbench.backends.torch import checkpoint, perf
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()

@@ -1,34 +1,37 @@
-"""PyTorch implementations of the registry's methods, one module each, looked up by name.
+"""PyTorch update rules, one module per method family, in one table: ``RULES`` maps a rule
+name (the registry's ``update_rule``, lbbench/methods/registry.py) to a builder
+``(param groups, hparams, lr) -> torch.optim.Optimizer``. A module adds its rules with the
+``@rule(name)`` decorator; every module of this package is imported below, so a new rule is
+one new module (or function) and nothing else.
 
-Every implementation is a ``torch.optim.Optimizer`` whose param groups carry ``excluded``
-(BN and bias tensors: no weight decay, no trust ratio; METHODS.md section 0) and whose
-``lr`` the training loop sets from the shared schedule before each step. The gradient it
-sees is already the global-batch average (after accumulation and Horovod allreduce).
+Every optimizer's param groups carry ``excluded`` (BN and bias tensors: no weight decay, no
+trust ratio; docs/methods.md section 0) and its ``lr`` is set by the training loop from the
+shared schedule before each step. The gradient it sees is already the global-batch average
+(after accumulation and the Horovod allreduce).
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-
-# YAML name -> (module under this package, its builder(groups, hparams, lr) -> Optimizer)
-BUILDERS = {
-    "sgd": ("sgd", "build"),
-    "lars": ("lars", "build"),
-    "lamb": ("lamb", "build"),
-    "adam": ("baselines", "build_adam"),
-    "adamw": ("baselines", "build_adamw"),
-    "adagrad": ("baselines", "build_adagrad"),
-    "rmsprop": ("baselines", "build_rmsprop"),
-    "mclr": ("layerwise", "build_mclr"),
-    "percentdelta": ("layerwise", "build_percentdelta"),
-    "cblr": ("cblr", "build"),
-}
+Builder = Callable[[list[dict[str, Any]], dict[str, Any], float], torch.optim.Optimizer]
+RULES: dict[str, Builder] = {}
 
 
-def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict]:
+def rule(name: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        assert name not in RULES, f"update rule {name!r} defined twice"
+        RULES[name] = builder
+        return builder
+    return add
+
+
+def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict[str, Any]]:
     """Two groups: regular tensors, and excluded ones (BN scale/shift and every bias)."""
     regular, excluded = [], []
     for module in model.modules():
@@ -38,9 +41,10 @@ def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict]:
     return [g for g in ({"params": regular, "excluded": False}, {"params": excluded, "excluded": True}) if g["params"]]
 
 
-def momentum_inside(state: dict, p, scaled, mu: float, nesterov: bool = False) -> None:
-    """The "LR inside" momentum step shared by LARS, MCLR, PercentDelta and CBLR (METHODS.md
-    section 0): v <- mu v + scaled; w <- w - v (Nesterov: w <- w - (mu v + scaled))."""
+def momentum_inside(state: dict[str, Any], p: torch.Tensor, scaled: torch.Tensor, mu: float,
+                    nesterov: bool = False) -> None:
+    """The "LR inside" momentum step shared by LARS, MCLR, PercentDelta and CBLR
+    (docs/methods.md section 0): v <- mu v + scaled; w <- w - v (Nesterov: w <- w - (mu v + scaled))."""
     buf = state.get("momentum_buffer")
     if buf is None:
         buf = state["momentum_buffer"] = torch.zeros_like(p)
@@ -48,9 +52,12 @@ def momentum_inside(state: dict, p, scaled, mu: float, nesterov: bool = False) -
     p.sub_(buf.mul(mu).add_(scaled) if nesterov else buf)
 
 
-def build_optimizer(method: str, hparams: dict, model: nn.Module, lr: float):
-    if method not in BUILDERS:
-        raise NotImplementedError(f"method {method!r} has no PyTorch optimizer")
-    module, fn = BUILDERS[method]
-    builder = getattr(importlib.import_module(f"lbbench.backends.torch.optim.{module}"), fn)
-    return builder(param_groups(model, hparams.get("exclude_bn_bias", True)), hparams, lr)
+def build_optimizer(rule_name: str, hparams: dict[str, Any], model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if rule_name not in RULES:
+        raise NotImplementedError(f"update rule {rule_name!r} has no PyTorch implementation "
+                                  f"(lbbench/backends/torch/optim/); known: {', '.join(sorted(RULES))}")
+    return RULES[rule_name](param_groups(model, hparams.get("exclude_bn_bias", True)), hparams, lr)
+
+
+for _m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    importlib.import_module(f"{__name__}.{_m.name}")

@@ -1,10 +1,10 @@
-"""CBLR (METHODS.md section 6; formula and [lbbench] choices in lbbench/methods/cblr.py)."""
+"""CBLR (docs/methods.md section 6; formula and [lbbench] choices in lbbench/methods/cblr.py)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from lbbench.backends.torch.optim import momentum_inside
+from lbbench.backends.torch.optim import momentum_inside, rule
 from lbbench.methods.cblr import rademacher
 
 
@@ -47,5 +47,6 @@ class CBLR(torch.optim.Optimizer):
                 momentum_inside(state, p, scaled, mu)
 
 
+@rule("cblr")
 def build(groups, hp, lr):
     return CBLR(groups, lr, hp["momentum"], hp["weight_decay"], hp["curvature_floor"])

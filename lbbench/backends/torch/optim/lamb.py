@@ -1,7 +1,9 @@
-"""LAMB, paper form with bias correction (METHODS.md section 3; lbbench/methods/lamb.py)."""
+"""LAMB, paper form with bias correction (docs/methods.md section 3; lbbench/methods/lamb.py)."""
 from __future__ import annotations
 
 import torch
+
+from lbbench.backends.torch.optim import rule
 
 
 class LAMB(torch.optim.Optimizer):
@@ -40,6 +42,7 @@ class LAMB(torch.optim.Optimizer):
                 p.sub_(u.mul_(ratio * lr))
 
 
+@rule("lamb")
 def build(groups, hp, lr):
     return LAMB(groups, lr, hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"], hp["clamp"],
                 hp["bias_correction"])

@@ -1,4 +1,4 @@
-"""LARS, MLPerf form (METHODS.md section 2; lbbench/methods/lars.py has the formula).
+"""LARS, MLPerf form (docs/methods.md section 2; lbbench/methods/lars.py has the formula).
 
 The trust ratio is computed with tensor ops (torch.where), not Python branches, so a GPU
 step never synchronises with the host.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from lbbench.backends.torch.optim import momentum_inside
+from lbbench.backends.torch.optim import momentum_inside, rule
 
 
 class LARS(torch.optim.Optimizer):
@@ -34,5 +34,6 @@ class LARS(torch.optim.Optimizer):
                 momentum_inside(self.state[p], p, scaled, mu, group["nesterov"])
 
 
+@rule("lars")
 def build(groups, hp, lr):
     return LARS(groups, lr, hp["momentum"], hp["nesterov"], hp["weight_decay"], hp["eta"], hp["eps"])

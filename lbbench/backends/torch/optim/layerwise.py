@@ -1,9 +1,9 @@
-"""MCLR and PercentDelta (METHODS.md section 6; lbbench/methods/layerwise.py has the formulas)."""
+"""MCLR and PercentDelta (docs/methods.md section 6; lbbench/methods/layerwise.py has the formulas)."""
 from __future__ import annotations
 
 import torch
 
-from lbbench.backends.torch.optim import momentum_inside
+from lbbench.backends.torch.optim import momentum_inside, rule
 
 
 def median(x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +55,11 @@ class PercentDelta(torch.optim.Optimizer):
                 momentum_inside(self.state[p], p, g.add(p, alpha=wd).mul_(eta), group["momentum"])
 
 
+@rule("mclr")
 def build_mclr(groups, hp, lr):
     return MCLR(groups, lr, hp["momentum"], hp["weight_decay"])
 
 
+@rule("percentdelta")
 def build_percentdelta(groups, hp, lr):
     return PercentDelta(groups, lr, hp["momentum"], hp["weight_decay"])

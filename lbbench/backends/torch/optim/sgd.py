@@ -1,4 +1,4 @@
-"""SGD with momentum (METHODS.md section 1; Goyal et al. 2017).
+"""SGD with momentum (docs/methods.md section 1; Goyal et al. 2017).
 
 u = g + beta w (beta = 0 on excluded tensors), then either
   lr_convention 'outside' (torch.optim.SGD): b <- mu b + u ;  w <- w - lr (u + mu b if nesterov else b)
@@ -8,6 +8,8 @@ Both start from a zero buffer, so the first step is w <- w - lr u in either conv
 from __future__ import annotations
 
 import torch
+
+from lbbench.backends.torch.optim import rule
 
 
 class MomentumSGD(torch.optim.Optimizer):
@@ -36,5 +38,6 @@ class MomentumSGD(torch.optim.Optimizer):
                     p.sub_(u.add(buf, alpha=mu) if group["nesterov"] else buf, alpha=lr)
 
 
+@rule("sgd")
 def build(groups, hp, lr):
     return MomentumSGD(groups, lr, hp["momentum"], hp["nesterov"], hp["weight_decay"], hp["lr_convention"])

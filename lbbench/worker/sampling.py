@@ -6,13 +6,19 @@ permutation's start so every step has exactly B samples (S = ceil(N / B) steps p
 in METHODS.md). The B indices are cut into K = np x accum equal micro-batches; virtual worker
 k = rank x accum + a. Hence np=2 x accum=1 and np=1 x accum=2 see identical micro-batches,
 which is what makes runs with equal (B, K, BN span) comparable whatever np is.
+
+``train_plan`` / ``eval_plan`` are what a backend's data module asks for; the synthetic-data
+seeds are here too, so both backends' synthetic inputs follow one rule.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
+
+from lbbench.spec import RunSpec, steps_per_epoch
+from lbbench.worker.batch_schedule import epoch_batch
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,7 @@ class GlobalBatchSampler:
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-self.n // self.global_batch)
+        return steps_per_epoch(self.n, self.global_batch)
 
     @property
     def micro_batch(self) -> int:
@@ -52,9 +58,10 @@ class GlobalBatchSampler:
             epoch, step = epoch + 1, 0
 
 
-def planned_stream(n: int, seed: int, rank: int, np_: int, local: int, batch_of, epoch: int = 1, step: int = 0):
+def planned_stream(n: int, seed: int, rank: int, np_: int, batch_of: Callable[[int], tuple[int, int]],
+                   epoch: int = 1, step: int = 0) -> Iterator[np.ndarray]:
     """Like GlobalBatchSampler.stream, with the global batch of each epoch from ``batch_of(epoch)``
-    -> (B, accum) (batch-size schedules); the micro-batch stays ``local``."""
+    -> (B, accum) (batch-size schedules); the micro-batch stays B / (np x accum)."""
     while True:
         B, accum = batch_of(epoch)
         s = GlobalBatchSampler(n, B, np_ * accum, seed)
@@ -69,3 +76,23 @@ def eval_shard(n: int, rank: int, size: int, batch: int) -> list[np.ndarray]:
     """Rank r evaluates samples r, r+size, ...; every sample is evaluated exactly once."""
     mine = np.arange(rank, n, size)
     return [mine[i:i + batch] for i in range(0, len(mine), batch)]
+
+
+def train_plan(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0) -> Iterator[np.ndarray]:
+    """This rank's training micro-batches (sample indices) from (epoch, step) on, each epoch at
+    its global batch (lbbench/worker/batch_schedule.py)."""
+    return planned_stream(spec.data.train_samples, spec.seed, rank, spec.np, lambda e: epoch_batch(spec, e),
+                          epoch, step)
+
+
+def eval_plan(spec: RunSpec, rank: int, size: int) -> list[np.ndarray]:
+    return eval_shard(spec.data.eval_samples, rank, size, spec.eval_batch)
+
+
+def synthetic_train_seed(spec: RunSpec, indices: np.ndarray) -> int:
+    """Synthetic images of a micro-batch are a function of its first sample index (reproducible)."""
+    return int(indices[0]) * 7919 + spec.seed
+
+
+def synthetic_eval_seed(spec: RunSpec) -> int:
+    return 10_000 + spec.seed

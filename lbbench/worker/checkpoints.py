@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from lbbench.store import atomic_write
+from lbbench.store.files import atomic_write
 
 
 def save(run_dir: Path, epoch: int, payload: dict[str, Any], dump: Callable = pickle.dump, suffix: str = ".pkl") -> Path:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from lbbench import launch
-from lbbench.metrics import read_metrics
+from lbbench.launch import commands as launch
 from lbbench.spec import RunSpec
-from lbbench.store import is_done, read_summary, run_dir, write_json
+from lbbench.store.files import run_dir
+from lbbench.store.metrics import read_metrics
+from lbbench.store.summary import RunSummary, is_done, summary_or_damage
 
 PARTIAL_FILES = ("metrics.jsonl", "mllog.txt", "summary.json", "worker.log")
 
@@ -33,7 +34,7 @@ def select(runs: list[RunSpec], only: str | None) -> list[RunSpec]:
 
 
 def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console | None = None,
-            timeout_s: float | None = None, opts: launch.LaunchOptions | None = None) -> list[dict]:
+            timeout_s: float | None = None, opts: launch.LaunchOptions | None = None) -> list[RunSummary]:
     console = console or Console()
     summaries = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -41,15 +42,19 @@ def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console 
         for k, spec in enumerate(runs, 1):
             rdir = run_dir(results, spec.suite, spec.run_id)
             head = f"run {k}/{len(runs)} {spec.run_id}"
-            if is_done(rdir):
+            done, damage = summary_or_damage(rdir)
+            if done and done.done:
                 progress.console.print(f"[dim]{head}: done before, skipped[/dim]")
-                summaries.append(read_summary(rdir))
+                summaries.append(done)
                 continue
+            if damage:
+                progress.console.print(f"[yellow]{head}: {damage}; running it again[/yellow]")
             rdir.mkdir(parents=True, exist_ok=True)
             try:
                 with FileLock(str(rdir / ".lock"), timeout=0):
-                    if is_done(rdir):  # finished by another process while we waited
-                        summaries.append(read_summary(rdir))
+                    done, _ = summary_or_damage(rdir)
+                    if done and done.done:  # finished by another process while we waited
+                        summaries.append(done)
                         continue
                     summaries.append(_run_one(spec, rdir, launcher, progress, head, timeout_s, opts))
             except Timeout:
@@ -58,7 +63,7 @@ def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console 
 
 
 def run_state(rdir: Path, spec: RunSpec) -> str:
-    """done | running | resumable | failed | not started (framework-free, from files and locks)."""
+    """done | running | resumable | failed | damaged | not started (from files and locks)."""
     if is_done(rdir):
         return "done"
     if rdir.exists():
@@ -69,8 +74,10 @@ def run_state(rdir: Path, spec: RunSpec) -> str:
             return "running"
     if resumable(rdir, spec):
         return "resumable"
-    summary = read_summary(rdir)
-    if summary and summary.get("status") in ("failed", "timeout"):
+    summary, damage = summary_or_damage(rdir)
+    if damage:
+        return "damaged"
+    if summary and summary.status in ("failed", "timeout"):
         return "failed"
     return "not started"
 
@@ -82,8 +89,8 @@ def resumable(rdir: Path, spec: RunSpec | None = None) -> bool:
     return spec is None or RunSpec.load(rdir / "run.yaml").identity() == spec.identity()
 
 
-def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head: str, timeout_s,
-             opts: launch.LaunchOptions | None = None) -> dict:
+def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head: str, timeout_s: float | None,
+             opts: launch.LaunchOptions | None = None) -> RunSummary:
     resume = resumable(rdir, spec)
     if resume:   # keep the logs and the checkpoint; the failed attempt's summary goes
         (rdir / "summary.json").unlink(missing_ok=True)
@@ -111,24 +118,29 @@ def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head:
             time.sleep(0.5)
         rc = proc.wait()
     _show(progress, task, rdir)
-    summary = read_summary(rdir)
+    summary, damage = summary_or_damage(rdir)
     if summary is None or rc != 0:
         tail = (rdir / "worker.log").read_text(errors="replace").splitlines()[-30:]
-        status = "timeout" if reason else "failed"
-        summary = dict(run_id=spec.run_id, suite=spec.suite, status=status, method=spec.method, label=spec.label,
-                       global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,
-                       seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
-                       reason=reason or f"worker exited with status {rc}", log_tail=tail, wall_s=time.time() - t0)
-        write_json(rdir / "summary.json", summary)
-    style = {"success": "green", "not_reached": "yellow"}.get(summary["status"], "red")
-    best = summary.get("best_top1")
-    progress.update(task, info=f"[{style}]{summary['status']}[/{style}]" + (f" best top-1 {best:.3f}" if best is not None else ""))
-    if summary["status"] in ("failed", "timeout"):
-        progress.console.print(f"[red]{head}: {summary['reason']}; log: {rdir / 'worker.log'}[/red]")
+        why = reason or f"worker exited with status {rc}" + (f" ({damage})" if damage else "")
+        summary = failed_summary(spec, "timeout" if reason else "failed", why, tail, time.time() - t0)
+        summary.write(rdir)
+    style = {"success": "green", "not_reached": "yellow"}.get(summary.status, "red")
+    best = summary.best_top1
+    progress.update(task, info=f"[{style}]{summary.status}[/{style}]" + (f" best top-1 {best:.3f}" if best is not None else ""))
+    if summary.status in ("failed", "timeout"):
+        progress.console.print(f"[red]{head}: {summary.reason}; log: {rdir / 'worker.log'}[/red]")
     return summary
 
 
-def _show(progress: Progress, task, rdir: Path) -> None:
+def failed_summary(spec: RunSpec, status: str, reason: str, log_tail: list[str], wall_s: float) -> RunSummary:
+    """What the runner records when a worker ended without a summary of its own."""
+    return RunSummary(run_id=spec.run_id, suite=spec.suite, status=status, method=spec.method,  # type: ignore[arg-type]
+                      label=spec.label, global_batch=spec.global_batch, framework=spec.framework, np=spec.np,
+                      accum=spec.accum, seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
+                      reason=reason, log_tail=log_tail, wall_s=wall_s)
+
+
+def _show(progress: Progress, task: TaskID, rdir: Path) -> None:
     rows = read_metrics(rdir / "metrics.jsonl")
     epochs = [r for r in rows if r["kind"] == "epoch"]
     steps = [r for r in rows if r["kind"] == "step"]

@@ -1,43 +1,61 @@
-"""Training-step strategies. A plain optimizer method needs only the standard step
-(accumulate, allreduce, update); GradientMix weights the micro-batch losses; EXTRAP-SGD has
-its own two-pass step. ``build_method`` picks by the registry name.
+"""Training-step strategies (PyTorch), one per step kind of the registry
+(lbbench/methods/registry.py: STEP_KINDS), in one table ``STEPS``:
+
+  standard   accumulate the micro-batch gradients (each loss weighted by the method's
+             ``loss_weight`` - GradientMix - or 1), one allreduce, the update rule
+  extrap     EXTRAP-SGD's two passes per micro-batch, one allreduce
+  curvature  CBLR: on refresh steps the Hessian diagonal by Hutchinson probes
+  kfac       K-FAC / SP-NGD: factors from the step's own passes, preconditioned gradients
+
+Every strategy builds the update rule the registry names for the method (``update_rule``) from
+lbbench/backends/torch/optim/. The TensorFlow backend has the same table
+(lbbench/backends/tf/steps.py).
 """
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
-import numpy as np
 import torch
 
+from lbbench.backends.torch.loop import Loop
 from lbbench.backends.torch.optim import build_optimizer
+from lbbench.methods import get_method
+from lbbench.methods import cblr as cblr_method
+from lbbench.methods import extrap_sgd as extrap_method
+from lbbench.methods import kfac as kfac_method
 from lbbench.spec import RunSpec
 
 
 class Standard:
-    """Average the K micro-batch gradients, hand them to the optimizer."""
+    """Average the K micro-batch gradients, hand them to the update rule."""
 
-    def __init__(self, spec: RunSpec, model, method: str | None = None, hparams: dict | None = None):
+    def __init__(self, spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1):
         self.spec = spec
-        self.optimizer = build_optimizer(method or spec.method, hparams or spec.hparams, model, spec.lr.peak_lr)
+        info = get_method(spec.method)
+        rule, hparams = info.update_rule(spec.hparams)
+        self.optimizer = build_optimizer(rule, hparams, model, spec.lr.peak_lr)
+        self._loss_weight = info.loss_weight
 
     def weight(self, step: int, epoch: int, k: int, K: int) -> float:
-        return 1.0
+        """Micro-batch k's loss weight (GradientMix: K c_k; others 1)."""
+        if self._loss_weight is None:
+            return 1.0
+        return self._loss_weight(self.spec.hparams, self.spec.seed, step, epoch, k, K)
 
-    def update(self, loop) -> None:
-        t0 = time.perf_counter()
-        loop.optimizer_step(self.optimizer)
-        loop.sync()
-        loop.times["optimizer"] += time.perf_counter() - t0
+    def update(self, loop: Loop) -> None:
+        with loop.timed("optimizer"):
+            loop.optimizer_step(self.optimizer)
 
     # State beyond the optimizer's own (checkpoints).
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
-    def step(self, loop, step: int, epoch: int) -> float:
+    def step(self, loop: Loop, step: int, epoch: int) -> float:
         accum = loop.accum
         diag = loop.diag if loop.diag and loop.diag.active(step) else None
         loop.zero_grad()
@@ -46,7 +64,8 @@ class Standard:
         local = torch.zeros((), device=loop.device)
         for a in range(accum):
             x, y = loop.next_batch()
-            local += loop.forward_backward(x, y, self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum) / accum
+            w = self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum
+            local += loop.forward_backward(x, y, w) / accum
             if diag:
                 diag.after_micro(loop.params, accum)
         loss = loop.allreduce_grads(local)
@@ -59,39 +78,24 @@ class Standard:
         return loss
 
 
-class GradientMix(Standard):
-    """Micro-batch k's loss weighted by K c_k, c ~ Dirichlet(alpha) shared by all ranks
-    (lbbench/methods/gradientmix.py)."""
-
-    def __init__(self, spec: RunSpec, model):
-        super().__init__(spec, model, spec.hparams["base"], spec.hparams["base_hparams"])
-
-    def weight(self, step: int, epoch: int, k: int, K: int) -> float:
-        from lbbench.methods.gradientmix import loss_weight
-        return loss_weight(self.spec.hparams, self.spec.seed, step, epoch, k, K)
-
-
 class ExtrapSGD(Standard):
-    """METHODS.md section 5; see lbbench/methods/extrap_sgd.py for the formula."""
+    """docs/methods.md section 5; lbbench/methods/extrap_sgd.py has the formula."""
 
-    def __init__(self, spec: RunSpec, model):
-        hp = spec.hparams
-        sgd_hp = dict(momentum=hp["momentum"], nesterov=True, weight_decay=hp["weight_decay"],
-                      exclude_bn_bias=hp["exclude_bn_bias"], lr_convention="outside")
-        super().__init__(spec, model, "sgd", sgd_hp)
-        self.hp, self.model = hp, model
+    def __init__(self, spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1):
+        super().__init__(spec, model, rank, size)
+        self.hp, self.model = spec.hparams, model
         self.bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        self.noise = np.random.default_rng(spec.seed * 7 + 1)   # NumPy: the same noise in both backends
-        self.order = list(model.parameters())
+        self.noise = extrap_method.noise_rng(spec.seed)
+        self.order = list(model.parameters())   # the order noise is drawn in (the TF model's too)
 
-    def step(self, loop, step: int, epoch: int) -> float:
+    def step(self, loop: Loop, step: int, epoch: int) -> float:
         accum, params, hp = loop.accum, loop.params, self.hp
         lr = self.optimizer.param_groups[0]["lr"]
         gx = hp["extrap_scale"] * lr
         saved = [p.detach().clone() for p in params]
         h_sum = [torch.zeros_like(p) for p in params]
         local = torch.zeros((), device=loop.device)
-        for a in range(accum):
+        for _ in range(accum):
             x, y = loop.next_batch()
             with torch.no_grad():
                 for p in params:
@@ -107,8 +111,10 @@ class ExtrapSGD(Standard):
                         p.sub_(d, alpha=gx)
                         p.grad = None
             else:
-                with torch.no_grad():   # drawn in the model's parameter order (the TF backend's too)
-                    noise = {id(q): self._noise(q) for q in self.order}
+                with torch.no_grad():
+                    drawn = extrap_method.draw_noise(self.noise, [tuple(q.shape) for q in self.order],
+                                                     hp["perturbation"], hp["noise_scale"])
+                    noise = {id(q): torch.from_numpy(z).to(q.device, q.dtype) for q, z in zip(self.order, drawn)}
                     for p in params:
                         p.add_(noise[id(p)])
             local += loop.forward_backward(x, y, 1.0) / accum
@@ -123,21 +129,13 @@ class ExtrapSGD(Standard):
             self.update(loop)
         return loss
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"noise_rng": self.noise.bit_generator.state}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.noise.bit_generator.state = state["noise_rng"]
 
-    def _noise(self, p):
-        s = self.hp["noise_scale"]
-        if self.hp["perturbation"] == "gaussian":
-            z = self.noise.standard_normal(tuple(p.shape)).astype(np.float32) * s
-        else:
-            z = (self.noise.random(tuple(p.shape)).astype(np.float32) * 2 - 1) * s
-        return torch.from_numpy(z).to(p.device, p.dtype)
-
-    def _set_bn_momentum(self, value):
+    def _set_bn_momentum(self, value: float | None) -> None:
         for m in self.bns:
             if value is None:
                 m.momentum = m._lbbench_momentum
@@ -150,13 +148,13 @@ class CurvatureLR(Standard):
     with Hutchinson vectors seeded by (seed, step, virtual worker), so the estimate - averaged
     over micro-batches and ranks - is the same whatever np x accum split K."""
 
-    def __init__(self, spec: RunSpec, model):
-        super().__init__(spec, model)
-        self.every, self.samples = spec.hparams["curvature_every"], spec.hparams["hutchinson_samples"]
+    def __init__(self, spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1):
+        super().__init__(spec, model, rank, size)
+        self.samples = spec.hparams["hutchinson_samples"]
         self.order = list(model.parameters())     # the order probes are drawn in
 
-    def step(self, loop, step: int, epoch: int) -> float:
-        if (step - 1) % self.every:
+    def step(self, loop: Loop, step: int, epoch: int) -> float:
+        if not cblr_method.is_curvature_step(step, self.spec.hparams):
             return super().step(loop, step, epoch)
         from lbbench.backends.torch.optim.cblr import hutchinson_diag
         accum, params = loop.accum, loop.params
@@ -168,7 +166,7 @@ class CurvatureLR(Standard):
             t0 = time.perf_counter()
             loss = loop.forward_loss(x, y)
             grads = torch.autograd.grad(loss, params, create_graph=True)
-            rng = np.random.default_rng([self.spec.seed, step, loop.virtual_worker(a)])
+            rng = cblr_method.probe_rng(self.spec.seed, step, loop.virtual_worker(a))
             with torch.no_grad():
                 for p, g, d, h in zip(params, grads, diag, hutchinson_diag(grads, params, self.samples, rng, self.order)):
                     if p.grad is None:
@@ -189,25 +187,23 @@ class KFAC(Standard):
     """K-FAC / SP-NGD: factors from the step's own forward/backward, preconditioned gradients,
     momentum with the LR inside (lbbench/methods/kfac.py)."""
 
-    def __init__(self, spec: RunSpec, model, rank: int, size: int):
-        from lbbench.backends.torch.optim.kfac import KFACPreconditioner
-        hp = spec.hparams
-        sgd_hp = dict(momentum=hp["momentum"], nesterov=False, weight_decay=0.0, exclude_bn_bias=True,
-                      lr_convention="inside")   # weight decay is added before preconditioning
-        super().__init__(spec, model, "sgd", sgd_hp)
-        self.hp = hp
-        self.pre = KFACPreconditioner(model, hp, rank, size)
-        self.prev_lr = None
+    def __init__(self, spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1):
+        from lbbench.backends.torch.kfac import KFACPreconditioner
+        super().__init__(spec, model, rank, size)
+        self.hp = spec.hparams
+        self.pre = KFACPreconditioner(model, self.hp, rank, size)
+        self.prev_lr: float | None = None
+        self.last_invert_s = 0.0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"pre": self.pre.full_state(), "prev_lr": self.prev_lr}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pre.load_full_state(state["pre"])
         self.prev_lr = state["prev_lr"]
 
-    def step(self, loop, step: int, epoch: int) -> float:
-        capture = (step - 1) % self.hp["factor_every"] == 0
+    def step(self, loop: Loop, step: int, epoch: int) -> float:
+        capture = kfac_method.is_factor_step(step, self.hp)
         accum = loop.accum
         self.pre.begin(capture, 1.0 / accum)
         loop.zero_grad()
@@ -219,33 +215,26 @@ class KFAC(Standard):
         loss = loop.allreduce_grads(local)
         if not math.isfinite(loss):
             return loss
-        t0 = time.perf_counter()
-        if capture:
-            self.pre.reduce(loop.hvd)
-        if (step - 1) % self.hp["inverse_every"] == 0:
-            t_inv = time.perf_counter()
-            self.pre.invert()
-            self.last_invert_s = time.perf_counter() - t_inv
-        group_lr = self.optimizer.param_groups[0]["lr"]
-        self.pre.precondition(loop.hvd, group_lr)
-        from lbbench.methods.kfac import adjusted_momentum
-        mu = adjusted_momentum(self.hp["momentum"], group_lr, self.prev_lr, self.hp["momentum_adjust"])
-        for g in self.optimizer.param_groups:
-            g["momentum"] = mu
-        self.prev_lr = group_lr
-        self.optimizer.step()
-        loop.sync()
-        loop.times["optimizer"] += time.perf_counter() - t0
+        with loop.timed("optimizer"):
+            if capture:
+                self.pre.reduce(loop.hvd)
+            if kfac_method.is_inverse_step(step, self.hp):
+                t_inv = time.perf_counter()
+                self.pre.invert()
+                self.last_invert_s = time.perf_counter() - t_inv
+            group_lr = self.optimizer.param_groups[0]["lr"]
+            self.pre.precondition(loop.hvd, group_lr)
+            mu = kfac_method.adjusted_momentum(self.hp["momentum"], group_lr, self.prev_lr, self.hp["momentum_adjust"])
+            for g in self.optimizer.param_groups:
+                g["momentum"] = mu
+            self.prev_lr = group_lr
+            self.optimizer.step()
         return loss
 
 
-def build_method(spec: RunSpec, model, rank: int = 0, size: int = 1):
-    if spec.method == "kfac":
-        return KFAC(spec, model, rank, size)
-    if spec.method == "cblr":
-        return CurvatureLR(spec, model)
-    if spec.method == "gradientmix":
-        return GradientMix(spec, model)
-    if spec.method == "extrap_sgd":
-        return ExtrapSGD(spec, model)
-    return Standard(spec, model)
+STEPS: dict[str, type[Standard]] = {"standard": Standard, "extrap": ExtrapSGD, "curvature": CurvatureLR, "kfac": KFAC}
+
+
+def build_method(spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1) -> Standard:
+    return STEPS[get_method(spec.method).step](spec, model, rank, size)
+

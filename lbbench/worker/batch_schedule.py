@@ -1,4 +1,4 @@
-"""Batch-size schedules (METHODS.md section 6; Smith et al. 2018), framework-free.
+"""Batch-size schedules (docs/methods.md section 6; Smith et al. 2018), framework-free.
 
 The global batch changes only at epoch boundaries, and only through accum (the number of
 virtual workers), so the micro-batch, the BN span and the data order stay defined:
@@ -11,10 +11,8 @@ Steps per epoch follow the epoch's batch: ceil(N / B_e).
 """
 from __future__ import annotations
 
-import math
-
-from lbbench.schedules import Schedule
-from lbbench.spec import RunSpec
+from lbbench.spec import RunSpec, steps_per_epoch
+from lbbench.worker.schedules import Schedule
 
 
 def epoch_batch(spec: RunSpec, epoch: int) -> tuple[int, int]:
@@ -34,7 +32,7 @@ def epoch_batch(spec: RunSpec, epoch: int) -> tuple[int, int]:
 
 
 def steps_in_epoch(spec: RunSpec, epoch: int) -> int:
-    return math.ceil(spec.data.train_samples / epoch_batch(spec, epoch)[0])
+    return steps_per_epoch(spec.data.train_samples, epoch_batch(spec, epoch)[0])
 
 
 def lr_at(spec: RunSpec, sched: Schedule, epoch: int, t_in_epoch: int, global_step: int) -> float:

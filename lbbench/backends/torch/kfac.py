@@ -1,17 +1,16 @@
-"""K-FAC / SP-NGD preconditioner (METHODS.md section 7; the formula and the [lbbench] choices
-are in lbbench/methods/kfac.py). The training-step strategy using it is KFAC in methods.py.
+"""K-FAC / SP-NGD preconditioner (docs/methods.md section 7; the formula and the [lbbench] choices
+are in lbbench/methods/kfac.py). The training-step strategy using it is KFAC in steps.py.
 
 Factors are collected by hooks on the training forward/backward (no extra passes): a forward
 hook keeps the layer input and hangs a hook on the output's gradient.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lbbench.methods.kfac import damping_split, kl_clip_scale
+from lbbench.methods.kfac import assign_owners, damping_split, kl_clip_scale
 
 
 def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_decay: float):
@@ -62,16 +61,9 @@ class KFACPreconditioner:
         self.inv: dict[nn.Module, tuple] = {}
         for m in self.layers + self.bns:
             m.register_forward_hook(self._forward_hook)
-        self.owner = self._assign_owners()
-
-    def _assign_owners(self) -> dict[nn.Module, int]:
-        """Greedy by n^3: the costliest inversions first, each to the least-loaded rank."""
-        cost = {m: input_rows_dim(m) ** 3 + m.weight.shape[0] ** 3 for m in self.layers}
-        load, owner = [0.0] * self.size, {}
-        for m in sorted(self.layers, key=lambda m: -cost[m]):
-            r = min(range(self.size), key=lambda i: load[i])
-            owner[m], load[r] = r, load[r] + cost[m]
-        return owner
+        # Greedy by n^3: the costliest inversions first, each to the least-loaded rank.
+        costs = [float(input_rows_dim(m) ** 3 + m.weight.shape[0] ** 3) for m in self.layers]
+        self.owner = dict(zip(self.layers, assign_owners(costs, size)))
 
     # -- statistics ------------------------------------------------------------------------
     def begin(self, capture: bool, scale: float) -> None:

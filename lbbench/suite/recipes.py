@@ -13,35 +13,14 @@ spngd        K-FAC / SP-NGD (Osawa et al. 2020; chainerkfac configs as in METHOD
 from __future__ import annotations
 
 import bisect
-import json
 import math
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
-IMAGENET_TRAIN = 1_281_167
+from lbbench.mlperf.rcps import mlperf_rcps
 
-# (global batch, lr0, momentum, damping): chainerkfac ResNet-50 configs (METHODS.md section 7)
+# (global batch, lr0, momentum, damping): chainerkfac ResNet-50 configs (docs/methods.md section 7)
 SPNGD_POINTS = [(4096, 8.18e-3, 0.997, 2.5e-4), (32768, 3e-2, 0.97, 2e-4), (131072, 7e-2, 0.93, 1e-4)]
 SPNGD_EPOCHS = [(4096, 35), (8192, 35), (16384, 35), (32768, 45), (65536, 60), (131072, 80)]
-
-
-@lru_cache(maxsize=1)
-def mlperf_rcps() -> list[dict[str, Any]]:
-    """The ResNet RCPs of ruleset 4.0.0, sorted by batch, in lbbench's terms."""
-    path = resources.files("mlperf_logging") / "rcp_checker" / "training_4.0.0" / "rcps_resnet.json"
-    out = []
-    for rcp in json.loads(path.read_text()).values():
-        hp, B = rcp["Hyperparams"], rcp["BS"]
-        S = math.ceil(IMAGENET_TRAIN / B)
-        warm = hp["opt_learning_rate_warmup_epochs"]
-        epochs = sorted(rcp["Epochs to converge"])
-        out.append(dict(batch=B, peak_lr=hp["opt_base_learning_rate"], warmup_epochs=warm,
-                        momentum=hp["opt_momentum"], weight_decay=hp["opt_weight_decay"],
-                        bn_span=hp["model_bn_span"],
-                        train_epochs=(hp["opt_learning_rate_decay_steps"] - 1) / S + warm,
-                        epochs_to_target=sum(epochs[1:-1]) / (len(epochs) - 2)))   # olympic mean
-    return sorted(out, key=lambda r: r["batch"])
 
 
 def _interp(points: list[tuple[int, float]], B: int) -> tuple[float, str]:

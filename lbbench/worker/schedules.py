@@ -1,13 +1,16 @@
-"""Learning-rate schedules as pure functions of the step (METHODS.md section 0).
+"""Learning-rate schedules as pure functions of the step (docs/methods.md section 0).
 
-Shared by both backends so a schedule is computed once, the same way, everywhere. Steps are
-0-based in the training loop; ``lr_at(t)`` is the LR used for the update of step t, with t
-counted from 1 as in the MLPerf formula.
+Shared by both backends and by the suite front end (MLLOG keys, recipes), so a schedule is
+computed once, the same way, everywhere. ``lr_at(t)`` is the LR used for the update of step t,
+with t counted from 1 as in the MLPerf formula.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+from lbbench.spec import LrSpec
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,17 @@ def scaled_lr(rule: str, base_lr: float, base_batch: int, batch: int) -> float:
     if rule == "constant":
         return base_lr
     raise ValueError(f"unknown LR scaling rule {rule!r}")
+
+
+def make_schedule(lr: LrSpec, steps_per_epoch: int) -> Schedule:
+    return Schedule(kind=lr.schedule, peak_lr=lr.peak_lr, steps_per_epoch=steps_per_epoch,
+                    train_epochs=lr.train_epochs, warmup_epochs=lr.warmup_epochs,
+                    warmup_start_lr=lr.warmup_start_lr, end_lr=lr.end_lr, poly_power=lr.poly_power,
+                    milestones=lr.milestones, decay_factor=lr.decay_factor)
+
+
+def schedule_facts(lr: LrSpec, steps_per_epoch: int) -> dict[str, Any]:
+    """What the MLLOG keys of a method need to know about its schedule."""
+    s = make_schedule(lr, steps_per_epoch)
+    return dict(schedule=lr.schedule, base_lr=lr.peak_lr, end_lr=lr.end_lr, poly_power=lr.poly_power,
+                warmup_epochs=lr.warmup_epochs, decay_steps=s.decay_steps, train_steps=s.train_steps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lbbench.metrics import read_metrics
+from lbbench.store.metrics import read_metrics
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""metrics.jsonl rows and the run summary (framework-free: both backends write these)."""
+"""metrics.jsonl: one JSON object per line - "step", "epoch" and "diag" rows (framework-free:
+both backends' workers write them through the shared driver, the runner and the report read them)."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,3 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     except OSError:
         pass
     return rows
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

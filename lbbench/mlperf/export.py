@@ -27,9 +27,11 @@ from typing import Any
 
 import yaml
 
-from lbbench.store import iter_run_dirs, read_summary, write_json
+from lbbench.mlperf.rcps import RULESET, largest_rcp_batch, rcp_records
+from lbbench.spec import steps_per_epoch
+from lbbench.store.files import iter_run_dirs, write_json
+from lbbench.store.summary import RunSummary, summary_or_damage
 
-RULESET = "4.0.0"
 RESULTS_PER_CELL = 5          # mlperf_logging.benchmark_meta: resnet needs exactly 5 result files
 AVAILABILITY = "Research, Development, or Internal (RDI)"
 
@@ -44,7 +46,7 @@ class Cell:
     global_batch: int
     framework: str
     np: int
-    runs: list[tuple[Path, dict]] = field(default_factory=list)   # (run dir, summary), by seed
+    runs: list[tuple[Path, RunSummary]] = field(default_factory=list)   # (run dir, summary), by seed
 
     @property
     def name(self) -> str:
@@ -67,13 +69,13 @@ def find_cells(results: Path) -> list[Cell]:
     """Finished runs with a log, grouped by cell."""
     groups: dict[tuple, Cell] = {}
     for rdir in iter_run_dirs(results):
-        s = read_summary(rdir)
-        if not s or s.get("status") not in ("success", "not_reached", "diverged") or not (rdir / "mllog.txt").exists():
+        s, _ = summary_or_damage(rdir)
+        if s is None or not s.done or not (rdir / "mllog.txt").exists():
             continue
-        key = (s.get("label", s["method"]), s["global_batch"], s["framework"], s["np"])
+        key = (s.label, s.global_batch, s.framework, s.np)
         groups.setdefault(key, Cell(*key)).runs.append((rdir, s))
     for c in groups.values():
-        c.runs.sort(key=lambda r: r[1]["seed"])
+        c.runs.sort(key=lambda r: r[1].seed)
     return sorted(groups.values(), key=lambda c: (c.label, c.global_batch, c.framework, c.np))
 
 
@@ -95,15 +97,6 @@ def select_cells(cells: list[Cell], wanted: list[str]) -> list[Cell]:
     return out
 
 
-def largest_mlperf_rcp_batch() -> int:
-    return max(r["BS"] for r in _mlperf_rcp_records().values())
-
-
-def _mlperf_rcp_records() -> dict[str, Any]:
-    path = resources.files("mlperf_logging") / "rcp_checker" / f"training_{RULESET}" / "rcps_resnet.json"
-    return json.loads(path.read_text())
-
-
 def export(results: Path, out: Path, wanted: list[str] | None = None, submitter: str = "lbbench",
            custom_rcps: str = "auto") -> dict[str, Any]:
     """Writes the package and runs the checkers; returns what was written and the verdicts."""
@@ -117,7 +110,7 @@ def export(results: Path, out: Path, wanted: list[str] | None = None, submitter:
                           "; ".join(f"{c.name} has {len(c.runs)}" for c in short))
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
-    limit = largest_mlperf_rcp_batch()
+    limit = largest_rcp_batch()
     rcp_cells = [c for c in cells if custom_rcps == "always" or (custom_rcps == "auto" and c.global_batch > limit)]
     for c in cells:
         bench = out / "results" / c.system / "resnet"
@@ -141,7 +134,7 @@ def system_description(c: Cell, submitter: str) -> dict[str, Any]:
     the machine that exports (hw_notes says so: edit it when the runs were elsewhere)."""
     cpu = _cpu_model()
     gpus = _gpus()
-    divisions = {s.get("division", "open") for _, s in c.runs}
+    divisions = {s.division for _, s in c.runs}
     fw_pkg = {"torch": "torch", "tf": "tensorflow-cpu"}[c.framework]
     return {
         "submitter": submitter, "division": "closed" if divisions == {"closed"} else "open",
@@ -165,14 +158,14 @@ def system_description(c: Cell, submitter: str) -> dict[str, Any]:
 def custom_rcp_records(cells: list[Cell]) -> dict[str, Any]:
     """MLPerf's own RCPs plus one record per cell in the same schema, from every converged seed
     of the cell (not only the five exported): usable with ``--custom_rcps``."""
-    records = dict(_mlperf_rcp_records())
+    records = dict(rcp_records())
     for c in cells:
-        epochs = [s["epochs_to_target"] for _, s in c.runs if s.get("status") == "success"]
+        epochs = [s.epochs_to_target for _, s in c.runs if s.status == "success"]
         if len(epochs) < 3:
             raise ExportError(f"{c.name}: an RCP needs at least 3 converged runs (olympic mean), has {len(epochs)}")
         spec = yaml.safe_load((c.runs[0][0] / "run.yaml").read_text())
         lr, hp = spec["lr"], spec["hparams"]
-        steps = -(-spec["data"]["train_samples"] // c.global_batch)
+        steps = steps_per_epoch(spec["data"]["train_samples"], c.global_batch)
         records[f"resnet_lbbench_{c.label}_{c.global_batch}"] = {
             "Benchmark": "resnet", "Creator": "lbbench", "When": "lbbench export-mlperf",
             "Platform": c.system, "BS": c.global_batch,

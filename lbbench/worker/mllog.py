@@ -23,7 +23,7 @@ class RunLog:
     def __init__(self, path: Path | None):
         self.enabled = path is not None
         if self.enabled:
-            logger = logging.getLogger(f"lbbench.mllog.{path}")
+            logger = logging.getLogger(f"lbbench.worker.mllog.{path}")
             logger.propagate = False
             logger.setLevel(logging.INFO)
             logger.handlers[:] = [logging.FileHandler(path)]
@@ -43,7 +43,7 @@ class RunLog:
 
     def header(self, spec: RunSpec, steps_per_epoch: int, platform: str) -> None:
         """Everything between cache_clear/init_start and init_stop, in MLPERF.md's order."""
-        from lbbench.suite import schedule_facts
+        from lbbench.worker.schedules import schedule_facts
         info = get_method(spec.method)
         self.event(C.CACHE_CLEAR, True)
         self.start(C.INIT_START)

@@ -1,25 +1,16 @@
-"""Results layout and file safety: atomic writes, per-run locks, completion bookkeeping.
-
-    results/<suite>/<run_id>/run.yaml      the RunSpec the worker ran
-                            mllog.txt      MLPerf log (rank 0)
-                            metrics.jsonl  per-step / per-epoch rows
-                            summary.json   written last, atomically: its presence = finished
-                            worker.log     the launcher's stdout/stderr
-"""
+"""File safety and the results layout (lbbench/store/__init__.py): atomic writes, run
+directories, and finding the runs under a results tree."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable
-
-FINAL_STATUSES = {"success", "not_reached", "diverged", "failed", "timeout"}
-# Statuses a re-run does not repeat; "failed" and "timeout" are retried.
-DONE_STATUSES = {"success", "not_reached", "diverged"}
+from typing import IO, Any
 
 
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+def atomic_write(path: Path, write: Callable[[IO[Any]], object], binary: bool = False) -> None:
     """Write through ``write(file)`` into a temporary file beside ``path``, fsync, rename: a
     reader sees the old file or the whole new one, never a partial one."""
     path = Path(path)
@@ -48,19 +39,7 @@ def run_dir(results: Path, suite: str, run_id: str) -> Path:
     return Path(results) / suite / run_id
 
 
-def read_summary(rdir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(rdir) / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def is_done(rdir: Path) -> bool:
-    s = read_summary(rdir)
-    return bool(s) and s.get("status") in DONE_STATUSES
-
-
-def iter_run_dirs(results: Path):
+def iter_run_dirs(results: Path) -> Iterator[Path]:
     """Every directory under ``results`` that holds a run.yaml (any depth: a suite or a tree)."""
     for spec in sorted(Path(results).rglob("run.yaml")):
         yield spec.parent

@@ -1,0 +1,108 @@
+"""Launchers turn (RunSpec, run dir) into the command that starts the worker processes.
+
+The worker never changes per launcher: every launcher ends in
+``python -m lbbench.backends.<framework>.train RUN_DIR``. Adding a launcher = one function
+that returns an argv list, and one entry in ``LAUNCHERS``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lbbench.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How workers are started beyond the launcher's name: a container image to run them in
+    (``apptainer exec --nv IMAGE``, or singularity), and the srun MPI plugin."""
+    container: str | None = None
+    container_runtime: str | None = None     # apptainer | singularity (None: whichever is installed)
+    srun_mpi: str = "pmix"
+    binds: tuple[str, ...] = ()              # host paths the container must see (results, data)
+
+
+def container_prefix(opts: LaunchOptions | None) -> list[str]:
+    if not opts or not opts.container:
+        return []
+    runtime = opts.container_runtime or next((t for t in ("apptainer", "singularity") if shutil.which(t)), "apptainer")
+    binds = [a for b in sorted(set(opts.binds)) for a in ("--bind", b)]
+    return [runtime, "exec", "--nv", *binds, opts.container]
+
+
+def worker_argv(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    # Inside a container the host's interpreter path means nothing: use the image's python.
+    python = "python" if opts and opts.container else sys.executable
+    return [*container_prefix(opts), python, "-m", f"lbbench.backends.{spec.framework}.train", str(run_dir)]
+
+
+def worker_env(spec: RunSpec) -> dict[str, str]:
+    """Environment a run's workers need beyond the caller's: Horovod reads its tensor-fusion
+    buffer size from the environment only."""
+    env = {}
+    if spec.perf.fusion_threshold_mb is not None:
+        env["HOROVOD_FUSION_THRESHOLD"] = str(spec.perf.fusion_threshold_mb * 2**20)
+    return env
+
+
+def _tool(name: str) -> str:
+    """Prefer the tool next to this interpreter (the venv's horovodrun / Open MPI)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def local_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    """One node, Gloo controller, Horovod's rendezvous server started by lbbench itself
+    (lbbench/launch/gloo_local.py says why not horovodrun)."""
+    return [sys.executable, "-m", "lbbench.launch.gloo_local", str(spec.np), *worker_argv(spec, run_dir, opts)]
+
+
+def horovodrun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    return [_tool("horovodrun"), "-np", str(spec.np), "-H", f"localhost:{spec.np}", "--gloo",
+            *worker_argv(spec, run_dir, opts)]
+
+
+def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    """Open MPI, built by hand: ``horovodrun --mpi`` passes single-dash options that Open MPI 5
+    misreads (PLATFORM.md). Flags follow Horovod's docs: no binding, slot mapping, and the
+    environment the workers need exported with -x."""
+    cmd = [_tool("mpirun"), "-np", str(spec.np), "--bind-to", "none", "--map-by", "slot"]
+    hostfile = os.environ.get("LBBENCH_HOSTFILE")
+    if hostfile:
+        cmd += ["--hostfile", hostfile]
+    elif spec.np > (os.cpu_count() or 1):
+        cmd += ["--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd += ["--allow-run-as-root"]
+    for var in ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "LBBENCH_PLATFORM",
+                "TF_USE_LEGACY_KERAS", "HOROVOD_FUSION_THRESHOLD", "NCCL_DEBUG"):
+        if var in os.environ or var in worker_env(spec):
+            cmd += ["-x", var]
+    return cmd + worker_argv(spec, run_dir, opts)
+
+
+def slurm_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    from lbbench.launch.slurm import srun_command
+    return srun_command(spec, run_dir, opts)
+
+
+Launcher = Callable[[RunSpec, Path, "LaunchOptions | None"], list[str]]
+LAUNCHERS: dict[str, Launcher] = {"local": local_command, "horovodrun": horovodrun_command,
+                                  "mpirun": mpirun_command, "slurm": slurm_command}
+
+
+def command(launcher: str, spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
+    return LAUNCHERS[launcher](spec, run_dir, opts)
+
+
+def local_gpu_present() -> bool:
+    """A framework-free look for an NVIDIA GPU on this node (the local launcher's workers run here)."""
+    import subprocess
+    smi = shutil.which("nvidia-smi")
+    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True).returncode == 0

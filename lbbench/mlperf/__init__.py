@@ -1,0 +1,1 @@
+"""MLPerf Training interop: packages checked by MLPerf's own tools (export.py)."""

@@ -1,0 +1,50 @@
+"""What both backends' training loops share (framework-free): the epoch's batch split, the
+small-loss discarding switch, the step-time timers and the pass/allreduce counters.
+
+A backend's ``Loop`` (lbbench/backends/<fw>/loop.py) adds the framework pieces: fetching a
+micro-batch, forward/backward, the grouped allreduce, the optimizer update.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from lbbench.spec import RunSpec
+from lbbench.store.metrics import MetricsWriter
+
+TIMED_PARTS = ("data", "compute", "allreduce", "optimizer")
+
+
+class LoopBase:
+    def __init__(self, spec: RunSpec, rank: int, metrics: MetricsWriter, sync: Callable[[], None] = lambda: None):
+        self.spec, self.rank, self.metrics, self.sync = spec, rank, metrics, sync
+        self.accum, self.global_batch = spec.accum, spec.global_batch   # per epoch (batch schedules)
+        self.discarding, self.discarded = False, 0
+        self.times = dict.fromkeys(TIMED_PARTS, 0.0)
+        self.backward_passes = 0     # facts a test checks (e.g. EXTRAP-SGD: 2 passes, 1 allreduce)
+        self.allreduces = 0
+
+    def start_epoch(self, epoch: int, global_batch: int, accum: int) -> None:
+        self.global_batch, self.accum = global_batch, accum
+        d = self.spec.discard
+        self.discarding = d is not None and epoch <= d.epochs
+        self.discarded = 0
+        self.times = dict.fromkeys(self.times, 0.0)
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Adds the block's seconds to ``times[part]``, after synchronising the device (GPU work
+        is asynchronous: a timing means something only once it has finished)."""
+        t0 = time.perf_counter()
+        yield
+        self.sync()
+        self.times[part] += time.perf_counter() - t0
+
+    def virtual_worker(self, a: int) -> int:
+        """Micro-batch a of this rank is virtual worker k = rank x accum + a."""
+        return self.rank * self.accum + a
+
+    @property
+    def virtual_workers(self) -> int:
+        return self.spec.np * self.accum
