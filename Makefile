@@ -1,11 +1,12 @@
-# The README's two commands. Both start with the idempotent set-up (seconds when cached).
+# The README's two commands, plus set-up, lint and the deliberate baseline refresh. Every target
+# that needs the environment starts with the idempotent set-up (seconds when cached).
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
 MACHINE := $(shell uname -m)-$(shell nproc)cpu
 
-.PHONY: bootstrap demo test test-fast baseline clean-results
+.PHONY: bootstrap demo test test-fast lint format baseline clean-results
 
 bootstrap:
 	LBBENCH_VENV=$(abspath $(VENV)) bash tools/bootstrap.sh
@@ -17,11 +18,21 @@ demo: bootstrap
 
 test: bootstrap
 	$(BIN)/lbbench data digits --out data/digits
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest
 
-# Unit tests only (no multi-process runs); for quick iterations.
-test-fast:
-	$(BIN)/python -m pytest -ra -m "not slow"
+# Unit tests only: no Horovod, no multi-process runs (seconds; for quick iterations).
+test-fast: bootstrap
+	$(BIN)/python -m pytest -m "not slow and not gpu"
+
+# Lint, format check and type check (CI runs this before the tests).
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: bootstrap
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Refresh the CI regression baseline of this machine class (deliberately; see README).
 baseline: bootstrap

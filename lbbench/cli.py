@@ -187,6 +187,8 @@ def _print_report(results_dir: Path, formats: tuple[str, ...] = ("md", "csv", "h
     console.print(markdown(out["table"]), highlight=False, soft_wrap=True)
     for method, text in out["texts"].items():
         console.print(f"{method}: {text}", highlight=False, soft_wrap=True)
+    for d in out["damaged"]:
+        err.print(f"[yellow]damaged:[/yellow] {d}", highlight=False, soft_wrap=True)
     console.print("written: " + ", ".join(str(p) for p in out["written"]), highlight=False, soft_wrap=True)
 
 

@@ -24,7 +24,7 @@ class Workload:
 
 
 WORKLOADS: dict[str, Workload] = {
-    # MLPerf Training ResNet-50 v1.5 (MLPERF.md): 75.9% top-1, eval every 4 epochs.
+    # MLPerf Training ResNet-50 v1.5 (docs/mlperf.md): 75.9% top-1, eval every 4 epochs.
     "imagenet": Workload(
         name="imagenet", model="resnet50", image_size=224, classes=1000, target_top1=0.759,
         eval_every=4, max_epochs=90, train_samples=1_281_167, eval_samples=50_000,

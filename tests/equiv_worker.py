@@ -18,10 +18,10 @@ import numpy as np
 
 
 def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
-    from lbbench.batch_schedule import lr_at
-    from lbbench.metrics import MetricsWriter
+    from lbbench.worker.batch_schedule import lr_at
+    from lbbench.store.metrics import MetricsWriter
     from lbbench.spec import RunSpec
-    from lbbench.suite import make_schedule
+    from lbbench.worker.schedules import make_schedule
     spec = RunSpec.load(Path(run_yaml))
     data = np.load(src)
     weights = [data[f"w{i}"] for i in range(sum(k.startswith("w") for k in data.files))]
@@ -35,7 +35,7 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
         import torch
         from lbbench.backends.torch.loop import Loop
         from lbbench.backends.torch.model import build_model, load_canonical, to_canonical
-        from lbbench.backends.torch.optim.methods import build_method
+        from lbbench.backends.torch.steps import build_method
         hvd.init()
         torch.manual_seed(0)
         model = build_model(spec.model, spec.data.classes, bn_span=span)
@@ -58,7 +58,8 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
         import lbbench.backends.tf  # noqa: F401
         import horovod.tensorflow as hvd
         import tensorflow as tf
-        from lbbench.backends.tf.loop import Loop, build_method
+        from lbbench.backends.tf.loop import Loop
+        from lbbench.backends.tf.steps import build_method
         from lbbench.backends.tf.model import build_model, load_canonical, to_canonical
         hvd.init()
         model = build_model(spec.model, spec.data.classes, spec.data.image_size, bn_span=span)

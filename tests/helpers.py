@@ -1,13 +1,33 @@
-"""Running real workers from tests: a RunSpec in a run dir, launched like `lbbench run` does."""
+"""What many tests share: the `lbbench` command, suites in temporary files, and real workers
+run from a RunSpec in a run dir, launched like `lbbench run` does."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
-from lbbench import launch
+from lbbench.launch import commands as launch
 from lbbench.spec import RunSpec
-from lbbench.store import read_summary
+from lbbench.store.summary import RunSummary, read_summary
 from lbbench.suite import expand, load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Real result directories of a `lbbench run` of tests/golden/golden.yaml (see tests/report/test_report.py)
+GOLDEN = ROOT / "tests" / "golden"
+RESULTS = GOLDEN / "results" / "golden"
+
+
+def lbbench(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "lbbench"), *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {}), "COLUMNS": "200"}, timeout=timeout)
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def spec_from(suite_text: str, tmp: Path, **override) -> RunSpec:
@@ -17,7 +37,7 @@ def spec_from(suite_text: str, tmp: Path, **override) -> RunSpec:
     return runs[0].model_copy(update=override).with_id() if override else runs[0]
 
 
-def run_worker(spec: RunSpec, rdir: Path, launcher: str = "local", timeout: float = 600) -> dict:
+def run_worker(spec: RunSpec, rdir: Path, launcher: str = "local", timeout: float = 600) -> RunSummary:
     rdir.mkdir(parents=True, exist_ok=True)
     spec.save(rdir / "run.yaml")
     p = subprocess.run(launch.command(launcher, spec, rdir), capture_output=True, text=True, timeout=timeout)
@@ -27,16 +47,17 @@ def run_worker(spec: RunSpec, rdir: Path, launcher: str = "local", timeout: floa
     return summary
 
 
-def run_single(spec: RunSpec, rdir: Path, timeout: float = 600) -> dict:
+def run_single(spec: RunSpec, rdir: Path, timeout: float = 600) -> RunSummary:
     """np=1 without a launcher: Horovod initialises a world of one."""
-    import sys
     assert spec.np == 1
     rdir.mkdir(parents=True, exist_ok=True)
     spec.save(rdir / "run.yaml")
     p = subprocess.run([sys.executable, "-m", f"lbbench.backends.{spec.framework}.train", str(rdir)],
                        capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
-    return read_summary(rdir)
+    summary = read_summary(rdir)
+    assert summary is not None
+    return summary
 
 
 SMALL_SUITE = """

@@ -6,7 +6,7 @@ from __future__ import annotations
 import configparser
 import re
 
-from conftest import ROOT
+from helpers import ROOT
 
 DEF = (ROOT / "containers" / "lbbench.def").read_text()
 DOCKER = (ROOT / "containers" / "Dockerfile").read_text()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, lbbench
+from helpers import ROOT, lbbench
 
 pytestmark = pytest.mark.slow
 SUITE = ROOT / "tests" / "suites" / "tiny.yaml"

@@ -34,7 +34,7 @@ export PATH="$VENV/bin:$PATH"   # mpicc/mpirun from the PyPI Open MPI, horovodru
 GPU=${LBBENCH_GPU:-0}
 TF_EXTRA=tf; [[ "$GPU" == 1 ]] && TF_EXTRA=tf-gpu
 log "installing lbbench and pinned stacks (GPU=$GPU)"
-"${PIP[@]}" install -q -e "$ROOT[torch,$TF_EXTRA,dali,horovod,mpi,data,test]"
+"${PIP[@]}" install -q -e "$ROOT[torch,$TF_EXTRA,dali,horovod,mpi,data,test,lint]"
 "${PIP[@]}" install -q --no-deps "tf-keras==$TF_KERAS_VERSION"
 
 pyver() { "$VENV/bin/python" -c "import importlib.metadata as m;print(m.version('$1'))"; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real one-node Slurm cluster on this machine, for the Slurm launcher's tests (PLATFORM.md,
+# A real one-node Slurm cluster on this machine, for the Slurm launcher's tests (docs/platform.md,
 # "Slurm, for real, on one machine"): Debian's Slurm 22.05 + munge + libpmix2.
 #
 #   tools/slurm_one_node.sh install        apt packages (root; once per machine)

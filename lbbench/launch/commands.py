@@ -68,7 +68,7 @@ def horovodrun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None 
 
 def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
     """Open MPI, built by hand: ``horovodrun --mpi`` passes single-dash options that Open MPI 5
-    misreads (PLATFORM.md). Flags follow Horovod's docs: no binding, slot mapping, and the
+    misreads (docs/platform.md). Flags follow Horovod's docs: no binding, slot mapping, and the
     environment the workers need exported with -x."""
     cmd = [_tool("mpirun"), "-np", str(spec.np), "--bind-to", "none", "--map-by", "slot"]
     hostfile = os.environ.get("LBBENCH_HOSTFILE")

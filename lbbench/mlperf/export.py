@@ -1,5 +1,5 @@
 """`lbbench export-mlperf`: a result set as an MLPerf Training submission package, checked by
-MLPerf's own tools (MLPERF.md, "Packaging a result set the MLPerf way").
+MLPerf's own tools (docs/mlperf.md, "Packages").
 
     OUT/results/<system>/resnet/result_{0..4}.txt   the mllog.txt of five seeds of one cell
     OUT/systems/<system>.json                       the system description

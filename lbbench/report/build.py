@@ -56,9 +56,13 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     figures = _figures(results, table, figdir) if summaries else []
     texts = method_summaries(table)
     times = time_rows(summaries)
+    damaged = [f"{s['run_id']}: {s['reason']}" for s in summaries if s["status"] == "damaged"]
     written = []
     if "md" in formats:
         md = [f"# lbbench report: {results.name}", "", markdown(table)]
+        if damaged:
+            md += ["## Damaged runs (left out of every figure; `lbbench run` redoes them)", ""]
+            md += [f"- {d}" for d in damaged] + [""]
         if times:
             md += ["## Where the time goes", "", "Shares of the summed step-time parts (data wait, forward+backward, "
                    "allreduce, optimizer, other step work, epoch overhead, evaluation); compute images/s counts "
@@ -76,7 +80,7 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
                                                          time_markdown(times) if times else ""))
         written.append(results / "report.html")
     atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
-    return dict(table=table, texts=texts, figures=figures, written=written, times=times)
+    return dict(table=table, texts=texts, figures=figures, written=written, times=times, damaged=damaged)
 
 
 def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:

@@ -71,7 +71,7 @@ class MethodCfg(Strict):
     label: str | None = None
     hparams: dict[str, Any] = {}
     lr: dict[str, Any] = {}          # overrides of the suite's lr block for this method
-    # Training-loop features usable with any method (METHODS.md section 6); open division.
+    # Training-loop features usable with any method (docs/methods.md section 6); open division.
     discard_small_loss: DiscardCfg | None = None
     batch_schedule: BatchScheduleCfg | None = None
     # Per-batch hyperparameters from lbbench/recipes.py; explicit hparams still win.

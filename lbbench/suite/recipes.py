@@ -6,7 +6,7 @@ mlperf_lars  MLPerf's reference convergence points (RCPs), read from the install
              points; weight decay (which closed division requires to be 1e-4 x 2^k) is taken
              from the nearest point. Outside 1,632-67,840 the end points are used (clamped) and
              the recipe says so.
-spngd        K-FAC / SP-NGD (Osawa et al. 2020; chainerkfac configs as in METHODS.md section 7):
+spngd        K-FAC / SP-NGD (Osawa et al. 2020; chainerkfac configs as in docs/methods.md section 7):
              lr0, momentum and damping interpolated in log2(B) between the 4K, 32K and 128K
              configs, epochs from the published table; poly decay after 1 warm-up epoch.
 """

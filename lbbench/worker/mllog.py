@@ -1,4 +1,4 @@
-"""MLPerf logging shared by both backends (MLPERF.md), through ``mlperf_logging.mllog``.
+"""MLPerf logging shared by both backends (docs/mlperf.md), through ``mlperf_logging.mllog``.
 
 Only rank 0 logs. The log goes to the run's mllog.txt (not stdout: the worker's stdout is
 for people). Keys that the rules want EXACTLY_ONE are written once, from ``header``.
@@ -42,7 +42,7 @@ class RunLog:
             self._log.end(key=key, value=value, metadata=metadata or None)
 
     def header(self, spec: RunSpec, steps_per_epoch: int, platform: str) -> None:
-        """Everything between cache_clear/init_start and init_stop, in MLPERF.md's order."""
+        """Everything between cache_clear/init_start and init_stop, in docs/mlperf.md's order."""
         from lbbench.worker.schedules import schedule_facts
         info = get_method(spec.method)
         self.event(C.CACHE_CLEAR, True)

@@ -1,5 +1,5 @@
 """The gradient-noise scale (McCandlish et al. 2018, appendix A) from the virtual workers'
-micro-batch gradients (METHODS.md section 9). Framework-free: it takes squared norms.
+micro-batch gradients (docs/methods.md section 9). Framework-free: it takes squared norms.
 
 With micro-batches of size b (the K virtual workers) and the global batch B = K b:
   |G|^2   ~ (B |G_B|^2 - b |G_b|^2) / (B - b)

@@ -1,7 +1,7 @@
 """Roofline arithmetic for a run: model FLOPs per image, achieved FLOP/s, model FLOP
 utilisation (MFU). Framework-free; the FLOPs are counted by the backend on its own model.
 
-Convention (MLPERF.md, and the usual one for ResNet-50): a multiply-add is 2 FLOPs, only
+Convention (docs/mlperf.md, and the usual one for ResNet-50): a multiply-add is 2 FLOPs, only
 convolutions and fully connected layers count, and a training step costs 3 x the forward
 pass (forward, and the backward's two products: gradients of activations and of weights).
 ResNet-50 v1.5 at 224 x 224: 8.18 GFLOP forward, about 24.5 GFLOP per training image.

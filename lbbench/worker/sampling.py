@@ -3,7 +3,7 @@
 Epoch e visits a permutation of the training set drawn from (seed, e). Step t of the epoch
 takes the next B indices of that permutation; the last step of an epoch wraps around to the
 permutation's start so every step has exactly B samples (S = ceil(N / B) steps per epoch, as
-in METHODS.md). The B indices are cut into K = np x accum equal micro-batches; virtual worker
+in docs/methods.md). The B indices are cut into K = np x accum equal micro-batches; virtual worker
 k = rank x accum + a. Hence np=2 x accum=1 and np=1 x accum=2 see identical micro-batches,
 which is what makes runs with equal (B, K, BN span) comparable whatever np is.
 

@@ -145,7 +145,7 @@ def build_model(name: str, classes: int, image_size: int, bn_span: int | None = 
 
 
 def is_excluded(var) -> bool:
-    """BN scale/shift and every bias: no weight decay, no trust ratio (METHODS.md section 0)."""
+    """BN scale/shift and every bias: no weight decay, no trust ratio (docs/methods.md section 0)."""
     name = var.name
     return "gamma" in name or "beta" in name or "bias" in name
 

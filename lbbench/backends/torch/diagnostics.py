@@ -1,4 +1,4 @@
-"""Per-tensor diagnostics and the gradient-noise scale (METHODS.md section 9), every
+"""Per-tensor diagnostics and the gradient-noise scale (docs/methods.md section 9), every
 ``diag_every`` steps; off (0) by default so they cost nothing unless asked for."""
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, lbbench
-from test_report import GOLDEN, RESULTS
+from helpers import GOLDEN, RESULTS, ROOT, lbbench
 
 MACHINE = f"{platform.machine()}-{os.cpu_count()}cpu"
 BASELINE = ROOT / "results" / "baselines" / f"ci-{MACHINE}.json"

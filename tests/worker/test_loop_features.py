@@ -1,5 +1,5 @@
 """Training-loop features usable with any method: small-loss discarding and batch-size
-schedules (METHODS.md section 6)."""
+schedules (docs/methods.md section 6)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from helpers import final_weights, run_single, run_worker, spec_from
-from lbbench.batch_schedule import epoch_batch, lr_at, steps_in_epoch
-from lbbench.sampling import GlobalBatchSampler, planned_stream
-from lbbench.suite import make_schedule
+from lbbench.worker.batch_schedule import epoch_batch, lr_at, steps_in_epoch
+from lbbench.worker.sampling import GlobalBatchSampler, planned_stream
+from lbbench.worker.schedules import make_schedule
 
 SUITE = """
 name: feat
@@ -55,13 +55,13 @@ def test_small_first_epoch(tmp_path, digits_dir):
 
 def test_planned_stream_with_a_constant_batch_is_the_plain_stream():
     s = GlobalBatchSampler(100, 32, 4, seed=5)
-    a = planned_stream(100, 5, rank=1, np_=2, local=8, batch_of=lambda e: (32, 2))
+    a = planned_stream(100, 5, rank=1, np_=2, batch_of=lambda e: (32, 2))
     b = s.stream(1, 2)
     assert all(np.array_equal(next(a), next(b)) for _ in range(30))
 
 
 def test_bad_batch_schedule_is_located(tmp_path, digits_dir):
-    from lbbench.yamlpos import SuiteError
+    from lbbench.suite import SuiteError
     with pytest.raises(SuiteError, match="first_batch 100 is not divisible"):
         make(tmp_path, digits_dir, "batch_schedule: {kind: small_first, first_batch: 100, first_lr: 0.005}")
     with pytest.raises(SuiteError, match="increase replaces the LR drops"):
@@ -97,7 +97,7 @@ def test_batch_schedule_run_changes_batch_and_logs_it(tmp_path, digits_dir):
     s = run_worker(spec, tmp_path / "run")
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["global_batch"] for r in rows if r["kind"] == "epoch"] == [128, 256, 512]
-    assert s["steps_run"] == 12 + 6 + 3 and s["samples_run"] == 12 * 128 + 6 * 256 + 3 * 512
+    assert s.steps_run == 12 + 6 + 3 and s.samples_run == 12 * 128 + 6 * 256 + 3 * 512
     log = (tmp_path / "run" / "mllog.txt").read_text()
     assert log.count("lbbench_batch_change") == 2
     p = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",

@@ -1,4 +1,4 @@
-"""Diagnostics (METHODS.md section 9): the noise-scale estimator by hand and by Monte Carlo,
+"""Diagnostics (docs/methods.md section 9): the noise-scale estimator by hand and by Monte Carlo,
 and the per-tensor rows a real run writes."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import run_single, small_spec
-from lbbench.noise_scale import noise_scale_parts
+from lbbench.worker.noise_scale import noise_scale_parts
 
 
 def test_noise_scale_two_micro_batches_by_hand():

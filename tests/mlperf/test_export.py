@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from conftest import lbbench, write_suite
-from lbbench.export_mlperf import package_checker
+from helpers import lbbench, write_suite
+from lbbench.mlperf.export import package_checker
+
+pytestmark = pytest.mark.slow    # the fixture trains five real runs
 
 FIVE_SEEDS = """
 name: five

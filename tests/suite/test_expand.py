@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT, lbbench, write_suite
+from helpers import ROOT, lbbench, write_suite
 from lbbench.suite import expand, load_suite
-from lbbench.yamlpos import SuiteError
+from lbbench.suite import SuiteError
 
 GOOD = textwrap.dedent("""\
     name: t

@@ -1,5 +1,5 @@
 """Divergence rules (lbbench/health.py): a non-finite loss, and top-1 collapsing to chance."""
-from lbbench.health import accuracy_collapsed, loss_diverged
+from lbbench.worker.health import accuracy_collapsed, loss_diverged
 
 
 def test_non_finite_loss_diverges():

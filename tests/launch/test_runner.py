@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import BIN, ROOT, lbbench
+from helpers import BIN, ROOT, lbbench
 
 pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")

@@ -14,11 +14,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, lbbench, write_suite
+from helpers import ROOT, lbbench, write_suite
 from helpers import run_single, run_worker, spec_from
 from lbbench.methods import REGISTRY
-from lbbench.metrics import read_metrics
-from lbbench.store import read_summary
+from lbbench.store.metrics import read_metrics
+from lbbench.store.summary import read_summary
 
 pytestmark = pytest.mark.slow
 
@@ -127,12 +127,12 @@ run: {{checkpoint_every: 0}}
 def test_two_tf_ranks_equal_one_rank_with_accumulation(tmp_path, digits_dir):
     two = run_worker(spec_from(DIGITS.format(data=digits_dir, np=2, accum=1), tmp_path), tmp_path / "np2")
     one = run_single(spec_from(DIGITS.format(data=digits_dir, np=1, accum=2), tmp_path), tmp_path / "np1")
-    assert two["ranks_agree"] and len(two["param_digests"]) == 2
+    assert two.ranks_agree and len(two.param_digests) == 2
     a, b = np.load(tmp_path / "np2" / "final.npz"), np.load(tmp_path / "np1" / "final.npz")
     # trainable weights only: BN running statistics see micro-batches differently (as in PyTorch)
     for k in (k for k in a.files if k.startswith("w")):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
-    assert two["allreduces"] == one["allreduces"] == 6 and two["backward_passes"] * 2 == one["backward_passes"]
+    assert two.allreduces == one.allreduces == 6 and two.backward_passes * 2 == one.backward_passes
 
 
 def test_suite_runs_both_frameworks_side_by_side(tmp_path, digits_dir):
@@ -150,8 +150,8 @@ run: {{diag_every: 20}}
     res = tmp_path / "res" / "both"
     rdirs = {fw: next(d for d in res.iterdir() if f"-{fw}-" in d.name) for fw in ("torch", "tf")}
     runs = {fw: read_summary(d) for fw, d in rdirs.items()}
-    assert runs["tf"]["best_top1"] == pytest.approx(runs["torch"]["best_top1"], abs=0.05)
-    assert runs["tf"]["train_gflop_per_image"] == pytest.approx(runs["torch"]["train_gflop_per_image"])
+    assert runs["tf"].best_top1 == pytest.approx(runs["torch"].best_top1, abs=0.05)
+    assert runs["tf"].train_gflop_per_image == pytest.approx(runs["torch"].train_gflop_per_image)
     for fw, rdir in rdirs.items():
         check = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
                                 "--ruleset", "4.0.0", str(rdir / "mllog.txt")], capture_output=True, text=True,
@@ -164,7 +164,7 @@ run: {{diag_every: 20}}
     p = lbbench("run", suite, "--results", tmp_path / "res", "--only", "*-tf-*")
     assert p.returncode == 0, p.stdout[-3000:]
     again = read_summary(rdirs["tf"])
-    assert again["preemptions"] == 1 and again["epochs_run"] == 2 and not again["time_to_target_valid"]
+    assert again.preemptions == 1 and again.epochs_run == 2 and not again.time_to_target_valid
     check = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
                             "--ruleset", "4.0.0", str(rdirs["tf"] / "mllog.txt")], capture_output=True, text=True,
                            cwd=tmp_path)

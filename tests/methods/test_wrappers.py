@@ -1,4 +1,4 @@
-"""GradientMix and EXTRAP-SGD: their defining properties (METHODS.md sections 4 and 5)."""
+"""GradientMix and EXTRAP-SGD: their defining properties (docs/methods.md sections 4 and 5)."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,9 +57,9 @@ def test_extrap_sgd_with_zero_extrapolation_is_nesterov_sgd(tmp_path, digits_dir
     a, b = final_weights(tmp_path / "nesterov"), final_weights(tmp_path / "extrap")
     for k in a:   # same gradients at the same points; the 1/accum = 1/2 scaling is exact in binary
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    steps = s_e["steps_run"]
-    assert s_e["backward_passes"] == 2 * 2 * steps and s_e["allreduces"] == steps   # 2 micro-batches
-    assert s_n["backward_passes"] == 2 * steps and s_n["allreduces"] == steps
+    steps = s_e.steps_run
+    assert s_e.backward_passes == 2 * 2 * steps and s_e.allreduces == steps   # 2 micro-batches
+    assert s_n.backward_passes == 2 * steps and s_n.allreduces == steps
     moved = small_spec(tmp_path, digits_dir, "extrap_sgd", "{}")
     run_single(moved, tmp_path / "moved")
     c = final_weights(tmp_path / "moved")

@@ -9,7 +9,7 @@ from lbbench.methods import REGISTRY, resolve_hparams
 from reference_numpy import REFERENCES, kwargs_for
 
 torch = pytest.importorskip("torch")
-from lbbench.backends.torch.optim import BUILDERS  # noqa: E402
+from lbbench.backends.torch.optim import RULES  # noqa: E402
 
 # Non-default hyperparameters, so the test exercises them (Nesterov, weight decay, eps, ...).
 VARIANTS = {
@@ -28,7 +28,7 @@ LRS = [0.05, 0.2, 0.1, 0.01, 0.3]
 
 def test_every_optimizer_method_has_a_reference_and_a_torch_builder():
     optimizers = {n for n in REGISTRY if n not in ("gradientmix", "extrap_sgd", "kfac", "cblr")}
-    assert optimizers <= set(REFERENCES) and optimizers <= set(BUILDERS)
+    assert optimizers <= set(REFERENCES) and optimizers <= set(RULES)
 
 
 def _case(seed=0):
@@ -50,9 +50,7 @@ def test_matches_numpy_formula(method, variant):
     ref_params = [(w.copy(), e) for w, e in params]
     tparams = [torch.nn.Parameter(torch.tensor(w)) for w, _ in params]
     groups = [{"params": [p for p, (_, e) in zip(tparams, params) if e == flag], "excluded": flag} for flag in (False, True)]
-    module, fn = BUILDERS[method]
-    import importlib
-    opt = getattr(importlib.import_module(f"lbbench.backends.torch.optim.{module}"), fn)(groups, hp, LRS[0])
+    opt = RULES[method](groups, hp, LRS[0])
     ref, state = REFERENCES[method][0], {}
     for lr, g in zip(LRS, grads):
         for p, gi in zip(tparams, g):

@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, lbbench, write_suite
+from helpers import ROOT, lbbench, write_suite
 from helpers import spec_from
-from lbbench.store import read_summary
+from lbbench.store.summary import read_summary
 
 SCRIPT = ROOT / "tools" / "slurm_one_node.sh"
 
@@ -60,7 +60,7 @@ def test_submit_runs_real_sbatch_jobs_with_srun_pmix(slurm_cluster, tmp_path, di
     assert len(rdirs) == 2
     for rdir in rdirs:
         s = read_summary(rdir)
-        assert s["status"] in ("success", "not_reached") and s["np"] == 2 and s["ranks_agree"]
+        assert s.status in ("success", "not_reached") and s.np == 2 and s.ranks_agree
         log = (rdir / "worker.log").read_text()
         assert "srun --mpi=pmix --ntasks 2" in log          # the job's lbbench launched through srun
         assert list(rdir.glob("slurm-*.out")) and (rdir / "job.sbatch").exists()
@@ -92,7 +92,7 @@ def test_sbatch_scripts_for_two_nodes_of_eight_gpus(tmp_path):
 
 
 def test_srun_command_inside_an_allocation(tmp_path, monkeypatch):
-    from lbbench.launch import LaunchOptions, command
+    from lbbench.launch.commands import LaunchOptions, command
     from lbbench.launch.slurm import SlurmError
     spec = spec_from(BIG, tmp_path)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)

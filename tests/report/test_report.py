@@ -13,12 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, lbbench
+from helpers import GOLDEN, RESULTS, ROOT, lbbench
 from lbbench.report.build import build, method_summaries
 from lbbench.report.tables import collect, markdown, rows
-
-GOLDEN = ROOT / "tests" / "golden"
-RESULTS = GOLDEN / "results" / "golden"
 
 
 @pytest.fixture
@@ -58,7 +55,7 @@ def test_figures_have_the_expected_axes_and_series(results):
 
 
 def test_rcp_points_overlay_only_for_imagenet(tmp_path):
-    from lbbench.recipes import mlperf_rcps
+    from lbbench.mlperf.rcps import mlperf_rcps
     from lbbench.report.plots import to_target_vs_batch
     cells = {"lars (torch)": {4096: 40.0, 32768: 58.0}}
     with_rcp = to_target_vs_batch(cells, "epochs_to_target", tmp_path, mlperf_rcps(), train_samples=1_281_167)
@@ -86,7 +83,7 @@ def test_scaling_efficiency_and_time_table_from_runs_at_two_worker_counts(tmp_pa
     """One cell at np=1 and np=2 (real runs): the row has a scaling efficiency (images/s per
     worker at np 2 over np 1), the images/s-vs-workers figure exists, and the time table has
     the decomposition shares."""
-    from conftest import write_suite
+    from helpers import write_suite
     suite = write_suite(tmp_path / "np.yaml", f"""
 name: npscale
 workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}}, max_epochs: 1, target_top1: 0.99}}

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from conftest import lbbench, write_suite
+from helpers import lbbench, write_suite
 from helpers import run_worker, spec_from
-from lbbench.metrics import read_metrics
+from lbbench.store.metrics import read_metrics
 
 SUITE = """
 name: perfsuite
@@ -27,10 +27,10 @@ def suite_text(data, method="sgd", np=2, perf=""):
 
 
 def test_resnet50_flops_match_the_published_count():
-    """MLPERF.md: 8.18 GFLOP forward, ~24.5 GFLOP per training image (3 x forward)."""
+    """docs/mlperf.md: 8.18 GFLOP forward, ~24.5 GFLOP per training image (3 x forward)."""
     from lbbench.backends.torch.flops import forward_gflop_per_image
     from lbbench.backends.torch.model import build_model
-    from lbbench.roofline import TRAIN_FACTOR
+    from lbbench.worker.roofline import TRAIN_FACTOR
     fwd = forward_gflop_per_image(build_model("resnet50", 1000), 224)
     assert fwd == pytest.approx(8.18, rel=0.005)
     assert TRAIN_FACTOR * fwd == pytest.approx(24.5, abs=0.1)
@@ -45,7 +45,7 @@ def test_flops_count_by_hand_for_one_conv_and_one_linear():
 
 
 def test_roofline_utilisation_and_peaks():
-    from lbbench.roofline import peak_tflops, utilisation
+    from lbbench.worker.roofline import peak_tflops, utilisation
     assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4)
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "none") == pytest.approx(156.0)
     assert peak_tflops("cpu (2 threads of 2)", "none") is None
@@ -72,7 +72,19 @@ def test_gpu_only_options_are_refused_on_cpu(tmp_path, digits_dir):
     assert p.returncode == 2
     assert "amp: bf16" in p.stderr and "channels_last: true" in p.stderr and "CUDA" in p.stderr and "amp.yaml" in p.stderr
     assert not (tmp_path / "res").exists()
-    # 2. the worker itself (other launchers, other nodes): exit 2 with the same reason
+    # 2. the benchmark
+    b = lbbench("bench", "throughput", "--model", "resnet_tiny", "--amp", "fp16")
+    assert b.returncode == 2 and "amp: fp16" in b.stderr
+    # 3. unknown options are suite errors with a line number
+    bad = write_suite(tmp_path / "bad.yaml", suite_text(digits_dir, perf="{turbo: true}"))
+    p = lbbench("plan", bad)
+    assert p.returncode == 2 and "bad.yaml:6" in p.stderr and "run.perf.turbo" in p.stderr
+
+
+@pytest.mark.slow
+def test_gpu_only_options_are_refused_by_the_worker_itself(tmp_path, digits_dir):
+    """Other launchers, other nodes: the worker exits 2 with the same reason before any work."""
+    assert not torch.cuda.is_available(), "this test is about CPU-only machines"
     spec = spec_from(suite_text(digits_dir, np=1, perf="{dali_device: gpu}"), tmp_path)
     rdir = tmp_path / "run"
     rdir.mkdir()
@@ -81,13 +93,6 @@ def test_gpu_only_options_are_refused_on_cpu(tmp_path, digits_dir):
                        timeout=300)
     assert w.returncode == 2 and "dali_device: gpu" in w.stderr and "torch.cuda.is_available() is False" in w.stderr
     assert not (rdir / "summary.json").exists()
-    # 3. the benchmark
-    b = lbbench("bench", "throughput", "--model", "resnet_tiny", "--amp", "fp16")
-    assert b.returncode == 2 and "amp: fp16" in b.stderr
-    # 4. unknown options are suite errors with a line number
-    bad = write_suite(tmp_path / "bad.yaml", suite_text(digits_dir, perf="{turbo: true}"))
-    p = lbbench("plan", bad)
-    assert p.returncode == 2 and "bad.yaml:6" in p.stderr and "run.perf.turbo" in p.stderr
 
 
 def test_fp16_loss_scaling_is_refused_for_methods_with_their_own_update(tmp_path, digits_dir):
@@ -100,7 +105,7 @@ def test_fp16_loss_scaling_is_refused_for_methods_with_their_own_update(tmp_path
 
 
 def test_fusion_threshold_reaches_the_workers(tmp_path, digits_dir):
-    from lbbench.launch import mpirun_command, worker_env
+    from lbbench.launch.commands import mpirun_command, worker_env
     spec = spec_from(suite_text(digits_dir, perf="{fusion_threshold_mb: 64}"), tmp_path)
     assert worker_env(spec) == {"HOROVOD_FUSION_THRESHOLD": str(64 * 2**20)}
     cmd = mpirun_command(spec, tmp_path)
@@ -114,7 +119,7 @@ def test_decomposition_parts_add_up(tmp_path, digits_dir):
     untimed rest is zero_grad and loss bookkeeping). With fp16 allreduce compression on CPU."""
     spec = spec_from(suite_text(digits_dir, perf="{compression: fp16, fusion_threshold_mb: 1}"), tmp_path)
     s = run_worker(spec, tmp_path / "run")
-    assert s["ranks_agree"] and s["perf"]["compression"] == "fp16"
+    assert s.ranks_agree and s.perf["compression"] == "fp16"
     epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "epoch"]
     assert len(epochs) == 2
     for r in epochs:
@@ -125,11 +130,11 @@ def test_decomposition_parts_add_up(tmp_path, digits_dir):
         assert r["overhead_s"] <= 0.1 * r["epoch_s"], r
         assert min(r[f"{k}_s"] for k in ("data", "compute", "allreduce", "optimizer")) > 0
         assert r["compute_images_per_s"] > r["images_per_s"]
-    total = s["time_parts_s"]
+    total = s.time_parts_s
     assert total["compute"] == pytest.approx(sum(r["compute_s"] for r in epochs))
     assert total["eval"] == pytest.approx(sum(r["eval_s"] for r in epochs))
-    assert s["train_gflop_per_image"] > 0 and s["mfu"] is None       # no known peak for a CPU
-    assert s["achieved_tflops"] == pytest.approx(s["train_gflop_per_image"] * s["images_per_s"] / 1e3)
+    assert s.train_gflop_per_image > 0 and s.mfu is None       # no known peak for a CPU
+    assert s.achieved_tflops == pytest.approx(s.train_gflop_per_image * s.images_per_s / 1e3)
 
 
 @pytest.mark.slow

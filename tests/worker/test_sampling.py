@@ -1,7 +1,7 @@
 """Virtual workers: the micro-batches depend on (B, K), never on how K splits into np x accum."""
 import numpy as np
 
-from lbbench.sampling import GlobalBatchSampler, eval_shard
+from lbbench.worker.sampling import GlobalBatchSampler, eval_shard
 
 
 def take(it, n):

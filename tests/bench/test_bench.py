@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import lbbench
+from helpers import lbbench
 from lbbench.methods import REGISTRY
 
 pytestmark = pytest.mark.slow

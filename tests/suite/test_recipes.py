@@ -7,8 +7,8 @@ import math
 import mlperf_logging
 import pytest
 
-from conftest import ROOT
-from lbbench.recipes import mlperf_lars, spngd
+from helpers import ROOT
+from lbbench.suite.recipes import mlperf_lars, spngd
 from lbbench.suite import expand, load_suite
 
 RCP_FILE = f"{mlperf_logging.__path__[0]}/rcp_checker/training_4.0.0/rcps_resnet.json"

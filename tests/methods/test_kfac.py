@@ -11,7 +11,7 @@ from helpers import run_single, run_worker, small_spec
 from lbbench.methods import resolve_hparams
 
 torch = pytest.importorskip("torch")
-from lbbench.backends.torch.optim.kfac import KFACPreconditioner, damped_inverses  # noqa: E402
+from lbbench.backends.torch.kfac import KFACPreconditioner, damped_inverses  # noqa: E402
 
 
 def _numpy_reference(x, y, W, b, damping, wd):

@@ -1,9 +1,9 @@
-"""Schedules against values computed by hand from METHODS.md section 0."""
+"""Schedules against values computed by hand from docs/methods.md section 0."""
 import math
 
 import pytest
 
-from lbbench.schedules import Schedule, goyal_milestones, scaled_lr
+from lbbench.worker.schedules import Schedule, goyal_milestones, scaled_lr
 
 
 def test_mlperf_poly2_with_warmup_hand_values():

@@ -42,19 +42,19 @@ def test_two_ranks_agree_and_equal_one_rank_with_accumulation(tmp_path, digits_d
     assert (two.np, two.accum, two.bn_span) == (2, 1, 128) and (one.np, one.accum, one.bn_span) == (1, 2, 128)
     s2 = run_worker(two, tmp_path / "np2")
     s1 = run_worker(one, tmp_path / "np1")
-    assert s2["ranks_agree"] and len(s2["param_digests"]) == 2
+    assert s2.ranks_agree and len(s2.param_digests) == 2
     w2 = torch.load(tmp_path / "np2" / "final.pt")
     w1 = torch.load(tmp_path / "np1" / "final.pt")
     names = [k for k in w2 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert len(names) > 20
     for k in names:   # 6 steps of SGD: differences are only the order of float sums
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6, msg=k)
-    assert s1["steps_run"] == s2["steps_run"] == 6
+    assert s1.steps_run == s2.steps_run == 6
 
 
 def test_mpirun_launcher_runs_two_ranks_through_open_mpi(tmp_path, digits_dir):
     spec = spec_from(SUITE.format(data=digits_dir, np=2), tmp_path)
     summary = run_worker(spec, tmp_path / "mpi", launcher="mpirun")
-    assert summary["ranks_agree"] and len(summary["param_digests"]) == 2
+    assert summary.ranks_agree and len(summary.param_digests) == 2
     log = (tmp_path / "mpi" / "mllog.txt").read_text()
     assert log.count('"key": "eval_accuracy"') == 1
