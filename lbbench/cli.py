@@ -1,26 +1,31 @@
 """The `lbbench` command (typer): thin — parse, call, turn known errors into exit status 2."""
+
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="lbbench: large-batch training benchmarks (ResNet-50 / ImageNet) through Horovod.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="lbbench: large-batch training benchmarks (ResNet-50 / ImageNet) through Horovod.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Write the bundled data sets in the ImageNet layout.")
 app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 
 
-def _load(path: Path, check_data: bool, np: Optional[int] = None):
+def _load(path: Path, check_data: bool, np: int | None = None):
     from lbbench.suite.expand import expand, load_suite
     from lbbench.suite.yamlpos import SuiteError
+
     try:
         suite = load_suite(path)
         if np is not None:
@@ -28,51 +33,78 @@ def _load(path: Path, check_data: bool, np: Optional[int] = None):
         runs, warnings = expand(suite, check_data=check_data)
     except SuiteError as e:
         err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     for w in warnings:
         err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     return suite, runs
 
 
 @app.command()
-def plan(suite: Path = typer.Argument(..., help="suite YAML"),
-         only: Optional[str] = typer.Option(None, help="glob on run id or method label"),
-         np: Optional[int] = typer.Option(None, "--np", help="override the workers axis")):
+def plan(
+    suite: Path = typer.Argument(..., help="suite YAML"),
+    only: str | None = typer.Option(None, help="glob on run id or method label"),
+    np: int | None = typer.Option(None, "--np", help="override the workers axis"),
+):
     """Print the runs a suite expands to."""
     from lbbench.launch.runner import select
+
     s, runs = _load(suite, check_data=False, np=np)
     runs = select(runs, only)
     t = Table(title=f"{s.name}: {len(runs)} runs ({s.file})")
-    for col in ("run id", "method", "global batch", "np x local x accum", "bn span", "framework", "seed", "peak lr", "division"):
+    for col in (
+        "run id",
+        "method",
+        "global batch",
+        "np x local x accum",
+        "bn span",
+        "framework",
+        "seed",
+        "peak lr",
+        "division",
+    ):
         t.add_column(col)
     for r in runs:
-        t.add_row(r.run_id, r.label, str(r.global_batch), f"{r.np} x {r.local_batch} x {r.accum}", str(r.bn_span),
-                  r.framework, str(r.seed), f"{r.lr.peak_lr:g}", r.division)
+        t.add_row(
+            r.run_id,
+            r.label,
+            str(r.global_batch),
+            f"{r.np} x {r.local_batch} x {r.accum}",
+            str(r.bn_span),
+            r.framework,
+            str(r.seed),
+            f"{r.lr.peak_lr:g}",
+            r.division,
+        )
     Console(width=max(console.width, 160)).print(t)
 
 
 @app.command()
-def run(suite: Path = typer.Argument(..., help="suite YAML"),
-        only: Optional[str] = typer.Option(None, help="glob on run id or method label"),
-        np: Optional[int] = typer.Option(None, "--np", help="override the workers axis"),
-        launcher: str = typer.Option("local", help="local (Horovod Gloo, one node) | horovodrun | mpirun | slurm"),
-        results: Path = typer.Option(Path("results"), help="results root"),
-        timeout: Optional[float] = typer.Option(None, help="per-run time limit in seconds"),
-        container: Optional[str] = typer.Option(None, help="run the workers in this Apptainer/Singularity image (exec --nv)"),
-        container_runtime: Optional[str] = typer.Option(None, help="apptainer | singularity (default: whichever is installed)"),
-        submit: bool = typer.Option(False, help="slurm: write one sbatch script per run and submit it"),
-        dry_run: bool = typer.Option(False, help="slurm --submit: print the scripts, submit nothing"),
-        wait: bool = typer.Option(False, help="slurm --submit: wait for the jobs, then report"),
-        srun_mpi: Optional[str] = typer.Option(None, help="slurm: srun --mpi= plugin (default: the suite's, pmix)"),
-        nodes: Optional[int] = typer.Option(None, help="slurm --submit: nodes per run"),
-        gpus_per_node: Optional[int] = typer.Option(None, help="slurm --submit: GPUs per node (one worker each)"),
-        ntasks_per_node: Optional[int] = typer.Option(None, help="slurm --submit: workers per node"),
-        time_limit: Optional[str] = typer.Option(None, "--time", help="slurm --submit: job time limit (Slurm format)"),
-        account: Optional[str] = typer.Option(None, help="slurm --submit: account"),
-        partition: Optional[str] = typer.Option(None, help="slurm --submit: partition")):
+def run(
+    suite: Path = typer.Argument(..., help="suite YAML"),
+    only: str | None = typer.Option(None, help="glob on run id or method label"),
+    np: int | None = typer.Option(None, "--np", help="override the workers axis"),
+    launcher: str = typer.Option("local", help="local (Horovod Gloo, one node) | horovodrun | mpirun | slurm"),
+    results: Path = typer.Option(Path("results"), help="results root"),
+    timeout: float | None = typer.Option(None, help="per-run time limit in seconds"),
+    container: str | None = typer.Option(None, help="run the workers in this Apptainer/Singularity image (exec --nv)"),
+    container_runtime: str | None = typer.Option(
+        None, help="apptainer | singularity (default: whichever is installed)"
+    ),
+    submit: bool = typer.Option(False, help="slurm: write one sbatch script per run and submit it"),
+    dry_run: bool = typer.Option(False, help="slurm --submit: print the scripts, submit nothing"),
+    wait: bool = typer.Option(False, help="slurm --submit: wait for the jobs, then report"),
+    srun_mpi: str | None = typer.Option(None, help="slurm: srun --mpi= plugin (default: the suite's, pmix)"),
+    nodes: int | None = typer.Option(None, help="slurm --submit: nodes per run"),
+    gpus_per_node: int | None = typer.Option(None, help="slurm --submit: GPUs per node (one worker each)"),
+    ntasks_per_node: int | None = typer.Option(None, help="slurm --submit: workers per node"),
+    time_limit: str | None = typer.Option(None, "--time", help="slurm --submit: job time limit (Slurm format)"),
+    account: str | None = typer.Option(None, help="slurm --submit: account"),
+    partition: str | None = typer.Option(None, help="slurm --submit: partition"),
+):
     """Run every cell of a suite (completed runs are skipped; interrupted ones resume)."""
     from lbbench.launch.commands import LAUNCHERS, LaunchOptions, local_gpu_present
     from lbbench.launch.runner import run_all, select
+
     if launcher not in LAUNCHERS:
         err.print(f"error: unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
         raise typer.Exit(2)
@@ -80,8 +112,10 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
         err.print("error: --submit, --dry-run and --wait belong to --launcher slurm")
         raise typer.Exit(2)
     if launcher == "slurm" and not submit and not dry_run and not os.environ.get("SLURM_JOB_ID"):
-        err.print("error: --launcher slurm starts workers with srun inside a Slurm allocation and SLURM_JOB_ID is "
-                  "not set: add --submit (or --dry-run) to write sbatch jobs, or run inside salloc/sbatch")
+        err.print(
+            "error: --launcher slurm starts workers with srun inside a Slurm allocation and SLURM_JOB_ID is "
+            "not set: add --submit (or --dry-run) to write sbatch jobs, or run inside salloc/sbatch"
+        )
         raise typer.Exit(2)
     s, runs = _load(suite, check_data=True, np=np)
     runs = select(runs, only)
@@ -91,17 +125,39 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
     gpu_runs = [r for r in runs if r.perf.gpu_only()]
     if gpu_runs and launcher == "local" and not container and not local_gpu_present():
         opts = sorted({o for r in gpu_runs for o in r.perf.gpu_only()})
-        err.print(f"error: {suite}: run.perf {', '.join(opts)} need a CUDA GPU and this machine has none "
-                  f"(no nvidia-smi); {len(gpu_runs)} run(s) affected. Remove the option(s) or run on GPU nodes.",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"error: {suite}: run.perf {', '.join(opts)} need a CUDA GPU and this machine has none "
+            f"(no nvidia-smi); {len(gpu_runs)} run(s) affected. Remove the option(s) or run on GPU nodes.",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     binds = [str(results.resolve()), str(Path.cwd())] + [r.data.path for r in runs if r.data.path]
-    opts = LaunchOptions(container=container, container_runtime=container_runtime,
-                         srun_mpi=srun_mpi or s.cfg.slurm.mpi, binds=tuple(binds) if container else ())
+    opts = LaunchOptions(
+        container=container,
+        container_runtime=container_runtime,
+        srun_mpi=srun_mpi or s.cfg.slurm.mpi,
+        binds=tuple(binds) if container else (),
+    )
     if submit or dry_run:
-        raise typer.Exit(_submit(s, runs, results, opts, dry_run, wait, dict(
-            nodes=nodes, gpus_per_node=gpus_per_node, ntasks_per_node=ntasks_per_node, time=time_limit,
-            account=account, partition=partition)))
+        raise typer.Exit(
+            _submit(
+                s,
+                runs,
+                results,
+                opts,
+                dry_run,
+                wait,
+                dict(
+                    nodes=nodes,
+                    gpus_per_node=gpus_per_node,
+                    ntasks_per_node=ntasks_per_node,
+                    time=time_limit,
+                    account=account,
+                    partition=partition,
+                ),
+            )
+        )
     summaries = run_all(runs, results, launcher, console, timeout, opts)
     _print_report(results / s.name)
     bad = [x for x in summaries if x.status in ("failed", "timeout")]
@@ -110,11 +166,19 @@ def run(suite: Path = typer.Argument(..., help="suite YAML"),
 
 def _submit(s, runs, results: Path, opts, dry_run: bool, wait: bool, overrides: dict) -> int:
     from lbbench.launch.slurm import JobResources, SlurmError, submit_runs
+
     cfg = s.cfg.slurm
-    res = JobResources(**{**{k: getattr(cfg, k) for k in ("nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task",
-                                                          "time", "account", "partition")},
-                          **{k: v for k, v in overrides.items() if v is not None}},
-                       extra=tuple(cfg.extra), setup=tuple(cfg.setup))
+    res = JobResources(
+        **{
+            **{
+                k: getattr(cfg, k)
+                for k in ("nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "time", "account", "partition")
+            },
+            **{k: v for k, v in overrides.items() if v is not None},
+        },
+        extra=tuple(cfg.extra),
+        setup=tuple(cfg.setup),
+    )
     try:
         if wait and not dry_run:
             console.print("submitting; waiting for the jobs ...")
@@ -132,19 +196,24 @@ def _submit(s, runs, results: Path, opts, dry_run: bool, wait: bool, overrides: 
     if wait and out.jobs:
         _print_report(results / s.name)
         if out.unfinished:
-            err.print(f"error: {len(out.unfinished)} run(s) did not finish: {', '.join(out.unfinished)} "
-                      "(see slurm-*.out in their run dirs)")
+            err.print(
+                f"error: {len(out.unfinished)} run(s) did not finish: {', '.join(out.unfinished)} "
+                "(see slurm-*.out in their run dirs)"
+            )
             return 1
     return 0
 
 
 @app.command()
-def status(suite: Path = typer.Argument(..., help="suite YAML"),
-           results: Path = typer.Option(Path("results"), help="results root")):
+def status(
+    suite: Path = typer.Argument(..., help="suite YAML"),
+    results: Path = typer.Option(Path("results"), help="results root"),
+):
     """Which runs of a suite are done, running, failed, resumable or not started."""
     from lbbench.launch.runner import run_state
     from lbbench.store.files import run_dir
     from lbbench.store.summary import summary_or_damage
+
     s, runs = _load(suite, check_data=False)
     t = Table(title=f"{s.name}: {len(runs)} runs in {results / s.name}")
     for col in ("run id", "state", "status", "epochs", "best top-1", "note"):
@@ -156,18 +225,28 @@ def status(suite: Path = typer.Argument(..., help="suite YAML"),
         counts[state] = counts.get(state, 0) + 1
         summ, damage = summary_or_damage(rdir)
         best = summ.best_top1 if summ else None
-        note = damage or ((summ.reason or "") if summ and state == "failed" else (
-            f"{summ.preemptions} preemption(s)" if summ and summ.preemptions else ""))
-        t.add_row(r.run_id, state, summ.status if summ else "-",
-                  str(summ.epochs_run) if summ and summ.epochs_run is not None else "-",
-                  "-" if best is None else f"{best:.4f}", note)
+        note = damage or (
+            (summ.reason or "")
+            if summ and state == "failed"
+            else (f"{summ.preemptions} preemption(s)" if summ and summ.preemptions else "")
+        )
+        t.add_row(
+            r.run_id,
+            state,
+            summ.status if summ else "-",
+            str(summ.epochs_run) if summ and summ.epochs_run is not None else "-",
+            "-" if best is None else f"{best:.4f}",
+            note,
+        )
     Console(width=max(console.width, 140)).print(t)
     console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
 
 
 @app.command()
-def report(results_dir: Path = typer.Argument(..., help="a suite's results directory (or any tree of runs)"),
-           format: str = typer.Option("md,csv,html", "--format", help="comma-separated: md, csv, html")):
+def report(
+    results_dir: Path = typer.Argument(..., help="a suite's results directory (or any tree of runs)"),
+    format: str = typer.Option("md,csv,html", "--format", help="comma-separated: md, csv, html"),
+):
     """Tables, figures and a text per method into RESULTS_DIR (report.md/.csv/.html, figures/)."""
     if not results_dir.is_dir():
         err.print(f"error: {results_dir} is not a directory")
@@ -183,6 +262,7 @@ def report(results_dir: Path = typer.Argument(..., help="a suite's results direc
 def _print_report(results_dir: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> None:
     from lbbench.report.build import build
     from lbbench.report.tables import markdown
+
     out = build(results_dir, formats)
     console.print(markdown(out["table"]), highlight=False, soft_wrap=True)
     for method, text in out["texts"].items():
@@ -197,13 +277,16 @@ app.add_typer(bench_app, name="bench")
 
 
 @bench_app.command("optim")
-def bench_optim(model: str = typer.Option("resnet50", help="model name (lbbench/backends/torch/model.py)"),
-                batch: int = typer.Option(16, help="images per step per worker"),
-                steps: int = typer.Option(3, help="timed steps per method (at least one period of periodic work)"),
-                methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: all)"),
-                out: Optional[Path] = typer.Option(None, help="result JSON (default: results/bench/optim-MODEL-bBATCH.json)")):
+def bench_optim(
+    model: str = typer.Option("resnet50", help="model name (lbbench/backends/torch/model.py)"),
+    batch: int = typer.Option(16, help="images per step per worker"),
+    steps: int = typer.Option(3, help="timed steps per method (at least one period of periodic work)"),
+    methods: str | None = typer.Option(None, help="comma-separated methods (default: all)"),
+    out: Path | None = typer.Option(None, help="result JSON (default: results/bench/optim-MODEL-bBATCH.json)"),
+):
     """Full training-step time of every method relative to SGD (PyTorch, this machine's device)."""
     from lbbench.bench.optim import run as bench_run
+
     out = out or Path("results") / "bench" / f"optim-{model}-b{batch}.json"
     rc, res = bench_run(model, batch, steps, methods, out)
     if res is not None:
@@ -217,20 +300,22 @@ def bench_optim(model: str = typer.Option("resnet50", help="model name (lbbench/
 
 
 @bench_app.command("throughput")
-def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
-                     batch: int = typer.Option(32, help="images per step per worker"),
-                     np: str = typer.Option("1", "--np", help="worker counts, comma-separated (scaling efficiency vs the first)"),
-                     framework: str = typer.Option("torch", help="torch | tf"),
-                     data: str = typer.Option("synthetic", help="synthetic | dali"),
-                     data_dir: Path = typer.Option(Path("data/digits"), help="ImageNet-layout folder for --data dali"),
-                     amp: str = typer.Option("none", help="none | bf16 | fp16 (GPU only)"),
-                     channels_last: bool = typer.Option(False, help="NHWC tensors (GPU only)"),
-                     compile: bool = typer.Option(False, "--compile", help="torch.compile the model"),
-                     dali_device: str = typer.Option("cpu", help="cpu | gpu (DALI mixed decoding, GPU only)"),
-                     warmup: int = typer.Option(2, help="untimed warm-up steps"),
-                     iters: int = typer.Option(5, help="timed iterations (the 95% interval is over these)"),
-                     batches_per_iter: int = typer.Option(2, help="steps per timed iteration"),
-                     out: Optional[Path] = typer.Option(None, help="result JSON (default: results/bench/throughput-...json)")):
+def bench_throughput(
+    model: str = typer.Option("resnet50", help="model name"),
+    batch: int = typer.Option(32, help="images per step per worker"),
+    np: str = typer.Option("1", "--np", help="worker counts, comma-separated (scaling efficiency vs the first)"),
+    framework: str = typer.Option("torch", help="torch | tf"),
+    data: str = typer.Option("synthetic", help="synthetic | dali"),
+    data_dir: Path = typer.Option(Path("data/digits"), help="ImageNet-layout folder for --data dali"),
+    amp: str = typer.Option("none", help="none | bf16 | fp16 (GPU only)"),
+    channels_last: bool = typer.Option(False, help="NHWC tensors (GPU only)"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model"),
+    dali_device: str = typer.Option("cpu", help="cpu | gpu (DALI mixed decoding, GPU only)"),
+    warmup: int = typer.Option(2, help="untimed warm-up steps"),
+    iters: int = typer.Option(5, help="timed iterations (the 95% interval is over these)"),
+    batches_per_iter: int = typer.Option(2, help="steps per timed iteration"),
+    out: Path | None = typer.Option(None, help="result JSON (default: results/bench/throughput-...json)"),
+):
     """Training images/s per worker and in total (mean, 95% interval), the step-time decomposition,
     model FLOP utilisation, and scaling efficiency across --np; synthetic or DALI-fed data."""
     from pydantic import ValidationError
@@ -239,6 +324,7 @@ def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
     from lbbench.launch.commands import local_gpu_present
     from lbbench.spec import PerfSpec
     from lbbench.store.files import write_json
+
     if framework not in ("torch", "tf") or data not in ("synthetic", "dali"):
         err.print(f"error: --framework {framework} --data {data}: expected --framework torch|tf, --data synthetic|dali")
         raise typer.Exit(2)
@@ -247,52 +333,78 @@ def bench_throughput(model: str = typer.Option("resnet50", help="model name"),
         perf = PerfSpec(amp=amp, channels_last=channels_last, compile=compile, dali_device=dali_device)
     except (ValueError, ValidationError) as e:
         err.print(f"error: {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if perf.gpu_only() and not local_gpu_present():
         err.print(f"error: {', '.join(perf.gpu_only())} need a CUDA GPU and this machine has none (no nvidia-smi)")
         raise typer.Exit(2)
     if data == "dali" and not (data_dir / "train").is_dir():
-        err.print(f"error: --data dali needs an ImageNet-layout folder; {data_dir}/train does not exist "
-                  "(`lbbench data digits` writes one)")
+        err.print(
+            f"error: --data dali needs an ImageNet-layout folder; {data_dir}/train does not exist "
+            "(`lbbench data digits` writes one)"
+        )
         raise typer.Exit(2)
     out = out or Path("results") / "bench" / f"throughput-{framework}-{model}-b{batch}-{data}.json"
     try:
-        result = sweep(framework, model, batch, nps, perf, data_dir if data == "dali" else None, warmup, iters,
-                       batches_per_iter)
+        result = sweep(
+            framework, model, batch, nps, perf, data_dir if data == "dali" else None, warmup, iters, batches_per_iter
+        )
     except BenchFailed as e:
         err.print(f"error: {e}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     write_json(out, result)
     runs = result["runs"]
     t = Table(title=f"training throughput: {model}, batch {batch}/worker, {data} data ({out})")
-    for col in ("np", "img/s per worker", "img/s total", "scaling eff.", "s/step", "data", "compute", "allreduce",
-                "optimizer", "TFLOP/s", "MFU"):
+    for col in (
+        "np",
+        "img/s per worker",
+        "img/s total",
+        "scaling eff.",
+        "s/step",
+        "data",
+        "compute",
+        "allreduce",
+        "optimizer",
+        "TFLOP/s",
+        "MFU",
+    ):
         t.add_column(col)
     for r in runs:
         w, tot, d = r["images_per_s_per_worker"], r["images_per_s_total"], r["decomposition_s_per_step"]
-        t.add_row(str(r["np"]), f"{w['mean']:,.1f} ± {w['ci95']:,.1f}", f"{tot['mean']:,.1f} ± {tot['ci95']:,.1f}",
-                  f"{r['scaling_efficiency']:.2f}", f"{r['step_s']:.3f}",
-                  *(f"{d.get(k, 0.0):.3f}" for k in ("data", "compute", "allreduce", "optimizer")),
-                  f"{r['achieved_tflops']:.3f}", "-" if r["mfu"] is None else f"{r['mfu']:.1%}")
+        t.add_row(
+            str(r["np"]),
+            f"{w['mean']:,.1f} ± {w['ci95']:,.1f}",
+            f"{tot['mean']:,.1f} ± {tot['ci95']:,.1f}",
+            f"{r['scaling_efficiency']:.2f}",
+            f"{r['step_s']:.3f}",
+            *(f"{d.get(k, 0.0):.3f}" for k in ("data", "compute", "allreduce", "optimizer")),
+            f"{r['achieved_tflops']:.3f}",
+            "-" if r["mfu"] is None else f"{r['mfu']:.1%}",
+        )
     Console(width=max(console.width, 160)).print(t)
 
 
 @app.command()
-def compare(new: Path = typer.Argument(..., help="results directory (or baseline JSON) to judge"),
-            baseline: Path = typer.Argument(..., help="results directory or baseline JSON to compare with"),
-            epochs_tolerance: float = typer.Option(0.25, help="relative rise of epochs to target allowed"),
-            top1_tolerance: float = typer.Option(0.02, help="absolute fall of best top-1 allowed"),
-            images_tolerance: Optional[float] = typer.Option(None, help="relative fall of images/s allowed (default: not checked)"),
-            eval_every: int = typer.Option(1, help="epochs between evaluations of the suite")):
+def compare(
+    new: Path = typer.Argument(..., help="results directory (or baseline JSON) to judge"),
+    baseline: Path = typer.Argument(..., help="results directory or baseline JSON to compare with"),
+    epochs_tolerance: float = typer.Option(0.25, help="relative rise of epochs to target allowed"),
+    top1_tolerance: float = typer.Option(0.02, help="absolute fall of best top-1 allowed"),
+    images_tolerance: float | None = typer.Option(
+        None, help="relative fall of images/s allowed (default: not checked)"
+    ),
+    eval_every: int = typer.Option(1, help="epochs between evaluations of the suite"),
+):
     """Exit 1 when a cell regressed beyond tolerance (CI gate); prints what changed."""
     from lbbench.report.compare import Tolerance, cells_of
     from lbbench.report.compare import compare as do_compare
+
     for p in (new, baseline):
         if not p.exists():
             err.print(f"error: {p} does not exist")
             raise typer.Exit(2)
-    rows, failed = do_compare(cells_of(new), cells_of(baseline),
-                              Tolerance(epochs_tolerance, top1_tolerance, images_tolerance, eval_every))
+    rows, failed = do_compare(
+        cells_of(new), cells_of(baseline), Tolerance(epochs_tolerance, top1_tolerance, images_tolerance, eval_every)
+    )
     t = Table(title=f"{new} vs {baseline}")
     for col in ("cell (method|batch|framework)", "verdict", "details"):
         t.add_column(col)
@@ -306,25 +418,33 @@ def compare(new: Path = typer.Argument(..., help="results directory (or baseline
 
 
 @app.command("baseline")
-def make_baseline(results_dir: Path = typer.Argument(..., help="a suite's results directory"),
-                  out: Path = typer.Option(..., help="baseline JSON to write (results/baselines/<suite>-<machine>.json)"),
-                  machine: Optional[str] = typer.Option(None, help="machine class name (default: arch-Ncpu)")):
+def make_baseline(
+    results_dir: Path = typer.Argument(..., help="a suite's results directory"),
+    out: Path = typer.Option(..., help="baseline JSON to write (results/baselines/<suite>-<machine>.json)"),
+    machine: str | None = typer.Option(None, help="machine class name (default: arch-Ncpu)"),
+):
     """Write a compact baseline of a result set, for `lbbench compare` and the CI gate."""
     from lbbench.report.compare import baseline
     from lbbench.store.files import write_json
+
     write_json(out, baseline(results_dir, machine))
     console.print(f"written: {out}")
 
 
 @app.command("export-mlperf")
-def export_mlperf(results_dir: Path = typer.Argument(..., help="results directory (a suite's or any tree of runs)"),
-                  out: Path = typer.Argument(..., help="new directory for the MLPerf package"),
-                  cell: Optional[list[str]] = typer.Option(None, help="METHOD:BATCH[:FRAMEWORK[:NP]] (repeatable; default: every cell with 5 seeds)"),
-                  submitter: str = typer.Option("lbbench", help="submitter name in systems/*.json"),
-                  custom_rcps: str = typer.Option("auto", help="auto (above MLPerf's largest RCP batch) | always | never")):
+def export_mlperf(
+    results_dir: Path = typer.Argument(..., help="results directory (a suite's or any tree of runs)"),
+    out: Path = typer.Argument(..., help="new directory for the MLPerf package"),
+    cell: list[str] | None = typer.Option(
+        None, help="METHOD:BATCH[:FRAMEWORK[:NP]] (repeatable; default: every cell with 5 seeds)"
+    ),
+    submitter: str = typer.Option("lbbench", help="submitter name in systems/*.json"),
+    custom_rcps: str = typer.Option("auto", help="auto (above MLPerf's largest RCP batch) | always | never"),
+):
     """MLPerf package (results/<system>/resnet/result_N.txt, systems/<system>.json), checked by
     mlperf_logging's package_checker and result_summarizer (ruleset 4.0.0)."""
     from lbbench.mlperf.export import ExportError, export
+
     if custom_rcps not in ("auto", "always", "never"):
         err.print(f"error: --custom-rcps {custom_rcps!r}: expected auto, always or never")
         raise typer.Exit(2)
@@ -335,7 +455,7 @@ def export_mlperf(results_dir: Path = typer.Argument(..., help="results director
         res = export(results_dir, out, cell or [], submitter, custom_rcps)
     except ExportError as e:
         err.print(f"error: {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     console.print(f"package: {res['package']} ({', '.join(res['systems'])})", highlight=False, soft_wrap=True)
     if res["custom_rcps"]:
         console.print(f"custom RCPs: {res['custom_rcps']}", highlight=False, soft_wrap=True)
@@ -349,6 +469,7 @@ def export_mlperf(results_dir: Path = typer.Argument(..., help="results director
 def data_digits(out: Path = typer.Option(Path("data/digits"), help="output directory")):
     """scikit-learn's bundled UCI digits in the ImageNet folder layout (1,536 train / 261 val)."""
     from lbbench.data.digits import write_digits
+
     n_train, n_val = write_digits(out)
     console.print(f"{out}: {n_train} training and {n_val} validation images")
 

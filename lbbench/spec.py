@@ -5,6 +5,7 @@ The worker receives only the path of a RunSpec file and never re-reads the suite
 is derived from the content (minus where the data happens to live), so re-running a suite
 finds completed runs by id.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,7 @@ class Frozen(BaseModel):
 
 class DataSpec(Frozen):
     kind: Literal["folder", "synthetic"]
-    path: str | None            # ImageNet layout: <path>/train/<class>/*, <path>/val/<class>/*
+    path: str | None  # ImageNet layout: <path>/train/<class>/*, <path>/val/<class>/*
     image_size: int
     classes: int
     train_samples: int
@@ -50,30 +51,33 @@ class LrSpec(Frozen):
 
 class DiscardSpec(Frozen):
     """Drop the smallest-loss samples from the backward pass early in training (docs/methods.md section 6)."""
-    fraction: float              # p, share of each micro-batch dropped (0.3 in the seed)
-    epochs: float                # active while epoch <= epochs (0.3 x max_epochs by default)
+
+    fraction: float  # p, share of each micro-batch dropped (0.3 in the seed)
+    epochs: float  # active while epoch <= epochs (0.3 x max_epochs by default)
     scope: Literal["local", "global"]  # quantile per micro-batch, or across ranks (allgather)
 
 
 class BatchScheduleSpec(Frozen):
     """Batch-size schedules realised by changing accum at epoch boundaries (docs/methods.md section 6)."""
+
     kind: Literal["small_first", "increase"]
-    first_batch: int = 0         # small_first: epoch 1's global batch ...
-    first_lr: float = 0.0        # ... and its constant LR
-    factor: float = 0.0          # increase: B *= factor where the step schedule would drop the LR
-    max_batch: int = 0           # increase: cap (default: the training-set size)
+    first_batch: int = 0  # small_first: epoch 1's global batch ...
+    first_lr: float = 0.0  # ... and its constant LR
+    factor: float = 0.0  # increase: B *= factor where the step schedule would drop the LR
+    max_batch: int = 0  # increase: cap (default: the training-set size)
 
 
 class PerfSpec(Frozen):
     """Speed options. All off by default, and on a CPU-only worker the GPU-only ones are
     refused at start-up, with the option named (lbbench/backends/<fw>/perf.py)."""
-    amp: Literal["none", "bf16", "fp16"] = "none"      # autocast; fp16 with dynamic loss scaling
-    channels_last: bool = False                          # NHWC memory format for convolutions
-    dali_device: Literal["cpu", "gpu"] = "cpu"           # gpu: DALI "mixed" decode + GPU augmentation
-    compile: bool = False                                # torch.compile the model
-    compression: Literal["none", "fp16"] = "none"        # Horovod allreduce compression
-    fusion_threshold_mb: int | None = None               # HOROVOD_FUSION_THRESHOLD (None: Horovod's 128 MB)
-    peak_tflops: float | None = None                     # for model FLOP utilisation (None: known GPUs only)
+
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast; fp16 with dynamic loss scaling
+    channels_last: bool = False  # NHWC memory format for convolutions
+    dali_device: Literal["cpu", "gpu"] = "cpu"  # gpu: DALI "mixed" decode + GPU augmentation
+    compile: bool = False  # torch.compile the model
+    compression: Literal["none", "fp16"] = "none"  # Horovod allreduce compression
+    fusion_threshold_mb: int | None = None  # HOROVOD_FUSION_THRESHOLD (None: Horovod's 128 MB)
+    peak_tflops: float | None = None  # for model FLOP utilisation (None: known GPUs only)
 
     def gpu_only(self) -> list[str]:
         """The options set here that only a CUDA worker can honour."""
@@ -86,7 +90,7 @@ class RunSpec(Frozen):
     suite: str
     run_id: str = ""
     method: str
-    label: str                  # the method's row name in reports (a method may appear twice)
+    label: str  # the method's row name in reports (a method may appear twice)
     hparams: dict[str, Any]
     division: Literal["closed", "open"]
     division_reason: str
@@ -109,8 +113,8 @@ class RunSpec(Frozen):
     eval_batch: int
     discard: DiscardSpec | None = None
     batch_schedule: BatchScheduleSpec | None = None
-    recipe: str = ""             # where per-batch hyperparameters came from, if a recipe
-    checkpoint_every: int = 1    # epochs between checkpoints (0: none); not part of the identity
+    recipe: str = ""  # where per-batch hyperparameters came from, if a recipe
+    checkpoint_every: int = 1  # epochs between checkpoints (0: none); not part of the identity
     perf: PerfSpec = PerfSpec()
 
     @property
@@ -133,15 +137,17 @@ class RunSpec(Frozen):
             d.pop("perf")
         return d
 
-    def with_id(self) -> "RunSpec":
+    def with_id(self) -> RunSpec:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
-        rid = f"{self.label}-b{self.global_batch}-{self.framework}-np{self.np}x{self.local_batch}x{self.accum}-s{self.seed}-{digest}"
+        split = f"np{self.np}x{self.local_batch}x{self.accum}"
+        rid = f"{self.label}-b{self.global_batch}-{self.framework}-{split}-s{self.seed}-{digest}"
         return self.model_copy(update={"run_id": rid})
 
     def save(self, path: Path) -> None:
         from lbbench.store.files import atomic_write_text
+
         atomic_write_text(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
     @classmethod
-    def load(cls, path: Path) -> "RunSpec":
+    def load(cls, path: Path) -> RunSpec:
         return cls.model_validate(yaml.safe_load(Path(path).read_text()))

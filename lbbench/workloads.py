@@ -3,6 +3,7 @@
 A suite names a workload; its dataset size, target, evaluation cadence and image geometry
 come from here unless the suite overrides them explicitly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,26 +16,42 @@ class Workload:
     image_size: int
     classes: int
     target_top1: float
-    eval_every: int          # epochs between evaluations
+    eval_every: int  # epochs between evaluations
     max_epochs: int
     train_samples: int | None  # None: counted from the data directory
     eval_samples: int | None
-    augment: str             # "imagenet" (random-resized crop + flip) or "none"
+    augment: str  # "imagenet" (random-resized crop + flip) or "none"
     label_smoothing: float
 
 
 WORKLOADS: dict[str, Workload] = {
     # MLPerf Training ResNet-50 v1.5 (docs/mlperf.md): 75.9% top-1, eval every 4 epochs.
     "imagenet": Workload(
-        name="imagenet", model="resnet50", image_size=224, classes=1000, target_top1=0.759,
-        eval_every=4, max_epochs=90, train_samples=1_281_167, eval_samples=50_000,
-        augment="imagenet", label_smoothing=0.1,
+        name="imagenet",
+        model="resnet50",
+        image_size=224,
+        classes=1000,
+        target_top1=0.759,
+        eval_every=4,
+        max_epochs=90,
+        train_samples=1_281_167,
+        eval_samples=50_000,
+        augment="imagenet",
+        label_smoothing=0.1,
     ),
     # scikit-learn's bundled UCI digits, written in the ImageNet folder layout by
     # `lbbench data digits`; small enough for a 2-core machine.
     "digits": Workload(
-        name="digits", model="resnet_tiny", image_size=8, classes=10, target_top1=0.95,
-        eval_every=1, max_epochs=12, train_samples=None, eval_samples=None,
-        augment="none", label_smoothing=0.0,
+        name="digits",
+        model="resnet_tiny",
+        image_size=8,
+        classes=10,
+        target_top1=0.95,
+        eval_every=1,
+        max_epochs=12,
+        train_samples=None,
+        eval_samples=None,
+        augment="none",
+        label_smoothing=0.0,
     ),
 }

@@ -1,4 +1,5 @@
 """Fixtures shared by every test; the helpers tests import are in tests/helpers.py."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lbbench.data.digits import write_digits
+
     out = tmp_path_factory.mktemp("data") / "digits"
     write_digits(out)
     return out

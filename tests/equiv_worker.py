@@ -9,6 +9,7 @@ backend's own model, loads the weights, records logits on micro-batch 0 (eval an
 then runs STEPS training steps through the backend's real Loop and method classes (Horovod
 world of one) with the run's LR schedule, and writes the weights and logits to OUT.npz.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,10 +19,11 @@ import numpy as np
 
 
 def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
-    from lbbench.worker.batch_schedule import lr_at
-    from lbbench.store.metrics import MetricsWriter
     from lbbench.spec import RunSpec
+    from lbbench.store.metrics import MetricsWriter
+    from lbbench.worker.batch_schedule import lr_at
     from lbbench.worker.schedules import make_schedule
+
     spec = RunSpec.load(Path(run_yaml))
     data = np.load(src)
     weights = [data[f"w{i}"] for i in range(sum(k.startswith("w") for k in data.files))]
@@ -33,9 +35,11 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
     if fw == "torch":
         import horovod.torch as hvd
         import torch
+
         from lbbench.backends.torch.loop import Loop
         from lbbench.backends.torch.model import build_model, load_canonical, to_canonical
         from lbbench.backends.torch.steps import build_method
+
         hvd.init()
         torch.manual_seed(0)
         model = build_model(spec.model, spec.data.classes, bn_span=span)
@@ -44,7 +48,7 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
         with torch.no_grad():
             out["eval_logits"] = model.eval()(x0).numpy()
             out["train_logits"] = model.train()(x0).numpy()
-        load_canonical(model, weights)        # the train-mode forward moved the BN statistics
+        load_canonical(model, weights)  # the train-mode forward moved the BN statistics
         method = build_method(spec, model, 0, 1)
         batches = iter([(torch.from_numpy(x), torch.from_numpy(y).long()) for x, y in zip(xs, ys)])
         loop = Loop(spec, model, method.optimizer, batches, hvd, 0, MetricsWriter(None))
@@ -55,12 +59,14 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
             method.step(loop, step, 1)
         final = to_canonical(model)
     else:
-        import lbbench.backends.tf  # noqa: F401
         import horovod.tensorflow as hvd
         import tensorflow as tf
+
+        import lbbench.backends.tf  # noqa: F401
         from lbbench.backends.tf.loop import Loop
-        from lbbench.backends.tf.steps import build_method
         from lbbench.backends.tf.model import build_model, load_canonical, to_canonical
+        from lbbench.backends.tf.steps import build_method
+
         hvd.init()
         model = build_model(spec.model, spec.data.classes, spec.data.image_size, bn_span=span)
         load_canonical(model, weights)

@@ -1,5 +1,6 @@
 """What many tests share: the `lbbench` command, suites in temporary files, and real workers
 run from a RunSpec in a run dir, launched like `lbbench run` does."""
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,17 @@ GOLDEN = ROOT / "tests" / "golden"
 RESULTS = GOLDEN / "results" / "golden"
 
 
-def lbbench(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "lbbench"), *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {}), "COLUMNS": "200"}, timeout=timeout)
+def lbbench(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "lbbench"), *map(str, args)],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {}), "COLUMNS": "200"},
+        timeout=timeout,
+    )
 
 
 def write_suite(path: Path, text: str) -> Path:
@@ -52,8 +60,12 @@ def run_single(spec: RunSpec, rdir: Path, timeout: float = 600) -> RunSummary:
     assert spec.np == 1
     rdir.mkdir(parents=True, exist_ok=True)
     spec.save(rdir / "run.yaml")
-    p = subprocess.run([sys.executable, "-m", f"lbbench.backends.{spec.framework}.train", str(rdir)],
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", f"lbbench.backends.{spec.framework}.train", str(rdir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     summary = read_summary(rdir)
     assert summary is not None
@@ -78,5 +90,6 @@ def small_spec(tmp: Path, data: Path, method: str, hparams: str = "{}", np: int 
 
 def final_weights(rdir: Path) -> dict:
     import torch
+
     w = torch.load(rdir / "final.pt")
     return {k: v for k, v in w.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}

@@ -6,6 +6,7 @@ function per method, state in plain dicts, float64 throughout. ``params`` is a l
 Both backends' update rules are held to these (tests/methods/test_exact_formulas.py,
 tests/backends/tf/test_optim.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,9 @@ def _norm(x: np.ndarray) -> float:
     return float(np.sqrt(np.sum(np.asarray(x, dtype=np.float64) ** 2)))
 
 
-def _plain_momentum(state: dict, key, w: np.ndarray, g: np.ndarray, lr: float, mu: float,
-                    nesterov: bool = False) -> None:
+def _plain_momentum(
+    state: dict, key, w: np.ndarray, g: np.ndarray, lr: float, mu: float, nesterov: bool = False
+) -> None:
     """Section 0: an excluded tensor of a layer-wise method: v <- mu v + lr g; w <- w - v
     (Nesterov, as the MLPerf LARS code applies it to every tensor: w <- w - (mu v + lr g))."""
     v = mu * state.get(key, 0.0) + lr * g
@@ -151,12 +153,17 @@ def cblr(params, grads, lr, state, hdiag, mu=0.9, wd=1e-4, floor=0.1):
 REFERENCES = {
     "sgd": (sgd, dict(mu="momentum", wd="weight_decay", nesterov="nesterov", inside=("lr_convention", "inside"))),
     "lars": (lars, dict(mu="momentum", wd="weight_decay", eta="eta", eps="eps", nesterov="nesterov")),
-    "lamb": (lamb, dict(b1="beta1", b2="beta2", eps="eps", wd="weight_decay", clamp="clamp",
-                        bias_correction="bias_correction")),
+    "lamb": (
+        lamb,
+        dict(b1="beta1", b2="beta2", eps="eps", wd="weight_decay", clamp="clamp", bias_correction="bias_correction"),
+    ),
     "mclr": (mclr, dict(mu="momentum", wd="weight_decay")),
     "percentdelta": (percentdelta, dict(mu="momentum", wd="weight_decay")),
     "adam": (adam, dict(b1="beta1", b2="beta2", eps="eps", wd="weight_decay")),
-    "adamw": (lambda *a, **k: adam(*a, decoupled=True, **k), dict(b1="beta1", b2="beta2", eps="eps", wd="weight_decay")),
+    "adamw": (
+        lambda *a, **k: adam(*a, decoupled=True, **k),
+        dict(b1="beta1", b2="beta2", eps="eps", wd="weight_decay"),
+    ),
     "adagrad": (adagrad, dict(eps="eps", init="initial_accumulator", wd="weight_decay")),
     "rmsprop": (rmsprop, dict(alpha="alpha", eps="eps", mu="momentum", wd="weight_decay")),
 }

@@ -1,6 +1,7 @@
 """Container recipes cannot be built here (no engine, no registry of images): check that they
 are consistent with setup.cfg and the bootstrap, which is where versions and the Horovod edit
 live."""
+
 from __future__ import annotations
 
 import configparser
@@ -22,14 +23,14 @@ def _extras():
 def test_recipes_build_through_the_bootstrap_in_gpu_mode():
     for text in (DEF, DOCKER):
         assert re.search(r"LBBENCH_GPU=1 .*bash tools/bootstrap.sh", text, re.S)
-        assert "python3.11" in text and "cuda:12." in text           # DALI cuda120 needs CUDA 12
+        assert "python3.11" in text and "cuda:12." in text  # DALI cuda120 needs CUDA 12
         assert "horovodrun --check-build" in text and "lbbench plan" in text
     assert "%test" in DEF and "apptainer exec --nv" in DEF
 
 
 def test_bootstrap_gpu_mode_builds_horovod_with_nccl_and_the_same_edit():
     assert "HOROVOD_GPU_OPERATIONS=NCCL" in BOOT and "HOROVOD_WITH_MPI=1" in BOOT and "HOROVOD_WITH_GLOO=1" in BOOT
-    assert 'tools/horovod_cxx17.py" "$src/horovod-$HOROVOD_VERSION"' in BOOT   # the edit, in every mode
+    assert 'tools/horovod_cxx17.py" "$src/horovod-$HOROVOD_VERSION"' in BOOT  # the edit, in every mode
     assert "TF_EXTRA=tf-gpu" in BOOT
 
 

@@ -1,4 +1,5 @@
 """`lbbench run` on a tiny suite through real horovodrun, then the MLPerf checker and the report."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,20 @@ SUITE = ROOT / "tests" / "suites" / "tiny.yaml"
 def check_log(path, expect_division):
     log = path.read_text()
     assert f'"key": "submission_division", "value": "{expect_division}"' in log
-    p = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                        "--ruleset", "4.0.0", str(path)], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlperf_logging.compliance_checker",
+            "--usage",
+            "training",
+            "--ruleset",
+            "4.0.0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     out = p.stdout + p.stderr
     assert p.returncode == 0 and "SUCCESS" in out and "FAILED" not in out, out
 

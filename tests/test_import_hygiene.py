@@ -1,6 +1,7 @@
 """The layout's promises, checked: the core never imports a framework, the worker tier never
 imports the suite front end, a worker imports only its own framework, and both backends have
 the same rooms (docs/architecture.md)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -67,8 +68,9 @@ def test_a_worker_imports_only_its_own_framework():
     """No TensorFlow in a process that imports horovod.torch (the two would clash), no torch in
     the TensorFlow worker, and no suite front end in either."""
     for fw, hvd, other in (("torch", "torch", "tensorflow"), ("tf", "tensorflow", "torch")):
-        p = subprocess.run([sys.executable, "-c", WORKER.format(fw=fw, hvd=hvd, other=other)], cwd=ROOT,
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            [sys.executable, "-c", WORKER.format(fw=fw, hvd=hvd, other=other)], cwd=ROOT, capture_output=True, text=True
+        )
         assert p.returncode == 0, p.stderr[-2000:]
         assert p.stdout.strip().splitlines()[-2:] == ["other []", "suite []"], (fw, p.stdout)
 
@@ -77,6 +79,19 @@ def test_both_backends_have_the_same_rooms():
     def rooms(fw: str) -> set[str]:
         base = ROOT / "lbbench" / "backends" / fw
         return {str(p.relative_to(base)) for p in base.rglob("*.py")}
+
     assert rooms("torch") == rooms("tf")
-    assert {"model.py", "data.py", "loop.py", "steps.py", "optim/__init__.py", "kfac.py", "perf.py", "diagnostics.py",
-            "checkpoint.py", "bench.py", "flops.py", "train.py"} <= rooms("torch")
+    assert {
+        "model.py",
+        "data.py",
+        "loop.py",
+        "steps.py",
+        "optim/__init__.py",
+        "kfac.py",
+        "perf.py",
+        "diagnostics.py",
+        "checkpoint.py",
+        "bench.py",
+        "flops.py",
+        "train.py",
+    } <= rooms("torch")

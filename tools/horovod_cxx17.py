@@ -10,6 +10,7 @@ sdist does not look the way we expect, so a silent partial patch cannot happen.
 Usage: python tools/horovod_cxx17.py SRC_DIR      (prints the edit's fingerprint)
        python tools/horovod_cxx17.py --fingerprint (fingerprint only, for cache keys)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,9 +21,11 @@ from pathlib import Path
 EDITS: tuple[tuple[str, str, str], ...] = (
     ("CMakeLists.txt", "set(CMAKE_CXX_STANDARD 14)", "set(CMAKE_CXX_STANDARD 17)"),
     ("horovod/torch/CMakeLists.txt", "    set(CMAKE_CXX_STANDARD 14)", "    set(CMAKE_CXX_STANDARD 17)"),
-    ("third_party/gloo/CMakeLists.txt",
-     '  set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} -std=c++11 -fPIC")',
-     '  set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} -std=c++17 -fPIC")'),
+    (
+        "third_party/gloo/CMakeLists.txt",
+        '  set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} -std=c++11 -fPIC")',
+        '  set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} -std=c++17 -fPIC")',
+    ),
 )
 
 

@@ -6,9 +6,10 @@ lbbench's GlobalBatchSampler chooses the files (the same sample order for every 
 lbbench/sampling.py); their bytes enter through external_source. Decoding is on the CPU here
 and "mixed" (GPU) on clusters.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -24,8 +25,7 @@ class FileBatches:
 
     def __call__(self):
         idx = next(self.indices)
-        return ([np.fromfile(self.files[i], dtype=np.uint8) for i in idx],
-                [self.labels[i:i + 1] for i in idx])
+        return ([np.fromfile(self.files[i], dtype=np.uint8) for i in idx], [self.labels[i : i + 1] for i in idx])
 
 
 class SampleSource:
@@ -43,7 +43,7 @@ class SampleSource:
         while self.last < info.iteration:
             self.last += 1
             self.batches[self.last] = next(self.indices)
-            self.batches.pop(self.last - 8, None)      # DALI prefetches a few batches, never 8
+            self.batches.pop(self.last - 8, None)  # DALI prefetches a few batches, never 8
         return int(self.batches[info.iteration][info.idx_in_batch])
 
     def encoded(self, info) -> np.ndarray:
@@ -51,11 +51,20 @@ class SampleSource:
 
     def label(self, info) -> np.ndarray:
         i = self._index(info)
-        return self.labels[i:i + 1]
+        return self.labels[i : i + 1]
 
 
-def pipeline(source, batch: int, size: int, train: bool, augment: str, seed: int, gpu: int | None,
-             layout: str = "CHW", build: bool = True):
+def pipeline(
+    source,
+    batch: int,
+    size: int,
+    train: bool,
+    augment: str,
+    seed: int,
+    gpu: int | None,
+    layout: str = "CHW",
+    build: bool = True,
+):
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(batch_size=batch, num_threads=2, device_id=gpu, seed=seed, prefetch_queue_depth=2)
@@ -64,21 +73,24 @@ def pipeline(source, batch: int, size: int, train: bool, augment: str, seed: int
             encoded = fn.external_source(source=source.encoded, batch=False, dtype=types.UINT8)
             labels = fn.external_source(source=source.label, batch=False, dtype=types.INT32)
         else:
-            encoded, labels = fn.external_source(source=source, num_outputs=2, batch=True,
-                                                 dtype=[types.UINT8, types.INT32])
+            encoded, labels = fn.external_source(
+                source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
+            )
         images = fn.decoders.image(encoded, device="cpu" if gpu is None else "mixed", output_type=types.RGB)
         mirror = False
         if train and augment == "imagenet":
             images = fn.random_resized_crop(images, size=(size, size))
             mirror = fn.random.coin_flip(probability=0.5)
-        elif augment == "imagenet":   # evaluation: resize the shorter side, then centre-crop
+        elif augment == "imagenet":  # evaluation: resize the shorter side, then centre-crop
             images = fn.resize(images, resize_shorter=round(size / 0.875))
         else:
             images = fn.resize(images, resize_x=size, resize_y=size)
-        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout=layout, crop=(size, size),
-                                          mean=MEAN, std=STD, mirror=mirror)
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT, output_layout=layout, crop=(size, size), mean=MEAN, std=STD, mirror=mirror
+        )
         return images, labels
+
     p = pipe()
-    if build:      # the TensorFlow plugin builds the pipeline itself
+    if build:  # the TensorFlow plugin builds the pipeline itself
         p.build()
     return p

@@ -1,6 +1,7 @@
 """`lbbench bench throughput`: one benchmark process group per np (the backend's bench.py under
 the local Gloo launcher), and the scaling efficiency across np - per-worker throughput
 relative to the first np, weak scaling at a fixed batch per worker."""
+
 from __future__ import annotations
 
 import json
@@ -17,24 +18,59 @@ class BenchFailed(Exception):
     pass
 
 
-def sweep(framework: str, model: str, batch: int, nps: list[int], perf: PerfSpec, data_dir: Path | None,
-          warmup: int, iters: int, per_iter: int) -> dict[str, Any]:
+def sweep(
+    framework: str,
+    model: str,
+    batch: int,
+    nps: list[int],
+    perf: PerfSpec,
+    data_dir: Path | None,
+    warmup: int,
+    iters: int,
+    per_iter: int,
+) -> dict[str, Any]:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in nps:
             part = Path(tmp) / f"np{n}.json"
-            cmd = [sys.executable, "-m", "lbbench.launch.gloo_local", str(n), sys.executable, "-m",
-                   f"lbbench.backends.{framework}.bench", "throughput", "--model", model, "--batch", str(batch),
-                   "--warmup", str(warmup), "--iters", str(iters), "--batches-per-iter", str(per_iter),
-                   "--perf", perf.model_dump_json(), "--out", str(part)] + (
-                ["--data-dir", str(data_dir)] if data_dir else [])
+            cmd = [
+                sys.executable,
+                "-m",
+                "lbbench.launch.gloo_local",
+                str(n),
+                sys.executable,
+                "-m",
+                f"lbbench.backends.{framework}.bench",
+                "throughput",
+                "--model",
+                model,
+                "--batch",
+                str(batch),
+                "--warmup",
+                str(warmup),
+                "--iters",
+                str(iters),
+                "--batches-per-iter",
+                str(per_iter),
+                "--perf",
+                perf.model_dump_json(),
+                "--out",
+                str(part),
+            ] + (["--data-dir", str(data_dir)] if data_dir else [])
             rc = subprocess.call(cmd)
             if rc != 0 or not part.exists():
                 raise BenchFailed(f"the np={n} benchmark failed (exit {rc})")
             runs.append(json.loads(part.read_text()))
     base = runs[0]
     for r in runs:
-        r["scaling_efficiency"] = ((r["images_per_s_total"]["mean"] / r["np"])
-                                   / (base["images_per_s_total"]["mean"] / base["np"]))
-    return dict(benchmark="throughput", framework=framework, model=model, batch_per_worker=batch,
-                data="dali" if data_dir else "synthetic", runs=runs)
+        r["scaling_efficiency"] = (r["images_per_s_total"]["mean"] / r["np"]) / (
+            base["images_per_s_total"]["mean"] / base["np"]
+        )
+    return dict(
+        benchmark="throughput",
+        framework=framework,
+        model=model,
+        batch_per_worker=batch,
+        data="dali" if data_dir else "synthetic",
+        runs=runs,
+    )

@@ -4,6 +4,7 @@ The embedded default data: the same DALI reader that serves ImageNet serves thes
 is fixed (seeded, stratified by class) so results are comparable across machines:
 1,536 training images (= 2^9 x 3, so many global batches divide it) and 261 validation.
 """
+
 from __future__ import annotations
 
 import shutil

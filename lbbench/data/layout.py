@@ -3,6 +3,7 @@
 Both the DALI readers and the digits writer use this, so the class order (sorted folder
 names -> label 0..C-1) is defined once.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,5 +31,7 @@ def count_images(split_dir: Path) -> int:
 def check_count(path: str, split: str, found: int, expected: int) -> None:
     """A data directory must hold the images a run was planned against (its run id counts them)."""
     if found != expected:
-        raise RuntimeError(f"{path}/{split} holds {found} images but the run expects {expected}; "
-                           "re-plan the suite against this data directory")
+        raise RuntimeError(
+            f"{path}/{split} holds {found} images but the run expects {expected}; "
+            "re-plan the suite against this data directory"
+        )

@@ -4,6 +4,7 @@ The worker never changes per launcher: every launcher ends in
 ``python -m lbbench.backends.<framework>.train RUN_DIR``. Adding a launcher = one function
 that returns an argv list, and one entry in ``LAUNCHERS``.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,11 @@ from lbbench.spec import RunSpec
 class LaunchOptions:
     """How workers are started beyond the launcher's name: a container image to run them in
     (``apptainer exec --nv IMAGE``, or singularity), and the srun MPI plugin."""
+
     container: str | None = None
-    container_runtime: str | None = None     # apptainer | singularity (None: whichever is installed)
+    container_runtime: str | None = None  # apptainer | singularity (None: whichever is installed)
     srun_mpi: str = "pmix"
-    binds: tuple[str, ...] = ()              # host paths the container must see (results, data)
+    binds: tuple[str, ...] = ()  # host paths the container must see (results, data)
 
 
 def container_prefix(opts: LaunchOptions | None) -> list[str]:
@@ -62,8 +64,15 @@ def local_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = Non
 
 
 def horovodrun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
-    return [_tool("horovodrun"), "-np", str(spec.np), "-H", f"localhost:{spec.np}", "--gloo",
-            *worker_argv(spec, run_dir, opts)]
+    return [
+        _tool("horovodrun"),
+        "-np",
+        str(spec.np),
+        "-H",
+        f"localhost:{spec.np}",
+        "--gloo",
+        *worker_argv(spec, run_dir, opts),
+    ]
 
 
 def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
@@ -78,8 +87,16 @@ def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = No
         cmd += ["--oversubscribe"]
     if os.geteuid() == 0:
         cmd += ["--allow-run-as-root"]
-    for var in ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "LBBENCH_PLATFORM",
-                "TF_USE_LEGACY_KERAS", "HOROVOD_FUSION_THRESHOLD", "NCCL_DEBUG"):
+    for var in (
+        "PATH",
+        "LD_LIBRARY_PATH",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "LBBENCH_PLATFORM",
+        "TF_USE_LEGACY_KERAS",
+        "HOROVOD_FUSION_THRESHOLD",
+        "NCCL_DEBUG",
+    ):
         if var in os.environ or var in worker_env(spec):
             cmd += ["-x", var]
     return cmd + worker_argv(spec, run_dir, opts)
@@ -87,12 +104,17 @@ def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = No
 
 def slurm_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
     from lbbench.launch.slurm import srun_command
+
     return srun_command(spec, run_dir, opts)
 
 
 Launcher = Callable[[RunSpec, Path, "LaunchOptions | None"], list[str]]
-LAUNCHERS: dict[str, Launcher] = {"local": local_command, "horovodrun": horovodrun_command,
-                                  "mpirun": mpirun_command, "slurm": slurm_command}
+LAUNCHERS: dict[str, Launcher] = {
+    "local": local_command,
+    "horovodrun": horovodrun_command,
+    "mpirun": mpirun_command,
+    "slurm": slurm_command,
+}
 
 
 def command(launcher: str, spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
@@ -104,5 +126,6 @@ def command(launcher: str, spec: RunSpec, run_dir: Path, opts: LaunchOptions | N
 def local_gpu_present() -> bool:
     """A framework-free look for an NVIDIA GPU on this node (the local launcher's workers run here)."""
     import subprocess
+
     smi = shutil.which("nvidia-smi")
-    return bool(smi) and subprocess.run([smi, "-L"], capture_output=True).returncode == 0
+    return smi is not None and subprocess.run([smi, "-L"], capture_output=True).returncode == 0

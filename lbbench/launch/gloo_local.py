@@ -12,6 +12,7 @@ HOROVOD_* slot variables), so the workers are the same Horovod Gloo processes.
 Like horovodrun: output lines are prefixed "[rank]<stdout>:", and when one worker exits
 non-zero the others are terminated and that status is returned.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,10 @@ import subprocess
 import sys
 import threading
 import time
+from typing import IO
 
 
-def _pump(stream, rank: int) -> None:
+def _pump(stream: IO[bytes], rank: int) -> None:
     for line in iter(stream.readline, b""):
         sys.stdout.buffer.write(f"[{rank}]<stdout>:".encode() + line)
         sys.stdout.flush()
@@ -38,29 +40,48 @@ def main(argv: list[str]) -> int:
     server = RendezvousServer(verbose=0)
     port = server.start()
     server.init(plan)
-    base = {**os.environ, "PYTHONUNBUFFERED": "1", "HOROVOD_GLOO_RENDEZVOUS_ADDR": "127.0.0.1",
-            "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port), "HOROVOD_CONTROLLER": "gloo",
-            "HOROVOD_CPU_OPERATIONS": "gloo", "HOROVOD_GLOO_IFACE": "lo", "NCCL_SOCKET_IFNAME": "lo"}
+    base = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": "127.0.0.1",
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port),
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+        "HOROVOD_GLOO_IFACE": "lo",
+        "NCCL_SOCKET_IFNAME": "lo",
+    }
     procs = []
     for slot in plan:
-        p = subprocess.Popen(command, env={**base, **create_slot_env_vars(slot)}, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            command,
+            env={**base, **create_slot_env_vars(slot)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         threading.Thread(target=_pump, args=(p.stdout, slot.rank), daemon=True).start()
         procs.append(p)
 
-    def stop(*_):
+    def stop(*_: object) -> None:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(143)))
+
+    def stop_and_exit(*_: object) -> None:
+        stop()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop_and_exit)
     status = 0
     try:
         while any(p.poll() is None for p in procs):
             failed = [p for p in procs if p.poll() not in (None, 0)]
             if failed:
                 status = failed[0].returncode
-                print(f"lbbench: rank {procs.index(failed[0])} exited with status {status}; stopping the others",
-                      flush=True)
+                print(
+                    f"lbbench: rank {procs.index(failed[0])} exited with status {status}; stopping the others",
+                    flush=True,
+                )
                 stop()
                 break
             time.sleep(0.2)

@@ -4,6 +4,7 @@ Completed runs (summary.json with a final status) are skipped; a per-run lock ke
 `lbbench run` processes on one results directory from running the same cell; a worker that
 dies without a summary gets a `failed` summary with the reason and the log tail.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -21,7 +22,7 @@ from lbbench.launch import commands as launch
 from lbbench.spec import RunSpec
 from lbbench.store.files import run_dir
 from lbbench.store.metrics import read_metrics
-from lbbench.store.summary import RunSummary, is_done, summary_or_damage
+from lbbench.store.summary import RunSummary, Status, is_done, summary_or_damage
 
 PARTIAL_FILES = ("metrics.jsonl", "mllog.txt", "summary.json", "worker.log")
 
@@ -29,16 +30,31 @@ PARTIAL_FILES = ("metrics.jsonl", "mllog.txt", "summary.json", "worker.log")
 def select(runs: list[RunSpec], only: str | None) -> list[RunSpec]:
     if not only:
         return runs
-    return [r for r in runs if fnmatch.fnmatch(r.run_id, only) or fnmatch.fnmatch(r.label, only)
-            or fnmatch.fnmatch(r.run_id, f"*{only}*")]
+    return [
+        r
+        for r in runs
+        if fnmatch.fnmatch(r.run_id, only) or fnmatch.fnmatch(r.label, only) or fnmatch.fnmatch(r.run_id, f"*{only}*")
+    ]
 
 
-def run_all(runs: list[RunSpec], results: Path, launcher: str, console: Console | None = None,
-            timeout_s: float | None = None, opts: launch.LaunchOptions | None = None) -> list[RunSummary]:
+def run_all(
+    runs: list[RunSpec],
+    results: Path,
+    launcher: str,
+    console: Console | None = None,
+    timeout_s: float | None = None,
+    opts: launch.LaunchOptions | None = None,
+) -> list[RunSummary]:
     console = console or Console()
     summaries = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         for k, spec in enumerate(runs, 1):
             rdir = run_dir(results, spec.suite, spec.run_id)
             head = f"run {k}/{len(runs)} {spec.run_id}"
@@ -89,13 +105,20 @@ def resumable(rdir: Path, spec: RunSpec | None = None) -> bool:
     return spec is None or RunSpec.load(rdir / "run.yaml").identity() == spec.identity()
 
 
-def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head: str, timeout_s: float | None,
-             opts: launch.LaunchOptions | None = None) -> RunSummary:
+def _run_one(
+    spec: RunSpec,
+    rdir: Path,
+    launcher: str,
+    progress: Progress,
+    head: str,
+    timeout_s: float | None,
+    opts: launch.LaunchOptions | None = None,
+) -> RunSummary:
     resume = resumable(rdir, spec)
-    if resume:   # keep the logs and the checkpoint; the failed attempt's summary goes
+    if resume:  # keep the logs and the checkpoint; the failed attempt's summary goes
         (rdir / "summary.json").unlink(missing_ok=True)
         progress.console.print(f"[cyan]{head}: resuming from its checkpoint[/cyan]")
-    else:        # a fresh attempt; nothing partial is ever read as a result
+    else:  # a fresh attempt; nothing partial is ever read as a result
         for name in PARTIAL_FILES:
             (rdir / name).unlink(missing_ok=True)
         shutil.rmtree(rdir / "ckpt", ignore_errors=True)
@@ -126,18 +149,33 @@ def _run_one(spec: RunSpec, rdir: Path, launcher: str, progress: Progress, head:
         summary.write(rdir)
     style = {"success": "green", "not_reached": "yellow"}.get(summary.status, "red")
     best = summary.best_top1
-    progress.update(task, info=f"[{style}]{summary.status}[/{style}]" + (f" best top-1 {best:.3f}" if best is not None else ""))
+    progress.update(
+        task, info=f"[{style}]{summary.status}[/{style}]" + (f" best top-1 {best:.3f}" if best is not None else "")
+    )
     if summary.status in ("failed", "timeout"):
         progress.console.print(f"[red]{head}: {summary.reason}; log: {rdir / 'worker.log'}[/red]")
     return summary
 
 
-def failed_summary(spec: RunSpec, status: str, reason: str, log_tail: list[str], wall_s: float) -> RunSummary:
+def failed_summary(spec: RunSpec, status: Status, reason: str, log_tail: list[str], wall_s: float) -> RunSummary:
     """What the runner records when a worker ended without a summary of its own."""
-    return RunSummary(run_id=spec.run_id, suite=spec.suite, status=status, method=spec.method,  # type: ignore[arg-type]
-                      label=spec.label, global_batch=spec.global_batch, framework=spec.framework, np=spec.np,
-                      accum=spec.accum, seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
-                      reason=reason, log_tail=log_tail, wall_s=wall_s)
+    return RunSummary(
+        run_id=spec.run_id,
+        suite=spec.suite,
+        status=status,
+        method=spec.method,
+        label=spec.label,
+        global_batch=spec.global_batch,
+        framework=spec.framework,
+        np=spec.np,
+        accum=spec.accum,
+        seed=spec.seed,
+        division=spec.division,
+        target_top1=spec.target_top1,
+        reason=reason,
+        log_tail=log_tail,
+        wall_s=wall_s,
+    )
 
 
 def _show(progress: Progress, task: TaskID, rdir: Path) -> None:
@@ -153,8 +191,9 @@ def _show(progress: Progress, task: TaskID, rdir: Path) -> None:
     progress.update(task, completed=len(epochs), info=" ".join(info) or "starting")
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     import signal
+
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)

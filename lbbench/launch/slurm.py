@@ -7,6 +7,7 @@ still to do and submits it; the job runs ``lbbench run SUITE --only RUN_ID --lau
 so locking, resuming from checkpoints, failure handling and the summary are the same code as
 everywhere else, and a job killed at its time limit is picked up by the next submission.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,15 +31,16 @@ class SlurmError(Exception):
 @dataclass(frozen=True)
 class JobResources:
     """sbatch resources of a run; ``None`` fields are left to the site's defaults."""
+
     nodes: int | None = None
     ntasks_per_node: int | None = None
     gpus_per_node: int | None = None
     cpus_per_task: int | None = None
-    time: str | None = None           # Slurm's formats: "MM", "HH:MM:SS", "D-HH"
+    time: str | None = None  # Slurm's formats: "MM", "HH:MM:SS", "D-HH"
     account: str | None = None
     partition: str | None = None
-    extra: tuple[str, ...] = ()       # further "#SBATCH ..." options, verbatim
-    setup: tuple[str, ...] = ()       # shell lines before lbbench starts (module load ...)
+    extra: tuple[str, ...] = ()  # further "#SBATCH ..." options, verbatim
+    setup: tuple[str, ...] = ()  # shell lines before lbbench starts (module load ...)
 
     def layout(self, np_: int) -> tuple[int, int]:
         """(nodes, tasks per node) for np workers: one task per GPU when GPUs are given."""
@@ -51,31 +53,65 @@ class JobResources:
 
 def srun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
     if not os.environ.get("SLURM_JOB_ID"):
-        raise SlurmError("--launcher slurm starts workers with srun inside a Slurm allocation, and SLURM_JOB_ID "
-                         "is not set: add --submit to write and submit sbatch jobs, or run inside salloc/sbatch")
+        raise SlurmError(
+            "--launcher slurm starts workers with srun inside a Slurm allocation, and SLURM_JOB_ID "
+            "is not set: add --submit to write and submit sbatch jobs, or run inside salloc/sbatch"
+        )
     mpi = opts.srun_mpi if opts else "pmix"
-    return [_tool("srun"), f"--mpi={mpi}", "--ntasks", str(spec.np), "--kill-on-bad-exit=1", "--export=ALL",
-            *worker_argv(spec, run_dir, opts)]
+    return [
+        _tool("srun"),
+        f"--mpi={mpi}",
+        "--ntasks",
+        str(spec.np),
+        "--kill-on-bad-exit=1",
+        "--export=ALL",
+        *worker_argv(spec, run_dir, opts),
+    ]
 
 
-def sbatch_script(spec: RunSpec, run_dir: Path, suite_file: Path, results: Path, res: JobResources,
-                  opts: LaunchOptions | None = None) -> str:
+def sbatch_script(
+    spec: RunSpec, run_dir: Path, suite_file: Path, results: Path, res: JobResources, opts: LaunchOptions | None = None
+) -> str:
     nodes, per_node = res.layout(spec.np)
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=lbbench-{spec.run_id}", f"#SBATCH --nodes={nodes}",
-             f"#SBATCH --ntasks={spec.np}", f"#SBATCH --ntasks-per-node={per_node}"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=lbbench-{spec.run_id}",
+        f"#SBATCH --nodes={nodes}",
+        f"#SBATCH --ntasks={spec.np}",
+        f"#SBATCH --ntasks-per-node={per_node}",
+    ]
     if res.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={res.gpus_per_node}")
-    for opt, value in (("cpus-per-task", res.cpus_per_task), ("time", res.time), ("account", res.account),
-                       ("partition", res.partition)):
+    for opt, value in (
+        ("cpus-per-task", res.cpus_per_task),
+        ("time", res.time),
+        ("account", res.account),
+        ("partition", res.partition),
+    ):
         if value:
             lines.append(f"#SBATCH --{opt}={value}")
-    lines += [f"#SBATCH --output={run_dir.resolve()}/slurm-%j.out", *(f"#SBATCH {e}" for e in res.extra),
-              "set -euo pipefail", *res.setup, f"cd {shlex.quote(str(Path.cwd()))}"]
-    cmd = [_lbbench(), "run", str(suite_file.resolve()), "--only", spec.run_id, "--launcher", "slurm",
-           "--results", str(results.resolve())]
+    lines += [
+        f"#SBATCH --output={run_dir.resolve()}/slurm-%j.out",
+        *(f"#SBATCH {e}" for e in res.extra),
+        "set -euo pipefail",
+        *res.setup,
+        f"cd {shlex.quote(str(Path.cwd()))}",
+    ]
+    cmd = [
+        _lbbench(),
+        "run",
+        str(suite_file.resolve()),
+        "--only",
+        spec.run_id,
+        "--launcher",
+        "slurm",
+        "--results",
+        str(results.resolve()),
+    ]
     if opts and opts.container:
-        cmd += ["--container", opts.container] + (["--container-runtime", opts.container_runtime]
-                                                  if opts.container_runtime else [])
+        cmd += ["--container", opts.container] + (
+            ["--container-runtime", opts.container_runtime] if opts.container_runtime else []
+        )
     if opts and opts.srun_mpi != "pmix":
         cmd += ["--srun-mpi", opts.srun_mpi]
     lines.append("exec " + shlex.join(cmd))
@@ -116,18 +152,28 @@ def _lbbench() -> str:
 class Submission:
     """What ``submit_runs`` did: runs skipped as done, scripts written (or only shown, with
     --dry-run), jobs submitted, and - after --wait - the runs that did not finish."""
+
     skipped: list[str]
-    scripts: list[tuple[str, Path, str]]      # (run id, script path, script text)
-    jobs: list[tuple[str, str]]               # (run id, job id)
+    scripts: list[tuple[str, Path, str]]  # (run id, script path, script text)
+    jobs: list[tuple[str, str]]  # (run id, job id)
     unfinished: list[str]
 
 
-def submit_runs(runs: list[RunSpec], suite_name: str, suite_file: Path, results: Path, res: JobResources,
-                opts: LaunchOptions | None, dry_run: bool, wait_for_jobs: bool) -> Submission:
+def submit_runs(
+    runs: list[RunSpec],
+    suite_name: str,
+    suite_file: Path,
+    results: Path,
+    res: JobResources,
+    opts: LaunchOptions | None,
+    dry_run: bool,
+    wait_for_jobs: bool,
+) -> Submission:
     """One sbatch script per run still to do: written to RUN_DIR/job.sbatch and submitted
     (or, with ``dry_run``, returned for printing)."""
     from lbbench.store.files import atomic_write_text, run_dir
     from lbbench.store.summary import is_done
+
     out = Submission([], [], [], [])
     for r in runs:
         rdir = run_dir(results, suite_name, r.run_id)

@@ -6,6 +6,7 @@ needs from the training loop. Every module in this package is imported here, so 
 is one new module (plus its update rule in each backend, lbbench/backends/<fw>/optim/);
 tests are parametrised over ``REGISTRY``, so it is tested the moment it is registered.
 """
+
 import importlib
 import pkgutil
 

@@ -7,16 +7,18 @@ alpha -> infinity is plain averaging; K = 2 is mixup's Beta(alpha, alpha).
 Optimizer-agnostic: micro-batch k's loss is scaled by K c_k before backward and Horovod's
 Average is kept, so the mixed gradient costs nothing extra; any other method receives it.
 """
+
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from lbbench.methods.registry import REGISTRY, BadHParam, HParam, MethodInfo, get_method, register, resolve_hparams
 
 
-def mix_weights(seed: int, step: int, k: int, alpha: float) -> np.ndarray:
+def mix_weights(seed: int, step: int, k: int, alpha: float) -> NDArray[Any]:
     """The step's Dirichlet weights; a function of (seed, step) only, hence equal on every rank."""
     return np.random.default_rng([seed, step, 0x6D6978]).dirichlet([alpha] * k)
 
@@ -25,8 +27,11 @@ def _finalize(hp: dict[str, Any]) -> dict[str, Any]:
     base = hp["base"]
     if base not in REGISTRY or not REGISTRY[base].is_plain_optimizer:
         plain = sorted(n for n, m in REGISTRY.items() if m.is_plain_optimizer)
-        raise BadHParam("base", f"gradientmix.base must be a method with the standard step and its own update "
-                                f"rule ({', '.join(plain)}), got {base!r}")
+        raise BadHParam(
+            "base",
+            f"gradientmix.base must be a method with the standard step and its own update "
+            f"rule ({', '.join(plain)}), got {base!r}",
+        )
     try:
         hp["base_hparams"] = resolve_hparams(base, hp["base_hparams"])
     except BadHParam as e:
@@ -38,8 +43,12 @@ def _finalize(hp: dict[str, Any]) -> dict[str, Any]:
 
 def _keys(hp: dict[str, Any], sched: dict[str, Any]) -> dict[str, Any]:
     base = get_method(hp["base"])
-    out = {"gradientmix_alpha": hp["alpha"], "gradientmix_base": hp["base"],
-           "gradientmix_start_epoch": hp["start_epoch"], "gradientmix_end_epoch": hp["end_epoch"]}
+    out = {
+        "gradientmix_alpha": hp["alpha"],
+        "gradientmix_base": hp["base"],
+        "gradientmix_start_epoch": hp["start_epoch"],
+        "gradientmix_end_epoch": hp["end_epoch"],
+    }
     out.update(base.mllog_keys(hp["base_hparams"], sched))
     return out
 
@@ -52,13 +61,23 @@ def loss_weight(hp: dict[str, Any], seed: int, step: int, epoch: int, k: int, K:
     return float(K * mix_weights(seed, step, K, hp["alpha"])[k])
 
 
-GRADIENTMIX = register(MethodInfo(
-    name="gradientmix", doc=__doc__, opt_name="gradientmix", mllog_keys=_keys, finalize=_finalize,
-    needs_local_grads=True, loss_weight=loss_weight, update=lambda hp: (hp["base"], hp["base_hparams"]),
-    hparams={"base": HParam("sgd", str, "the optimizer method that receives the mixed gradient"),
-             "base_hparams": HParam({}, dict, "that method's hyperparameters"),
-             "alpha": HParam(1.0, float, "Dirichlet concentration (large = plain averaging)"),
-             "start_epoch": HParam(1, int, "first epoch with mixing (1-based)"),
-             "end_epoch": HParam(0, int, "last epoch with mixing; 0 = until the end")},
-    lbbench_choices=("Dirichlet(alpha) mixing weights from (seed, step)",),
-))
+GRADIENTMIX = register(
+    MethodInfo(
+        name="gradientmix",
+        doc=__doc__,
+        opt_name="gradientmix",
+        mllog_keys=_keys,
+        finalize=_finalize,
+        needs_local_grads=True,
+        loss_weight=loss_weight,
+        update=lambda hp: (hp["base"], hp["base_hparams"]),
+        hparams={
+            "base": HParam("sgd", str, "the optimizer method that receives the mixed gradient"),
+            "base_hparams": HParam({}, dict, "that method's hyperparameters"),
+            "alpha": HParam(1.0, float, "Dirichlet concentration (large = plain averaging)"),
+            "start_epoch": HParam(1, int, "first epoch with mixing (1-based)"),
+            "end_epoch": HParam(0, int, "last epoch with mixing; 0 = until the end"),
+        },
+        lbbench_choices=("Dirichlet(alpha) mixing weights from (seed, step)",),
+    )
+)

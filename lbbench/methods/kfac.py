@@ -16,6 +16,7 @@ every step); weight decay added to the gradient before preconditioning;
 Conv rows are the N x L output locations (A and G both averaged over them); the SP-NGD
 stale-statistics rule is not implemented (``factor_every`` / ``inverse_every`` instead).
 """
+
 import math
 from typing import Any
 
@@ -25,28 +26,44 @@ from lbbench.methods.registry import HParam, MethodInfo, open_keys, register
 def sgd_rule(hp: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The update after preconditioning: momentum SGD with the LR inside; weight decay is
     already in the preconditioned gradient."""
-    return "sgd", dict(momentum=hp["momentum"], nesterov=False, weight_decay=0.0, exclude_bn_bias=True,
-                       lr_convention="inside")
-
-KFAC = register(MethodInfo(
-    name="kfac", doc=__doc__, opt_name="kfac", mllog_keys=open_keys("kfac_opt"), step="kfac", update=sgd_rule,
-    hparams={"momentum": HParam(0.9, float, "mu (LR inside)"),
-             "weight_decay": HParam(1e-4, float, "beta, added to the gradient; also floors the damping"),
-             "exclude_bn_bias": HParam(True, bool, "no weight decay on BN and biases"),
-             "damping": HParam(1e-3, float, "Tikhonov damping before the trace split"),
-             "stat_decay": HParam(1.0, float, "weight of fresh factor statistics (1 = no running average)"),
-             "factor_every": HParam(10, int, "steps between factor updates (kfac-pytorch's ImageNet example)"),
-             "inverse_every": HParam(100, int, "steps between inversions (kfac-pytorch's ImageNet example)"),
-             "bn_fisher": HParam("unit_wise", str, "BatchNorm preconditioning", choices=("unit_wise", "none")),
-             "kl_clip": HParam(0.0, float, "KL-clip kappa (0: off)"),
-             "momentum_adjust": HParam(True, bool, "scale mu by lr_t / lr_{t-1} when the LR drops")},
-    lbbench_choices=("stat_decay = weight of new statistics", "weight decay before preconditioning",
-                     "conv rows = output locations", "no stale-statistics rule"),
-))
+    return "sgd", dict(
+        momentum=hp["momentum"], nesterov=False, weight_decay=0.0, exclude_bn_bias=True, lr_convention="inside"
+    )
 
 
-def damping_split(trace_a: float, dim_a: int, trace_g: float, dim_g: int, damping: float,
-                  weight_decay: float) -> tuple[float, float]:
+KFAC = register(
+    MethodInfo(
+        name="kfac",
+        doc=__doc__,
+        opt_name="kfac",
+        mllog_keys=open_keys("kfac_opt"),
+        step="kfac",
+        update=sgd_rule,
+        hparams={
+            "momentum": HParam(0.9, float, "mu (LR inside)"),
+            "weight_decay": HParam(1e-4, float, "beta, added to the gradient; also floors the damping"),
+            "exclude_bn_bias": HParam(True, bool, "no weight decay on BN and biases"),
+            "damping": HParam(1e-3, float, "Tikhonov damping before the trace split"),
+            "stat_decay": HParam(1.0, float, "weight of fresh factor statistics (1 = no running average)"),
+            "factor_every": HParam(10, int, "steps between factor updates (kfac-pytorch's ImageNet example)"),
+            "inverse_every": HParam(100, int, "steps between inversions (kfac-pytorch's ImageNet example)"),
+            "bn_fisher": HParam("unit_wise", str, "BatchNorm preconditioning", choices=("unit_wise", "none")),
+            "kl_clip": HParam(0.0, float, "KL-clip kappa (0: off)"),
+            "momentum_adjust": HParam(True, bool, "scale mu by lr_t / lr_{t-1} when the LR drops"),
+        },
+        lbbench_choices=(
+            "stat_decay = weight of new statistics",
+            "weight decay before preconditioning",
+            "conv rows = output locations",
+            "no stale-statistics rule",
+        ),
+    )
+)
+
+
+def damping_split(
+    trace_a: float, dim_a: int, trace_g: float, dim_g: int, damping: float, weight_decay: float
+) -> tuple[float, float]:
     """The damping added to A and to G: pi sqrt(r) and sqrt(r) / pi, r = max(weight_decay,
     damping), pi = sqrt((tr A / dim A) / (tr G / dim G)). A factor that is (numerically) zero -
     G of a conv feeding a zero-initialised BN gamma at step 1 - would make pi 0 or huge and the
@@ -71,11 +88,11 @@ def adjusted_momentum(mu: float, lr: float, prev_lr: float | None, adjust: bool)
 
 def is_factor_step(step: int, hp: dict[str, Any]) -> bool:
     """Steps (1-based) whose forward/backward also collect the factors."""
-    return (step - 1) % hp["factor_every"] == 0
+    return (step - 1) % int(hp["factor_every"]) == 0
 
 
 def is_inverse_step(step: int, hp: dict[str, Any]) -> bool:
-    return (step - 1) % hp["inverse_every"] == 0
+    return (step - 1) % int(hp["inverse_every"]) == 0
 
 
 def assign_owners(costs: list[float], size: int) -> list[int]:

@@ -5,10 +5,13 @@ v <- mu v + lr trust (g + beta w); w <- w - v (LR inside; Nesterov: w <- w - (mu
 Excluded tensors (BN, biases): v <- mu v + lr g; w <- w - v. eps defaults to 0 exactly (the MLPerf
 TF2 code's silent 1e-7 is not copied).
 """
+
+from typing import Any
+
 from lbbench.methods.registry import MOMENTUM, HParam, MethodInfo, is_power_of_two_multiple, register
 
 
-def _keys(hp, sched):
+def _keys(hp: dict[str, Any], sched: dict[str, Any]) -> dict[str, Any]:
     return {
         "lars_epsilon": hp["eps"],
         "lars_opt_weight_decay": hp["weight_decay"],
@@ -24,7 +27,7 @@ def _keys(hp, sched):
     }
 
 
-def _closed(hp, sched):
+def _closed(hp: dict[str, Any], sched: dict[str, Any]) -> str | None:
     """MLPerf closed_resnet_lars.yaml: poly-2 decay to 1e-4, eps 0, weight decay 1e-4 * 2^k."""
     if sched["schedule"] != "poly" or sched["poly_power"] != 2:
         return "closed LARS needs the poly-2 schedule"
@@ -39,9 +42,17 @@ def _closed(hp, sched):
     return None
 
 
-LARS = register(MethodInfo(
-    name="lars", doc=__doc__, opt_name="lars", mllog_keys=_keys, closed_division=_closed,
-    hparams={**MOMENTUM,
-             "eta": HParam(0.001, float, "trust coefficient"),
-             "eps": HParam(0.0, float, "added to the trust-ratio denominator")},
-))
+LARS = register(
+    MethodInfo(
+        name="lars",
+        doc=__doc__,
+        opt_name="lars",
+        mllog_keys=_keys,
+        closed_division=_closed,
+        hparams={
+            **MOMENTUM,
+            "eta": HParam(0.001, float, "trust coefficient"),
+            "eps": HParam(0.0, float, "added to the trust-ratio denominator"),
+        },
+    )
+)

@@ -7,15 +7,30 @@ percentdelta: eta_l = lr / (mean_i |g_i / w'_i| + 1e-5), w'_i = w_i + sign(w_i) 
       v <- mu v + eta_l g, w <- w - v (mu = 0: the reference's plain gradient descent), so lr is the
       target mean relative change per step. [lbbench] optional momentum and weight decay.
 """
+
 from lbbench.methods.registry import MOMENTUM, HParam, MethodInfo, open_keys, register
 
-MCLR = register(MethodInfo(
-    name="mclr", doc=__doc__, opt_name="mclr", mllog_keys=open_keys("mclr_opt"),
-    hparams={k: v for k, v in MOMENTUM.items() if k != "nesterov"},
-    lbbench_choices=("momentum with LR inside, as LARS",)))
-PERCENTDELTA = register(MethodInfo(
-    name="percentdelta", doc=__doc__, opt_name="percentdelta", mllog_keys=open_keys("percentdelta_opt"),
-    hparams={"momentum": HParam(0.0, float, "momentum (0: plain, as the reference)"),
-             "weight_decay": HParam(0.0, float, "L2 added to the gradient"),
-             "exclude_bn_bias": HParam(True, bool, "no weight decay on BN and biases")},
-    lbbench_choices=("optional momentum and weight decay",)))
+MCLR = register(
+    MethodInfo(
+        name="mclr",
+        doc=__doc__,
+        opt_name="mclr",
+        mllog_keys=open_keys("mclr_opt"),
+        hparams={k: v for k, v in MOMENTUM.items() if k != "nesterov"},
+        lbbench_choices=("momentum with LR inside, as LARS",),
+    )
+)
+PERCENTDELTA = register(
+    MethodInfo(
+        name="percentdelta",
+        doc=__doc__,
+        opt_name="percentdelta",
+        mllog_keys=open_keys("percentdelta_opt"),
+        hparams={
+            "momentum": HParam(0.0, float, "momentum (0: plain, as the reference)"),
+            "weight_decay": HParam(0.0, float, "L2 added to the gradient"),
+            "exclude_bn_bias": HParam(True, bool, "no weight decay on BN and biases"),
+        },
+        lbbench_choices=("optional momentum and weight decay",),
+    )
+)

@@ -12,11 +12,13 @@ method's module; the backends' implementations are looked up through the record:
 Everything else that depends on the kind of method (fp16 loss scaling, a benchmark's
 period of periodic work, which methods a wrapper may wrap) is derived from these fields.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 Hparams = dict[str, Any]
 MllogKeys = Callable[[Hparams, dict[str, Any]], dict[str, Any]]
@@ -25,6 +27,7 @@ MllogKeys = Callable[[Hparams, dict[str, Any]], dict[str, Any]]
 @dataclass(frozen=True)
 class StepKind:
     """A training-step strategy, as far as code outside the backends needs to know it."""
+
     name: str
     # The strategy updates the weights itself (not one optimizer.step() on the averaged
     # gradients): fp16 loss scaling (unscale, skip on overflow) is wired only into the plain path.
@@ -33,18 +36,21 @@ class StepKind:
     period_hparam: str | None = None
 
 
-STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
-    StepKind("standard", custom_update=False),
-    StepKind("extrap", custom_update=True),
-    StepKind("curvature", custom_update=True, period_hparam="curvature_every"),
-    StepKind("kfac", custom_update=True, period_hparam="factor_every"),
-)}
+STEP_KINDS: dict[str, StepKind] = {
+    k.name: k
+    for k in (
+        StepKind("standard", custom_update=False),
+        StepKind("extrap", custom_update=True),
+        StepKind("curvature", custom_update=True, period_hparam="curvature_every"),
+        StepKind("kfac", custom_update=True, period_hparam="factor_every"),
+    )
+}
 
 
 @dataclass(frozen=True)
 class HParam:
     default: Any
-    kind: type                # bool, int, float, str, dict
+    kind: type  # bool, int, float, str, dict
     doc: str
     choices: tuple[Any, ...] | None = None
 
@@ -70,8 +76,8 @@ class MethodInfo:
     update: Callable[[Hparams], tuple[str, Hparams]] | None = None
     # (hparams, seed, step, epoch, k, K) -> micro-batch k's loss weight; None: 1.
     loss_weight: Callable[[Hparams, int, int, int, int, int], float] | None = None
-    needs_local_grads: bool = False   # per-virtual-worker gradients before the allreduce
-    passes_per_step: int = 1          # forward/backward passes per micro-batch
+    needs_local_grads: bool = False  # per-virtual-worker gradients before the allreduce
+    passes_per_step: int = 1  # forward/backward passes per micro-batch
     lbbench_choices: tuple[str, ...] = field(default=())  # [lbbench] decisions, logged with the run
     # Cross-field validation after defaults are filled (e.g. a wrapper's base method).
     finalize: Callable[[Hparams], Hparams] | None = None
@@ -128,8 +134,9 @@ def resolve_hparams(name: str, given: Hparams) -> Hparams:
     out: Hparams = {}
     for key in given:
         if key not in info.hparams:
-            raise BadHParam(key, f"unknown hyperparameter {key!r} for method {name!r}; "
-                                 f"known: {', '.join(sorted(info.hparams))}")
+            raise BadHParam(
+                key, f"unknown hyperparameter {key!r} for method {name!r}; known: {', '.join(sorted(info.hparams))}"
+            )
     for key, hp in info.hparams.items():
         value = given.get(key, hp.default)
         if hp.kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -165,8 +172,10 @@ SCHEDULE_KEYS = ("base_lr", "end_lr", "warmup_epochs", "decay_steps", "poly_powe
 
 def open_keys(prefix: str) -> MllogKeys:
     """Open-division MLLOG keys: every hyperparameter as <prefix>_<name>, plus the schedule."""
+
     def keys(hp: Hparams, sched: dict[str, Any]) -> dict[str, Any]:
         out = {f"{prefix}_{k}": v for k, v in hp.items()}
         out.update({f"opt_{k}": sched[k] for k in SCHEDULE_KEYS})
         return out
+
     return keys

@@ -1,8 +1,11 @@
 """SGD with momentum, the Goyal et al. (2017) baseline (docs/methods.md section 1)."""
+
+from typing import Any
+
 from lbbench.methods.registry import MOMENTUM, HParam, MethodInfo, is_power_of_two_multiple, register
 
 
-def _keys(hp, sched):
+def _keys(hp: dict[str, Any], sched: dict[str, Any]) -> dict[str, Any]:
     return {
         "sgd_opt_base_learning_rate": sched["base_lr"],
         "sgd_opt_end_learning_rate": sched["end_lr"],
@@ -17,7 +20,7 @@ def _keys(hp, sched):
     }
 
 
-def _closed(hp, sched):
+def _closed(hp: dict[str, Any], sched: dict[str, Any]) -> str | None:
     """MLPerf closed_resnet_sgd.yaml: poly decay to 1e-4, base LR a multiple of 0.001,
     weight decay 1e-4 * 2^k; lbbench also requires the plain (non-Nesterov) update."""
     base = sched["base_lr"]
@@ -34,14 +37,21 @@ def _closed(hp, sched):
     return None
 
 
-SGD = register(MethodInfo(
-    name="sgd",
-    doc=__doc__,
-    hparams={**MOMENTUM,
-             "lr_convention": HParam("outside", str, "'outside': b <- mu b + u, w <- w - lr b "
-                                     "(torch.optim.SGD); 'inside': v <- mu v + lr u, w <- w - v",
-                                     choices=("outside", "inside"))},
-    opt_name="sgd",
-    mllog_keys=_keys,
-    closed_division=_closed,
-))
+SGD = register(
+    MethodInfo(
+        name="sgd",
+        doc=__doc__,
+        hparams={
+            **MOMENTUM,
+            "lr_convention": HParam(
+                "outside",
+                str,
+                "'outside': b <- mu b + u, w <- w - lr b (torch.optim.SGD); 'inside': v <- mu v + lr u, w <- w - v",
+                choices=("outside", "inside"),
+            ),
+        },
+        opt_name="sgd",
+        mllog_keys=_keys,
+        closed_division=_closed,
+    )
+)

@@ -11,9 +11,9 @@ one package. The checkers run as subprocesses in OUT (they write their logs into
 directory) and their verdicts are parsed from their output: they do not set an exit status.
 Framework-free: reads only the files a run leaves.
 """
+
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from lbbench.spec import steps_per_epoch
 from lbbench.store.files import iter_run_dirs, write_json
 from lbbench.store.summary import RunSummary, summary_or_damage
 
-RESULTS_PER_CELL = 5          # mlperf_logging.benchmark_meta: resnet needs exactly 5 result files
+RESULTS_PER_CELL = 5  # mlperf_logging.benchmark_meta: resnet needs exactly 5 result files
 AVAILABILITY = "Research, Development, or Internal (RDI)"
 
 
@@ -46,7 +46,7 @@ class Cell:
     global_batch: int
     framework: str
     np: int
-    runs: list[tuple[Path, RunSummary]] = field(default_factory=list)   # (run dir, summary), by seed
+    runs: list[tuple[Path, RunSummary]] = field(default_factory=list)  # (run dir, summary), by seed
 
     @property
     def name(self) -> str:
@@ -54,7 +54,9 @@ class Cell:
 
     @property
     def system(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", f"lbbench_{self.label}_b{self.global_batch}_{self.framework}_np{self.np}")
+        return re.sub(
+            r"[^A-Za-z0-9_.-]", "_", f"lbbench_{self.label}_b{self.global_batch}_{self.framework}_np{self.np}"
+        )
 
 
 @dataclass
@@ -67,7 +69,7 @@ class CheckerVerdict:
 
 def find_cells(results: Path) -> list[Cell]:
     """Finished runs with a log, grouped by cell."""
-    groups: dict[tuple, Cell] = {}
+    groups: dict[tuple[str, int, str, int], Cell] = {}
     for rdir in iter_run_dirs(results):
         s, _ = summary_or_damage(rdir)
         if s is None or not s.done or not (rdir / "mllog.txt").exists():
@@ -88,8 +90,14 @@ def select_cells(cells: list[Cell], wanted: list[str]) -> list[Cell]:
         parts = w.split(":")
         if len(parts) < 2 or len(parts) > 4 or not parts[1].isdigit():
             raise ExportError(f"--cell {w!r}: expected METHOD:BATCH[:FRAMEWORK[:NP]], e.g. lars:3264:torch")
-        hits = [c for c in cells if c.label == parts[0] and c.global_batch == int(parts[1])
-                and (len(parts) < 3 or c.framework == parts[2]) and (len(parts) < 4 or str(c.np) == parts[3])]
+        hits = [
+            c
+            for c in cells
+            if c.label == parts[0]
+            and c.global_batch == int(parts[1])
+            and (len(parts) < 3 or c.framework == parts[2])
+            and (len(parts) < 4 or str(c.np) == parts[3])
+        ]
         if not hits:
             known = ", ".join(c.name for c in cells) or "none"
             raise ExportError(f"--cell {w!r} matches no finished cell; cells with logs: {known}")
@@ -97,17 +105,19 @@ def select_cells(cells: list[Cell], wanted: list[str]) -> list[Cell]:
     return out
 
 
-def export(results: Path, out: Path, wanted: list[str] | None = None, submitter: str = "lbbench",
-           custom_rcps: str = "auto") -> dict[str, Any]:
+def export(
+    results: Path, out: Path, wanted: list[str] | None = None, submitter: str = "lbbench", custom_rcps: str = "auto"
+) -> dict[str, Any]:
     """Writes the package and runs the checkers; returns what was written and the verdicts."""
     cells = select_cells(find_cells(results), wanted or [])
     if not cells:
-        raise ExportError(f"no cell under {results} has {RESULTS_PER_CELL} finished runs with logs "
-                          "(MLPerf scores the olympic mean of 5 seeds)")
+        raise ExportError(
+            f"no cell under {results} has {RESULTS_PER_CELL} finished runs with logs "
+            "(MLPerf scores the olympic mean of 5 seeds)"
+        )
     short = [c for c in cells if len(c.runs) < RESULTS_PER_CELL]
     if short:
-        raise ExportError("MLPerf needs 5 runs per cell; " +
-                          "; ".join(f"{c.name} has {len(c.runs)}" for c in short))
+        raise ExportError("MLPerf needs 5 runs per cell; " + "; ".join(f"{c.name} has {len(c.runs)}" for c in short))
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
     limit = largest_rcp_batch()
@@ -118,15 +128,21 @@ def export(results: Path, out: Path, wanted: list[str] | None = None, submitter:
         for i, (rdir, _) in enumerate(c.runs[:RESULTS_PER_CELL]):
             shutil.copyfile(rdir / "mllog.txt", bench / f"result_{i}.txt")
         write_json(out / "systems" / f"{c.system}.json", system_description(c, submitter))
-    rcp_file = None
+    rcp_file = out / "rcps" / "custom_rcps_resnet.json"
     if rcp_cells:
-        rcp_file = out / "rcps" / "custom_rcps_resnet.json"
         write_json(rcp_file, custom_rcp_records(rcp_cells))
     verdicts = [package_checker(out, bypass_rcp=bool(rcp_cells)), result_summarizer(out)]
     for c in rcp_cells:
-        verdicts.append(rcp_checker(out / "results" / c.system / "resnet", rcp_file, out / f"rcp_checker_{c.system}.log"))
-    return dict(cells=[c.name for c in cells], systems=[c.system for c in cells], package=out,
-                custom_rcps=rcp_file, verdicts=verdicts)
+        verdicts.append(
+            rcp_checker(out / "results" / c.system / "resnet", rcp_file, out / f"rcp_checker_{c.system}.log")
+        )
+    return dict(
+        cells=[c.name for c in cells],
+        systems=[c.system for c in cells],
+        package=out,
+        custom_rcps=rcp_file if rcp_cells else None,
+        verdicts=verdicts,
+    )
 
 
 def system_description(c: Cell, submitter: str) -> dict[str, Any]:
@@ -137,21 +153,39 @@ def system_description(c: Cell, submitter: str) -> dict[str, Any]:
     divisions = {s.division for _, s in c.runs}
     fw_pkg = {"torch": "torch", "tf": "tensorflow-cpu"}[c.framework]
     return {
-        "submitter": submitter, "division": "closed" if divisions == {"closed"} else "open",
-        "status": AVAILABILITY, "system_name": c.system, "number_of_nodes": "1",
-        "host_processors_per_node": "1", "host_processor_model_name": cpu,
-        "host_processor_core_count": str(os.cpu_count() or ""), "host_processor_vcpu_count": str(os.cpu_count() or ""),
-        "host_processor_frequency": "", "host_processor_caches": "", "host_processor_interconnect": "",
-        "host_memory_capacity": _memory(), "host_storage_type": "", "host_storage_capacity": "",
-        "host_networking": "", "host_networking_topology": "", "host_memory_configuration": "",
-        "accelerators_per_node": str(len(gpus)), "accelerator_model_name": gpus[0] if gpus else "none (CPU)",
-        "accelerator_host_interconnect": "", "accelerator_frequency": "", "accelerator_on-chip_memories": "",
-        "accelerator_memory_configuration": "", "accelerator_memory_capacity": "", "accelerator_interconnect": "",
-        "accelerator_interconnect_topology": "", "cooling": "",
+        "submitter": submitter,
+        "division": "closed" if divisions == {"closed"} else "open",
+        "status": AVAILABILITY,
+        "system_name": c.system,
+        "number_of_nodes": "1",
+        "host_processors_per_node": "1",
+        "host_processor_model_name": cpu,
+        "host_processor_core_count": str(os.cpu_count() or ""),
+        "host_processor_vcpu_count": str(os.cpu_count() or ""),
+        "host_processor_frequency": "",
+        "host_processor_caches": "",
+        "host_processor_interconnect": "",
+        "host_memory_capacity": _memory(),
+        "host_storage_type": "",
+        "host_storage_capacity": "",
+        "host_networking": "",
+        "host_networking_topology": "",
+        "host_memory_configuration": "",
+        "accelerators_per_node": str(len(gpus)),
+        "accelerator_model_name": gpus[0] if gpus else "none (CPU)",
+        "accelerator_host_interconnect": "",
+        "accelerator_frequency": "",
+        "accelerator_on-chip_memories": "",
+        "accelerator_memory_configuration": "",
+        "accelerator_memory_capacity": "",
+        "accelerator_interconnect": "",
+        "accelerator_interconnect_topology": "",
+        "cooling": "",
         "hw_notes": f"described from the exporting host; runs used np={c.np} Horovod worker(s)",
         "framework": f"{fw_pkg} {_version(fw_pkg)}, horovod {_version('horovod')}, lbbench {_version('lbbench')}",
         "other_software_stack": f"python {platform.python_version()}, nvidia-dali {_version('nvidia-dali-cuda120')}",
-        "operating_system": platform.platform(), "sw_notes": f"lbbench method {c.label}, global batch {c.global_batch}",
+        "operating_system": platform.platform(),
+        "sw_notes": f"lbbench method {c.label}, global batch {c.global_batch}",
     }
 
 
@@ -167,20 +201,26 @@ def custom_rcp_records(cells: list[Cell]) -> dict[str, Any]:
         lr, hp = spec["lr"], spec["hparams"]
         steps = steps_per_epoch(spec["data"]["train_samples"], c.global_batch)
         records[f"resnet_lbbench_{c.label}_{c.global_batch}"] = {
-            "Benchmark": "resnet", "Creator": "lbbench", "When": "lbbench export-mlperf",
-            "Platform": c.system, "BS": c.global_batch,
+            "Benchmark": "resnet",
+            "Creator": "lbbench",
+            "When": "lbbench export-mlperf",
+            "Platform": c.system,
+            "BS": c.global_batch,
             "Hyperparams": {
-                "optimizer": spec["method"], "opt_base_learning_rate": lr["peak_lr"],
-                "opt_learning_rate_warmup_epochs": lr["warmup_epochs"], "opt_momentum": hp.get("momentum"),
+                "optimizer": spec["method"],
+                "opt_base_learning_rate": lr["peak_lr"],
+                "opt_learning_rate_warmup_epochs": lr["warmup_epochs"],
+                "opt_momentum": hp.get("momentum"),
                 "opt_weight_decay": hp.get("weight_decay"),
                 "opt_learning_rate_decay_steps": round((lr["train_epochs"] - lr["warmup_epochs"]) * steps) + 1,
-                "model_bn_span": spec["bn_span"]},
+                "model_bn_span": spec["bn_span"],
+            },
             "Epochs to converge": sorted(epochs),
         }
     return records
 
 
-def _run_tool(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run_tool(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
@@ -188,9 +228,12 @@ def package_checker(pkg: Path, bypass_rcp: bool) -> CheckerVerdict:
     """MLPerf's package checker; with custom RCPs written, its built-in RCP test (which has no
     record above the largest batch) is bypassed and rcp_checker runs on lbbench's records."""
     log = pkg / "package_checker.log"
-    p = _run_tool("mlperf_logging.package_checker",
-                  [str(pkg.resolve()), "training", RULESET, "--log_output", str(log.resolve())]
-                  + (["--rcp-bypass"] if bypass_rcp else []), pkg)
+    p = _run_tool(
+        "mlperf_logging.package_checker",
+        [str(pkg.resolve()), "training", RULESET, "--log_output", str(log.resolve())]
+        + (["--rcp-bypass"] if bypass_rcp else []),
+        pkg,
+    )
     text = p.stdout + p.stderr
     ok = p.returncode == 0 and "PACKAGE CHECKER FOUND NO ERRORS" in text
     errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
@@ -199,7 +242,9 @@ def package_checker(pkg: Path, bypass_rcp: bool) -> CheckerVerdict:
 
 def result_summarizer(pkg: Path) -> CheckerVerdict:
     csv = pkg / "summary.csv"
-    p = _run_tool("mlperf_logging.result_summarizer", [str(pkg.resolve()), "training", RULESET, "--csv", str(csv.resolve())], pkg)
+    p = _run_tool(
+        "mlperf_logging.result_summarizer", [str(pkg.resolve()), "training", RULESET, "--csv", str(csv.resolve())], pkg
+    )
     log = pkg / "result_summarizer.log"
     log.write_text(p.stdout + p.stderr)
     ok = p.returncode == 0 and csv.exists()
@@ -207,9 +252,21 @@ def result_summarizer(pkg: Path) -> CheckerVerdict:
 
 
 def rcp_checker(bench_dir: Path, rcp_file: Path, log: Path) -> CheckerVerdict:
-    p = _run_tool("mlperf_logging.rcp_checker",
-                  [str(bench_dir.resolve()), "--rcp_usage", "training", "--rcp_version", RULESET,
-                   "--custom_rcps", str(rcp_file.resolve()), "--log_output", str(log.resolve())], log.parent)
+    p = _run_tool(
+        "mlperf_logging.rcp_checker",
+        [
+            str(bench_dir.resolve()),
+            "--rcp_usage",
+            "training",
+            "--rcp_version",
+            RULESET,
+            "--custom_rcps",
+            str(rcp_file.resolve()),
+            "--log_output",
+            str(log.resolve()),
+        ],
+        log.parent,
+    )
     text = p.stdout + p.stderr
     ok = p.returncode == 0 and "RCP test PASSED" in text
     line = next((ln for ln in text.splitlines() if "RCP test" in ln), text[-300:])
@@ -246,4 +303,3 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not installed"
-

@@ -5,6 +5,7 @@ hyperparameters they used and their epochs to 75.9% top-1.
 Used three times: as the LARS recipe (lbbench/suite/recipes.py), as the reference curve of the
 report's figures, and beside a cell's own RCP in an exported package (export.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,19 @@ from typing import Any
 from lbbench.spec import steps_per_epoch
 from lbbench.workloads import WORKLOADS
 
-RULESET = "4.0.0"   # MLPerf retired ResNet after v4.0: the last ruleset with ResNet rules
+RULESET = "4.0.0"  # MLPerf retired ResNet after v4.0: the last ruleset with ResNet rules
 
 
 @lru_cache(maxsize=1)
 def rcp_records() -> dict[str, Any]:
     """The installed rcps_resnet.json, as MLPerf's tools read it."""
     path = resources.files("mlperf_logging") / "rcp_checker" / f"training_{RULESET}" / "rcps_resnet.json"
-    return json.loads(path.read_text())
+    records: dict[str, Any] = json.loads(path.read_text())
+    return records
 
 
 def largest_rcp_batch() -> int:
-    return max(r["BS"] for r in rcp_records().values())
+    return max(int(r["BS"]) for r in rcp_records().values())
 
 
 @lru_cache(maxsize=1)
@@ -41,9 +43,16 @@ def mlperf_rcps() -> list[dict[str, Any]]:
         S = steps_per_epoch(n, B)
         warm = hp["opt_learning_rate_warmup_epochs"]
         epochs = sorted(rcp["Epochs to converge"])
-        out.append(dict(batch=B, peak_lr=hp["opt_base_learning_rate"], warmup_epochs=warm,
-                        momentum=hp["opt_momentum"], weight_decay=hp["opt_weight_decay"],
-                        bn_span=hp["model_bn_span"],
-                        train_epochs=(hp["opt_learning_rate_decay_steps"] - 1) / S + warm,
-                        epochs_to_target=sum(epochs[1:-1]) / (len(epochs) - 2)))   # olympic mean
+        out.append(
+            dict(
+                batch=B,
+                peak_lr=hp["opt_base_learning_rate"],
+                warmup_epochs=warm,
+                momentum=hp["opt_momentum"],
+                weight_decay=hp["opt_weight_decay"],
+                bn_span=hp["model_bn_span"],
+                train_epochs=(hp["opt_learning_rate_decay_steps"] - 1) / S + warm,
+                epochs_to_target=sum(epochs[1:-1]) / (len(epochs) - 2),
+            )
+        )  # olympic mean
     return sorted(out, key=lambda r: r["batch"])

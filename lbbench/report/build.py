@@ -1,5 +1,6 @@
 """`lbbench report`: tables, figures and a short text per method, from a results directory
 alone (summary.json, metrics.jsonl, run.yaml of every run under it)."""
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,7 @@ from lbbench.store.files import atomic_write_text, iter_run_dirs
 from lbbench.store.metrics import read_metrics
 from lbbench.store.summary import summary_or_damage
 
-PERFECT = 0.8   # "perfect scaling" regime: steps x B within 80% of the smallest batch's
+PERFECT = 0.8  # "perfect scaling" regime: steps x B within 80% of the smallest batch's
 
 
 def method_summaries(table: list[dict[str, Any]]) -> dict[str, str]:
@@ -25,7 +26,7 @@ def method_summaries(table: list[dict[str, Any]]) -> dict[str, str]:
     frameworks: dict[str, set] = defaultdict(set)
     for r in table:
         frameworks[r["method"]].add(r["framework"])
-    for r in table:   # one text per method, per framework where a method ran on several
+    for r in table:  # one text per method, per framework where a method ran on several
         by[r["method"] if len(frameworks[r["method"]]) == 1 else f"{r['method']} ({r['framework']})"].append(r)
     out = {}
     for method, cells in sorted(by.items()):
@@ -64,9 +65,15 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
             md += ["## Damaged runs (left out of every figure; `lbbench run` redoes them)", ""]
             md += [f"- {d}" for d in damaged] + [""]
         if times:
-            md += ["## Where the time goes", "", "Shares of the summed step-time parts (data wait, forward+backward, "
-                   "allreduce, optimizer, other step work, epoch overhead, evaluation); compute images/s counts "
-                   "forward+backward only.", "", time_markdown(times)]
+            md += [
+                "## Where the time goes",
+                "",
+                "Shares of the summed step-time parts (data wait, forward+backward, "
+                "allreduce, optimizer, other step work, epoch overhead, evaluation); compute images/s counts "
+                "forward+backward only.",
+                "",
+                time_markdown(times),
+            ]
         md += ["## Methods", ""]
         md += [f"- **{m}**: {t}" for m, t in texts.items()] + [""]
         md += [f"![{f['title']}](figures/{f['file']})" for f in figures]
@@ -76,8 +83,10 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
         atomic_write_text(results / "report.csv", to_csv(table))
         written.append(results / "report.csv")
     if "html" in formats:
-        atomic_write_text(results / "report.html", _html(results.name, table, texts, figures, figdir,
-                                                         time_markdown(times) if times else ""))
+        atomic_write_text(
+            results / "report.html",
+            _html(results.name, table, texts, figures, figdir, time_markdown(times) if times else ""),
+        )
         written.append(results / "report.html")
     atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
     return dict(table=table, texts=texts, figures=figures, written=written, times=times, damaged=damaged)
@@ -85,6 +94,7 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
 
 def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
     from lbbench.mlperf.rcps import mlperf_rcps
+
     curves: dict[str, dict[int, list]] = defaultdict(dict)
     noise: dict[str, list] = defaultdict(list)
     ips_np: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
@@ -93,21 +103,21 @@ def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
         s, _ = summary_or_damage(rdir)
         try:
             spec = RunSpec.load(rdir / "run.yaml")
-        except Exception:  # noqa: BLE001 - listed as damaged in the table (tables.collect)
+        except Exception:
             continue
         target, train_samples = spec.target_top1, spec.data.train_samples
         rows_ = read_metrics(rdir / "metrics.jsonl")
         label, B = spec.label, spec.global_batch
-        if spec.framework != "torch":   # side by side with the PyTorch series of the method
+        if spec.framework != "torch":  # side by side with the PyTorch series of the method
             label = f"{label} ({spec.framework})"
         pts = [(r["epoch"], r["top1"]) for r in rows_ if r["kind"] == "epoch" and r.get("top1") is not None]
         if pts and B not in curves[label]:
             curves[label][B] = pts
         diag = [r for r in rows_ if r["kind"] == "diag" and r.get("noise_g2")]
         if f"{label} B={B}" in noise:
-            diag = []   # first seed only, as for the top-1 curves
+            diag = []  # first seed only, as for the top-1 curves
         g2 = tr = 0.0
-        for r in diag:   # running sums of both parts (unbiased each), then the ratio
+        for r in diag:  # running sums of both parts (unbiased each), then the ratio
             g2, tr = g2 + r["noise_g2"], tr + r["noise_trace"]
             if g2 > 0 and tr > 0:
                 noise[f"{label} B={B}"].append((r["step"], tr / g2))
@@ -128,8 +138,14 @@ def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
         figs.append(plots.to_target_vs_batch(per[w], w, figdir, rcp, train_samples))
     figs.append(plots.throughput(ips_b, "global batch", figdir, "images_per_s_vs_batch"))
     if any(len(v) > 1 for v in ips_np.values()):
-        figs.append(plots.throughput({m: {n: sum(v) / len(v) for n, v in by.items()} for m, by in ips_np.items()},
-                                     "workers (np)", figdir, "images_per_s_vs_np"))
+        figs.append(
+            plots.throughput(
+                {m: {n: sum(v) / len(v) for n, v in by.items()} for m, by in ips_np.items()},
+                "workers (np)",
+                figdir,
+                "images_per_s_vs_np",
+            )
+        )
     if noise:
         figs.append(plots.noise_scale(noise, figdir))
     return figs
@@ -142,19 +158,24 @@ def _md_table_html(md: str) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _html(name: str, table: list[dict], texts: dict[str, str], figures: list[dict], figdir: Path,
-          times_md: str = "") -> str:
+def _html(
+    name: str, table: list[dict], texts: dict[str, str], figures: list[dict], figdir: Path, times_md: str = ""
+) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c, r[c]))}</td>" for c in COLUMNS) + "</tr>" for r in table)
     items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(t)}</li>" for m, t in texts.items())
     imgs = "".join(
         f'<figure><img alt="{html.escape(f["title"])}" src="data:image/png;base64,'
         f'{base64.b64encode((figdir / f["file"]).read_bytes()).decode()}"><figcaption>{html.escape(f["title"])}'
-        f"</figcaption></figure>" for f in figures)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>lbbench report: {html.escape(name)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}figure{display:inline-block;margin:1em}"
-            "</style></head><body>"
-            f"<h1>lbbench report: {html.escape(name)}</h1><table><tr>{head}</tr>{body}</table>"
-            + (f"<h2>Where the time goes</h2>{_md_table_html(times_md)}" if times_md else "")
-            + f"<h2>Methods</h2><ul>{items}</ul><h2>Figures</h2>{imgs}</body></html>")
+        f"</figcaption></figure>"
+        for f in figures
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>lbbench report: {html.escape(name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}figure{display:inline-block;margin:1em}"
+        "</style></head><body>"
+        f"<h1>lbbench report: {html.escape(name)}</h1><table><tr>{head}</tr>{body}</table>"
+        + (f"<h2>Where the time goes</h2>{_md_table_html(times_md)}" if times_md else "")
+        + f"<h2>Methods</h2><ul>{items}</ul><h2>Figures</h2>{imgs}</body></html>"
+    )

@@ -11,6 +11,7 @@ compact baseline JSON (`lbbench baseline`). A cell regresses when
     machines are noisy).
 Cells missing on either side are listed, not judged.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,10 @@ FIELDS = ("status", "epochs_to_target", "best_top1", "images_per_s", "seed", "np
 
 @dataclass(frozen=True)
 class Tolerance:
-    epochs: float = 0.25       # relative rise of epochs to target
-    top1: float = 0.02         # absolute fall of best top-1
-    images_per_s: float | None = None   # relative fall; None: not checked
-    eval_every: int = 1        # epochs between evaluations (the resolution of epochs to target)
+    epochs: float = 0.25  # relative rise of epochs to target
+    top1: float = 0.02  # absolute fall of best top-1
+    images_per_s: float | None = None  # relative fall; None: not checked
+    eval_every: int = 1  # epochs between evaluations (the resolution of epochs to target)
 
 
 def cells_of(source: Path) -> dict[str, Any]:
@@ -62,7 +63,9 @@ def compare(new: dict, base: dict, tol: Tolerance) -> tuple[list[dict], bool]:
             continue
         problems = _judge(n, b, tol)
         failed |= bool(problems)
-        rows.append(dict(cell=key, verdict="REGRESSED" if problems else "ok", details="; ".join(problems) or _brief(n, b)))
+        rows.append(
+            dict(cell=key, verdict="REGRESSED" if problems else "ok", details="; ".join(problems) or _brief(n, b))
+        )
     return rows, failed
 
 
@@ -88,7 +91,9 @@ def _judge(n: list[dict], b: list[dict], tol: Tolerance) -> list[str]:
         ni = [r["images_per_s"] for r in n if r.get("images_per_s")]
         bi = [r["images_per_s"] for r in b if r.get("images_per_s")]
         if ni and bi and statistics.fmean(ni) < statistics.fmean(bi) * (1 - tol.images_per_s):
-            out.append(f"images/s {statistics.fmean(bi):,.0f} -> {statistics.fmean(ni):,.0f} (> {tol.images_per_s:.0%} down)")
+            out.append(
+                f"images/s {statistics.fmean(bi):,.0f} -> {statistics.fmean(ni):,.0f} (> {tol.images_per_s:.0%} down)"
+            )
     return out
 
 
@@ -96,5 +101,8 @@ def _brief(n: list[dict], b: list[dict]) -> str:
     def s(rs):
         e = [r["epochs_to_target"] for r in rs if r["status"] == "success"]
         t = [r["best_top1"] for r in rs if r.get("best_top1") is not None]
-        return (f"{olympic_mean(e):.1f} ep" if e else "not reached") + (f", top-1 {statistics.fmean(t):.4f}" if t else "")
+        return (f"{olympic_mean(e):.1f} ep" if e else "not reached") + (
+            f", top-1 {statistics.fmean(t):.4f}" if t else ""
+        )
+
     return f"{s(b)} -> {s(n)}"

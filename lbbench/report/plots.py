@@ -1,8 +1,8 @@
 """Report figures (matplotlib, Agg): each function writes one PNG and returns what it drew
 (title, axes labels and scales, series names) so tests can check content, not pixels."""
+
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,11 @@ IMAGENET_TRAIN = WORKLOADS["imagenet"].train_samples
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from cycler import cycler
+
     # 20 distinct colours: a suite easily has more than the default cycle's 10 methods
     plt.rcParams["axes.prop_cycle"] = cycler(color=plt.cm.tab20.colors)
     return plt
@@ -33,8 +35,15 @@ def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> dict[str
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    meta = dict(file=path.name, title=title, xlabel=xlabel, ylabel=ylabel, xscale=ax.get_xscale(),
-                yscale=ax.get_yscale(), series=series)
+    meta = dict(
+        file=path.name,
+        title=title,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        xscale=ax.get_xscale(),
+        yscale=ax.get_yscale(),
+        series=series,
+    )
     _plt().close(fig)
     return meta
 
@@ -51,8 +60,13 @@ def top1_curves(curves: dict[str, dict[int, list[tuple[int, float]]]], target: f
     return metas
 
 
-def to_target_vs_batch(cells: dict[str, dict[int, float]], what: str, out: Path,
-                       rcp: list[dict] | None = None, train_samples: int | None = None) -> dict:
+def to_target_vs_batch(
+    cells: dict[str, dict[int, float]],
+    what: str,
+    out: Path,
+    rcp: list[dict] | None = None,
+    train_samples: int | None = None,
+) -> dict:
     """epochs/steps/time to target vs global batch, log-log, a line per method; for steps the
     perfect-scaling line (steps x B constant from the smallest batch, Shallue et al.); MLPerf's
     RCPs overlaid where the workload is ImageNet."""
@@ -68,13 +82,18 @@ def to_target_vs_batch(cells: dict[str, dict[int, float]], what: str, out: Path,
         ax.plot(all_b, [s0 * b0 / b for b in all_b], color="black", ls=":", label="perfect scaling")
     if rcp and train_samples == IMAGENET_TRAIN and what in ("epochs_to_target", "steps_to_target"):
         xs = [r["batch"] for r in rcp]
-        ys = [r["epochs_to_target"] * (1 if what == "epochs_to_target" else steps_per_epoch(IMAGENET_TRAIN, r["batch"]))
-              for r in rcp]
+        ys = [
+            r["epochs_to_target"] * (1 if what == "epochs_to_target" else steps_per_epoch(IMAGENET_TRAIN, r["batch"]))
+            for r in rcp
+        ]
         ax.plot(xs, ys, color="red", ls="--", marker="x", label="MLPerf RCP (LARS)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    label = {"epochs_to_target": "epochs to target", "steps_to_target": "steps to target",
-             "time_to_target_s": "time to target (s)"}[what]
+    label = {
+        "epochs_to_target": "epochs to target",
+        "steps_to_target": "steps to target",
+        "time_to_target_s": "time to target (s)",
+    }[what]
     return _save(fig, ax, out / f"{what}.png", f"{label} vs global batch", "global batch", label)
 
 

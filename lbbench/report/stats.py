@@ -1,4 +1,5 @@
 """The statistics MLPerf uses for a cell of several seeds (framework-free)."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,8 @@ def one_sided_welch_p(new: list[float], base: list[float]) -> float:
     """p-value of H1: mean(new) > mean(base) (Welch's t-test), as MLPerf's RCP check does for
     epochs to converge."""
     from scipy import stats
+
     if statistics.pvariance(new) == 0 and statistics.pvariance(base) == 0:
         return 0.0 if statistics.fmean(new) > statistics.fmean(base) else 1.0
-    t, p = stats.ttest_ind(new, base, equal_var=False, alternative="greater")
+    _, p = stats.ttest_ind(new, base, equal_var=False, alternative="greater")
     return float(p) if not math.isnan(p) else 1.0

@@ -1,6 +1,7 @@
 """Time-to-accuracy tables: one row per (method, global batch, framework), built only from the
 summary.json files under a results directory.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,9 +16,23 @@ from lbbench.spec import RunSpec
 from lbbench.store.files import iter_run_dirs
 from lbbench.store.summary import summary_or_damage
 
-COLUMNS = ["method", "global_batch", "framework", "np", "runs", "seeds", "status", "epochs_to_target",
-           "epochs_spread", "steps_to_target", "samples_to_target", "time_to_target_s", "best_top1", "images_per_s",
-           "scaling_efficiency"]
+COLUMNS = [
+    "method",
+    "global_batch",
+    "framework",
+    "np",
+    "runs",
+    "seeds",
+    "status",
+    "epochs_to_target",
+    "epochs_spread",
+    "steps_to_target",
+    "samples_to_target",
+    "time_to_target_s",
+    "best_top1",
+    "images_per_s",
+    "scaling_efficiency",
+]
 
 
 def collect(results: Path) -> list[dict[str, Any]]:
@@ -29,17 +44,31 @@ def collect(results: Path) -> list[dict[str, Any]]:
         if s is not None:
             out.append(s.model_dump())
         else:
-            out.append({"run_id": rdir.name, "status": "damaged" if damage else "unfinished", "reason": damage,
-                        **_from_spec(rdir)})
+            out.append(
+                {
+                    "run_id": rdir.name,
+                    "status": "damaged" if damage else "unfinished",
+                    "reason": damage,
+                    **_from_spec(rdir),
+                }
+            )
     return out
 
 
 def _from_spec(rdir: Path) -> dict[str, Any]:
     try:
         spec = RunSpec.load(rdir / "run.yaml")
-    except Exception as e:  # noqa: BLE001 - any unreadable run.yaml is reported, not fatal
-        return {"label": f"? ({rdir.name})", "method": "?", "global_batch": 0, "framework": "?", "np": 0, "seed": 0,
-                "status": "damaged", "reason": f"{rdir / 'run.yaml'}: unreadable ({type(e).__name__}: {e})"}
+    except Exception as e:
+        return {
+            "label": f"? ({rdir.name})",
+            "method": "?",
+            "global_batch": 0,
+            "framework": "?",
+            "np": 0,
+            "seed": 0,
+            "status": "damaged",
+            "reason": f"{rdir / 'run.yaml'}: unreadable ({type(e).__name__}: {e})",
+        }
     return {k: getattr(spec, k) for k in ("label", "method", "global_batch", "framework", "np", "seed")}
 
 
@@ -70,26 +99,43 @@ def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in runs:
             counts[r["status"]] += 1
         status = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
-        out.append(dict(
-            method=label, global_batch=batch, framework=fw,
-            np="/".join(str(n) for n in sorted({r["np"] for r in runs})),
-            runs=len(runs), seeds=len({r["seed"] for r in runs}), status=status,
-            # MLPerf: olympic mean over seeds (drop the fastest and slowest), plus the spread
-            epochs_to_target=olympic_mean([r["epochs_to_target"] for r in ok]),
-            epochs_spread=spread([r["epochs_to_target"] for r in ok]),
-            steps_to_target=olympic_mean([r["steps_to_target"] for r in ok]),
-            samples_to_target=olympic_mean([r["samples_to_target"] for r in ok]),
-            time_to_target_s=olympic_mean([r["time_to_target_s"] for r in ok if r.get("time_to_target_valid", True)]),
-            best_top1=_mean([r["best_top1"] for r in runs if r.get("best_top1") is not None]),
-            images_per_s=_mean([r["images_per_s"] for r in runs if r.get("images_per_s")]),
-            scaling_efficiency=_scaling_efficiency(runs),
-        ))
+        out.append(
+            dict(
+                method=label,
+                global_batch=batch,
+                framework=fw,
+                np="/".join(str(n) for n in sorted({r["np"] for r in runs})),
+                runs=len(runs),
+                seeds=len({r["seed"] for r in runs}),
+                status=status,
+                # MLPerf: olympic mean over seeds (drop the fastest and slowest), plus the spread
+                epochs_to_target=olympic_mean([r["epochs_to_target"] for r in ok]),
+                epochs_spread=spread([r["epochs_to_target"] for r in ok]),
+                steps_to_target=olympic_mean([r["steps_to_target"] for r in ok]),
+                samples_to_target=olympic_mean([r["samples_to_target"] for r in ok]),
+                time_to_target_s=olympic_mean(
+                    [r["time_to_target_s"] for r in ok if r.get("time_to_target_valid", True)]
+                ),
+                best_top1=_mean([r["best_top1"] for r in runs if r.get("best_top1") is not None]),
+                images_per_s=_mean([r["images_per_s"] for r in runs if r.get("images_per_s")]),
+                scaling_efficiency=_scaling_efficiency(runs),
+            )
+        )
     return out
 
 
 TIME_PARTS = ("data", "compute", "allreduce", "optimizer", "other", "overhead", "eval")
-TIME_COLUMNS = ["method", "global_batch", "framework", *(f"{k}_share" for k in TIME_PARTS),
-                "compute_images_per_s", "images_per_s", "train_gflop_per_image", "achieved_tflops", "mfu"]
+TIME_COLUMNS = [
+    "method",
+    "global_batch",
+    "framework",
+    *(f"{k}_share" for k in TIME_PARTS),
+    "compute_images_per_s",
+    "images_per_s",
+    "train_gflop_per_image",
+    "achieved_tflops",
+    "mfu",
+]
 
 
 def time_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -105,11 +151,18 @@ def time_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (label, batch, fw), runs in sorted(groups.items()):
         totals = {k: sum(r["time_parts_s"].get(k, 0.0) for r in runs) for k in TIME_PARTS}
         whole = sum(totals.values()) or 1.0
-        out.append(dict(method=label, global_batch=batch, framework=fw,
-                        **{f"{k}_share": totals[k] / whole for k in TIME_PARTS},
-                        **{k: _mean([r[k] for r in runs if r.get(k) is not None])
-                           for k in ("compute_images_per_s", "images_per_s", "train_gflop_per_image",
-                                     "achieved_tflops", "mfu")}))
+        out.append(
+            dict(
+                method=label,
+                global_batch=batch,
+                framework=fw,
+                **{f"{k}_share": totals[k] / whole for k in TIME_PARTS},
+                **{
+                    k: _mean([r[k] for r in runs if r.get(k) is not None])
+                    for k in ("compute_images_per_s", "images_per_s", "train_gflop_per_image", "achieved_tflops", "mfu")
+                },
+            )
+        )
     return out
 
 
@@ -122,9 +175,16 @@ def time_markdown(table: list[dict[str, Any]]) -> str:
         if key in ("compute_images_per_s", "images_per_s"):
             return f"{v:,.0f}"
         return f"{v:.3g}"
+
     lines = ["| " + " | ".join(TIME_COLUMNS) + " |", "|" + "---|" * len(TIME_COLUMNS)]
-    lines += ["| " + " | ".join(f(c, r[c]) if c not in ("method", "global_batch", "framework") else str(r[c])
-                                for c in TIME_COLUMNS) + " |" for r in table]
+    lines += [
+        "| "
+        + " | ".join(
+            f(c, r[c]) if c not in ("method", "global_batch", "framework") else str(r[c]) for c in TIME_COLUMNS
+        )
+        + " |"
+        for r in table
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """File safety and the results layout (lbbench/store/__init__.py): atomic writes, run
 directories, and finding the runs under a results tree."""
+
 from __future__ import annotations
 
 import json

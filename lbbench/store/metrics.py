@@ -1,5 +1,6 @@
 """metrics.jsonl: one JSON object per line - "step", "epoch" and "diag" rows (framework-free:
 both backends' workers write them through the shared driver, the runner and the report read them)."""
+
 from __future__ import annotations
 
 import json

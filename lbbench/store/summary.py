@@ -6,6 +6,7 @@ read it through ``read_summary``, which validates it: a summary that cannot be r
 not fit the schema is *damaged* (``SummaryDamaged`` names the file and the cause), never
 half-trusted - the runner re-runs such a cell from its checkpoints and the report lists it.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,7 +72,7 @@ class RunSummary(BaseModel):
     # why it ended early
     diverged_at_step: int | None = None
     diverged_reason: str | None = None
-    reason: str | None = None             # failed / timeout: what the runner saw
+    reason: str | None = None  # failed / timeout: what the runner saw
     log_tail: list[str] | None = None
 
     @property
@@ -110,8 +111,9 @@ def read_summary(run_dir: Path) -> RunSummary | None:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise SummaryDamaged(path, f"{where}: {first['msg']}" + (f" (and {e.error_count() - 1} more)"
-                                                                    if e.error_count() > 1 else "")) from None
+        raise SummaryDamaged(
+            path, f"{where}: {first['msg']}" + (f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else "")
+        ) from None
 
 
 def summary_or_damage(run_dir: Path) -> tuple[RunSummary | None, str | None]:

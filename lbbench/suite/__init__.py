@@ -7,6 +7,7 @@
 
 Nothing under ``lbbench/worker`` imports this package: a worker receives a resolved RunSpec.
 """
+
 from lbbench.suite.expand import Suite, expand, load_suite
 from lbbench.suite.yamlpos import SuiteError
 

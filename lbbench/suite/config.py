@@ -4,6 +4,7 @@ Each class is one block of a suite file; ``lbbench/suite/expand.py`` validates a
 and expands the matrix into RunSpecs. Defaults that depend on the workload (target, epochs,
 eval cadence) are ``None`` here and filled from ``lbbench/workloads.py`` at expansion.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -19,7 +20,7 @@ class Strict(BaseModel):
 
 class DataCfg(Strict):
     kind: Literal["folder", "synthetic"] = "folder"
-    path: str | None = None          # may use ${VAR} or ${VAR:-default}
+    path: str | None = None  # may use ${VAR} or ${VAR:-default}
     train_samples: int | None = Field(None, gt=0)
     eval_samples: int | None = Field(None, gt=0)
 
@@ -41,20 +42,20 @@ class LrCfg(Strict):
     rule: Literal["linear", "sqrt", "constant", "table"] = "linear"
     base_lr: float | None = Field(None, gt=0)
     base_batch: int = Field(256, gt=0)
-    table: dict[int, float] | None = None     # global batch -> peak LR (rule: table)
+    table: dict[int, float] | None = None  # global batch -> peak LR (rule: table)
     schedule: Literal["poly", "step", "cosine", "constant", "goyal"] = "poly"
     warmup_epochs: float = Field(0.0, ge=0)
     warmup_start_lr: float = Field(0.0, ge=0)
     end_lr: float = Field(1e-4, ge=0)
     poly_power: float = Field(2.0, gt=0)
-    milestones: list[float] | None = None     # epochs (step schedule); goyal: 30/60/80 of 90
+    milestones: list[float] | None = None  # epochs (step schedule); goyal: 30/60/80 of 90
     decay_factor: float = Field(0.1, gt=0, le=1)
-    train_epochs: float | None = Field(None, gt=0)   # schedule length; default max_epochs
+    train_epochs: float | None = Field(None, gt=0)  # schedule length; default max_epochs
 
 
 class DiscardCfg(Strict):
     fraction: float = Field(0.3, gt=0, lt=1)
-    epochs: float | None = Field(None, gt=0)       # default: 30% of max_epochs
+    epochs: float | None = Field(None, gt=0)  # default: 30% of max_epochs
     scope: Literal["local", "global"] = "local"
 
 
@@ -70,7 +71,7 @@ class MethodCfg(Strict):
     name: str
     label: str | None = None
     hparams: dict[str, Any] = {}
-    lr: dict[str, Any] = {}          # overrides of the suite's lr block for this method
+    lr: dict[str, Any] = {}  # overrides of the suite's lr block for this method
     # Training-loop features usable with any method (docs/methods.md section 6); open division.
     discard_small_loss: DiscardCfg | None = None
     batch_schedule: BatchScheduleCfg | None = None
@@ -83,22 +84,23 @@ class MatrixCfg(Strict):
     global_batch: list[int] = Field(min_length=1)
     frameworks: list[Literal["torch", "tf"]] = ["torch"]
     seeds: list[int] = [0]
-    workers: list[int] = [1]               # np, Horovod processes
-    local_batch: int | None = Field(None, gt=0)   # per-worker micro-batch; accum derived
-    accum: int | None = Field(None, gt=0)         # micro-batches per worker; local derived
-    bn_span: int | None = Field(None, gt=0)       # samples per BN statistic; default local
+    workers: list[int] = [1]  # np, Horovod processes
+    local_batch: int | None = Field(None, gt=0)  # per-worker micro-batch; accum derived
+    accum: int | None = Field(None, gt=0)  # micro-batches per worker; local derived
+    bn_span: int | None = Field(None, gt=0)  # samples per BN statistic; default local
 
 
 class RunCfg(Strict):
     stop_at_target: bool = True
-    diag_every: int = Field(0, ge=0)       # 0: no per-tensor diagnostics
+    diag_every: int = Field(0, ge=0)  # 0: no per-tensor diagnostics
     eval_batch: int = Field(256, gt=0)
     checkpoint_every: int = Field(1, ge=0)  # epochs; 0 = never
-    perf: PerfSpec = PerfSpec()             # speed options: amp, channels_last, dali_device, ...
+    perf: PerfSpec = PerfSpec()  # speed options: amp, channels_last, dali_device, ...
 
 
 class SlurmCfg(Strict):
     """sbatch resources for `lbbench run --launcher slurm --submit` (CLI options override)."""
+
     nodes: int | None = Field(None, gt=0)
     ntasks_per_node: int | None = Field(None, gt=0)
     gpus_per_node: int | None = Field(None, ge=0)
@@ -106,14 +108,15 @@ class SlurmCfg(Strict):
     time: str | None = None
     account: str | None = None
     partition: str | None = None
-    extra: list[str] = []          # further "#SBATCH" options, verbatim
-    setup: list[str] = []          # shell lines run before lbbench (module load, source ...)
-    mpi: str = "pmix"              # srun --mpi=
+    extra: list[str] = []  # further "#SBATCH" options, verbatim
+    setup: list[str] = []  # shell lines run before lbbench (module load, source ...)
+    mpi: str = "pmix"  # srun --mpi=
 
 
 class Cell(Strict):
     """An include/exclude entry: any subset of the matrix axes."""
-    method: str | None = None              # a method label
+
+    method: str | None = None  # a method label
     global_batch: int | None = None
     framework: Literal["torch", "tf"] | None = None
     seed: int | None = None

@@ -3,13 +3,14 @@
 The schema is lbbench/suite/config.py; every error is re-raised as a SuiteError that names the
 file, the line and the field path.
 """
+
 from __future__ import annotations
 
 import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -49,6 +50,7 @@ def expand_env(text: str) -> tuple[str | None, str | None]:
                 return ""
             return m.group(2)
         return val
+
     out = _VAR.sub(sub, text)
     return (None, missing[0]) if missing else (out, None)
 
@@ -76,7 +78,9 @@ def load_suite(file: str | Path) -> Suite:
 def _check(suite: Suite) -> None:
     cfg = suite.cfg
     if cfg.workload.name not in WORKLOADS:
-        raise suite.error(("workload", "name"), f"unknown workload {cfg.workload.name!r}; known: {', '.join(WORKLOADS)}")
+        raise suite.error(
+            ("workload", "name"), f"unknown workload {cfg.workload.name!r}; known: {', '.join(WORKLOADS)}"
+        )
     labels: set[str] = set()
     for i, m in enumerate(cfg.matrix.methods):
         try:
@@ -138,13 +142,20 @@ def _data_spec(suite: Suite, check_data: bool) -> tuple[DataSpec, str | None]:
             warning = problem
         else:
             from lbbench.data.layout import count_images
+
             train = train or count_images(Path(path) / "train")
             evals = evals or count_images(Path(path) / "val")
     elif train is None or evals is None:
         raise suite.error(("workload", "data"), "synthetic data needs train_samples and eval_samples")
-    return DataSpec(kind=d.kind, path=path, image_size=w.image_size or base.image_size,
-                    classes=w.classes or base.classes, train_samples=train, eval_samples=evals,
-                    augment=w.augment or base.augment), warning
+    return DataSpec(
+        kind=d.kind,
+        path=path,
+        image_size=w.image_size or base.image_size,
+        classes=w.classes or base.classes,
+        train_samples=train,
+        eval_samples=evals,
+        augment=w.augment or base.augment,
+    ), warning
 
 
 def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[str]]:
@@ -154,11 +165,14 @@ def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[
     data, warning = _data_spec(suite, check_data)
     m = cfg.matrix
     labels = [mc.label or mc.name for mc in m.methods]
-    cells = [dict(method=lab, global_batch=b, framework=f, seed=s, np=n)
-             for lab, b, f, s, n in itertools.product(labels, m.global_batch, m.frameworks, m.seeds, m.workers)]
+    cells = [
+        dict(method=lab, global_batch=b, framework=f, seed=s, np=n)
+        for lab, b, f, s, n in itertools.product(labels, m.global_batch, m.frameworks, m.seeds, m.workers)
+    ]
     cells = [c for c in cells if not any(_matches(c, x) for x in cfg.exclude)]
-    defaults = dict(method=labels[0], global_batch=m.global_batch[0], framework=m.frameworks[0],
-                    seed=m.seeds[0], np=m.workers[0])
+    defaults = dict(
+        method=labels[0], global_batch=m.global_batch[0], framework=m.frameworks[0], seed=m.seeds[0], np=m.workers[0]
+    )
     for inc in cfg.include:
         c = {**defaults, **inc.model_dump(exclude_none=True)}
         if c not in cells:
@@ -197,7 +211,9 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         local = B // (n * accum)
     bn_span = m.bn_span or local
     if local % bn_span:
-        raise suite.error(("matrix", "bn_span"), f"bn_span {bn_span} must divide the local batch {local} (global batch {B})")
+        raise suite.error(
+            ("matrix", "bn_span"), f"bn_span {bn_span} must divide the local batch {local} (global batch {B})"
+        )
     if B > data.train_samples:
         raise suite.error(where, f"global batch {B} exceeds the {data.train_samples} training samples")
     lr = _lr_for(suite, i)
@@ -209,16 +225,29 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         peak = scaled_lr(lr.rule, lr.base_lr, lr.base_batch, B)
     if recipe:
         peak = recipe["peak_lr"]
-        lr = lr.model_copy(update={"schedule": "poly", "warmup_epochs": recipe["warmup_epochs"],
-                                   "train_epochs": recipe["train_epochs"]})
+        lr = lr.model_copy(
+            update={
+                "schedule": "poly",
+                "warmup_epochs": recipe["warmup_epochs"],
+                "train_epochs": recipe["train_epochs"],
+            }
+        )
     max_epochs = w.max_epochs or base.max_epochs
     train_epochs = lr.train_epochs or max_epochs
     kind, milestones = lr.schedule, tuple(lr.milestones or ())
     if kind == "goyal":
         kind, milestones = "step", milestones or goyal_milestones(train_epochs)
-    lrs = LrSpec(schedule=kind, peak_lr=peak, warmup_epochs=lr.warmup_epochs, warmup_start_lr=lr.warmup_start_lr,
-                 end_lr=lr.end_lr, poly_power=lr.poly_power, milestones=milestones,
-                 decay_factor=lr.decay_factor, train_epochs=train_epochs)
+    lrs = LrSpec(
+        schedule=kind,
+        peak_lr=peak,
+        warmup_epochs=lr.warmup_epochs,
+        warmup_start_lr=lr.warmup_start_lr,
+        end_lr=lr.end_lr,
+        poly_power=lr.poly_power,
+        milestones=milestones,
+        decay_factor=lr.decay_factor,
+        train_epochs=train_epochs,
+    )
     sched = schedule_facts(lrs, steps_per_epoch(data.train_samples, B))
     reason = info.closed_division(hp, sched)
     discard = batch_sched = None
@@ -230,26 +259,49 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         batch_sched = _batch_schedule(suite, i, mc.batch_schedule, B, n * local, lrs, data.train_samples)
         reason = reason or f"batch-size schedule {mc.batch_schedule.kind}"
     return RunSpec(
-        suite=suite.name, method=mc.name, label=c["method"], hparams=hp,
-        division="closed" if reason is None else "open", division_reason=reason or "",
-        framework=c["framework"], model=w.model or base.model, data=data, global_batch=B, np=n,
-        local_batch=local, accum=accum, bn_span=bn_span, seed=c["seed"], lr=lrs,
+        suite=suite.name,
+        method=mc.name,
+        label=c["method"],
+        hparams=hp,
+        division="closed" if reason is None else "open",
+        division_reason=reason or "",
+        framework=c["framework"],
+        model=w.model or base.model,
+        data=data,
+        global_batch=B,
+        np=n,
+        local_batch=local,
+        accum=accum,
+        bn_span=bn_span,
+        seed=c["seed"],
+        lr=lrs,
         label_smoothing=base.label_smoothing if w.label_smoothing is None else w.label_smoothing,
-        target_top1=w.target_top1 or base.target_top1, eval_every=w.eval_every or base.eval_every,
-        max_epochs=max_epochs, stop_at_target=cfg.run.stop_at_target, diag_every=cfg.run.diag_every,
-        eval_batch=cfg.run.eval_batch, discard=discard, batch_schedule=batch_sched,
-        recipe=recipe.get("source", ""), checkpoint_every=cfg.run.checkpoint_every, perf=cfg.run.perf,
+        target_top1=w.target_top1 or base.target_top1,
+        eval_every=w.eval_every or base.eval_every,
+        max_epochs=max_epochs,
+        stop_at_target=cfg.run.stop_at_target,
+        diag_every=cfg.run.diag_every,
+        eval_batch=cfg.run.eval_batch,
+        discard=discard,
+        batch_schedule=batch_sched,
+        recipe=recipe.get("source", ""),
+        checkpoint_every=cfg.run.checkpoint_every,
+        perf=cfg.run.perf,
     ).with_id()
 
 
-def _batch_schedule(suite: Suite, i: int, bs: BatchScheduleCfg, B: int, per_accum: int, lr: LrSpec,
-                    n_train: int) -> BatchScheduleSpec:
+def _batch_schedule(
+    suite: Suite, i: int, bs: BatchScheduleCfg, B: int, per_accum: int, lr: LrSpec, n_train: int
+) -> BatchScheduleSpec:
     where = ("matrix", "methods", i, "batch_schedule")
     if bs.kind == "small_first":
         if not bs.first_batch or not bs.first_lr:
             raise suite.error(where, "small_first needs first_batch and first_lr")
         if bs.first_batch % per_accum:
-            raise suite.error(where + ("first_batch",), f"first_batch {bs.first_batch} is not divisible by np x local batch = {per_accum}")
+            raise suite.error(
+                where + ("first_batch",),
+                f"first_batch {bs.first_batch} is not divisible by np x local batch = {per_accum}",
+            )
         return BatchScheduleSpec(kind="small_first", first_batch=bs.first_batch, first_lr=bs.first_lr)
     if not bs.factor:
         raise suite.error(where, "increase needs factor (> 1)")

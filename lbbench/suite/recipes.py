@@ -10,6 +10,7 @@ spngd        K-FAC / SP-NGD (Osawa et al. 2020; chainerkfac configs as in docs/m
              lr0, momentum and damping interpolated in log2(B) between the 4K, 32K and 128K
              configs, epochs from the published table; poly decay after 1 warm-up epoch.
 """
+
 from __future__ import annotations
 
 import bisect

@@ -4,6 +4,7 @@ Validation errors must name the file, the line and the field; pydantic knows the
 but not the line, so we compose the YAML once, keep a map {field path: line}, and look the
 line up by the longest known prefix of an error's path.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +50,9 @@ def load_with_lines(file: Path) -> tuple[Any, dict[Path_, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise SuiteError(file, mark.line + 1 if mark else None, "", f"bad YAML syntax: {getattr(e, 'problem', e)}") from None
+        raise SuiteError(
+            file, mark.line + 1 if mark else None, "", f"bad YAML syntax: {getattr(e, 'problem', e)}"
+        ) from None
     if node is None:
         raise SuiteError(file, 1, "", "empty suite")
     lines: dict[Path_, int] = {}

@@ -9,6 +9,7 @@ virtual workers), so the micro-batch, the BN span and the data order stay define
                 (capped at ``max_batch``) and the LR keeps its undecayed value.
 Steps per epoch follow the epoch's batch: ceil(N / B_e).
 """
+
 from __future__ import annotations
 
 from lbbench.spec import RunSpec, steps_per_epoch
@@ -26,7 +27,7 @@ def epoch_batch(spec: RunSpec, epoch: int) -> tuple[int, int]:
     else:
         drops = sum(1 for m in spec.lr.milestones if epoch - 1 >= m)
         cap = bs.max_batch or spec.data.train_samples
-        B = min(round(spec.global_batch * bs.factor ** drops), cap)
+        B = min(round(spec.global_batch * bs.factor**drops), cap)
         B -= B % per_accum
     return B, B // per_accum
 

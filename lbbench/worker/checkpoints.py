@@ -11,17 +11,25 @@ checkpoint that reads back completely, cuts the two logs back to those lengths (
 stays one parseable run with a single run_start), and broadcasts the state to every rank.
 Older checkpoints are removed once a newer one is on disk.
 """
+
 from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any
 
 from lbbench.store.files import atomic_write
 
 
-def save(run_dir: Path, epoch: int, payload: dict[str, Any], dump: Callable = pickle.dump, suffix: str = ".pkl") -> Path:
+def save(
+    run_dir: Path,
+    epoch: int,
+    payload: dict[str, Any],
+    dump: Callable[[Any, IO[bytes]], object] = pickle.dump,
+    suffix: str = ".pkl",
+) -> Path:
     ckdir = run_dir / "ckpt"
     ckdir.mkdir(exist_ok=True)
     payload = {**payload, "log_bytes": {n: _size(run_dir / n) for n in ("mllog.txt", "metrics.jsonl")}}
@@ -33,15 +41,18 @@ def save(run_dir: Path, epoch: int, payload: dict[str, Any], dump: Callable = pi
     return final
 
 
-def load_newest(run_dir: Path, load: Callable = pickle.load, suffix: str = ".pkl") -> dict[str, Any] | None:
+def load_newest(
+    run_dir: Path, load: Callable[[IO[bytes]], Any] = pickle.load, suffix: str = ".pkl"
+) -> dict[str, Any] | None:
     """The newest checkpoint that loads; a torn or corrupt file is skipped, never trusted."""
     name = re.compile(r"epoch-(\d+)" + re.escape(suffix) + "$")
     found = sorted((int(m.group(1)), p) for p in (run_dir / "ckpt").glob("epoch-*") if (m := name.search(p.name)))
     for _, path in reversed(found):
         try:
             with open(path, "rb") as f:
-                return load(f)
-        except Exception:  # noqa: BLE001 - any unreadable checkpoint is simply not used
+                state: dict[str, Any] = load(f)
+                return state
+        except Exception:
             continue
     return None
 

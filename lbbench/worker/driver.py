@@ -9,6 +9,7 @@ and then over ranks with one grouped Horovod allreduce, and the method updates t
 with the LR of the shared schedule. Rank 0 writes mllog.txt, metrics.jsonl, summary.json and
 the checkpoints; a restarted worker resumes from the newest checkpoint.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from mlperf_logging.mllog import constants as C
 
@@ -35,16 +36,17 @@ from lbbench.worker.schedules import Schedule, make_schedule
 
 class Worker(Protocol):
     """What a backend gives the driver (lbbench/backends/<fw>/train.py)."""
-    loop: Any            # start_epoch(), times, discarded, backward_passes, allreduces, sync()
-    method: Any          # step(loop, step, epoch) -> the step's global mean loss
-    device: str          # for the summary and the roofline's peak
-    train_gflop: float   # per training image (lbbench/worker/roofline.py)
+
+    loop: Any  # start_epoch(), times, discarded, backward_passes, allreduces, sync()
+    method: Any  # step(loop, step, epoch) -> the step's global mean loss
+    device: str  # for the summary and the roofline's peak
+    train_gflop: float  # per training image (lbbench/worker/roofline.py)
 
     def set_lr(self, lr: float) -> None: ...
     def train_mode(self) -> None: ...
     def evaluate(self) -> float: ...
-    def checkpoint_payload(self) -> dict[str, Any]: ...   # collective (BN statistics, K-FAC inverses)
-    def digest(self) -> str: ...                # of this rank's trainable weights
+    def checkpoint_payload(self) -> dict[str, Any]: ...  # collective (BN statistics, K-FAC inverses)
+    def digest(self) -> str: ...  # of this rank's trainable weights
     def save_final(self, run_dir: Path) -> None: ...
 
 
@@ -71,7 +73,7 @@ class Run:
     def execute(self, make_worker: MakeWorker) -> int:
         spec = self.spec
         ckpt = self._resume()
-        S = spec.steps_per_epoch   # of the run's global batch; batch schedules vary it per epoch
+        S = spec.steps_per_epoch  # of the run's global batch; batch schedules vary it per epoch
         if not ckpt:
             self.log.header(spec, S, platform=os.environ.get("LBBENCH_PLATFORM", ""))
         w = make_worker(ckpt, self.p, self.metrics)
@@ -104,7 +106,7 @@ class Run:
                 ckpt["progress"]["time_lost_s"] += lost
         # An explicit name: the default is the type name, which differs between rank 0 (dict) and
         # the others (None) and would deadlock the broadcast.
-        ckpt = self.hvd.broadcast_object(ckpt, root_rank=0, name="lbbench.checkpoint")
+        ckpt = cast("dict[str, Any] | None", self.hvd.broadcast_object(ckpt, root_rank=0, name="lbbench.checkpoint"))
         if ckpt:
             self.p = Progress(**ckpt["progress"])
             self.p.preemptions += 1
@@ -115,12 +117,16 @@ class Run:
         spec, p, log, loop = self.spec, self.p, self.log, w.loop
         if (epoch - 1) % spec.eval_every == 0:
             self.block_first = epoch
-            log.start(C.BLOCK_START, first_epoch_num=epoch, epoch_count=min(spec.eval_every, spec.max_epochs - epoch + 1))
+            log.start(
+                C.BLOCK_START, first_epoch_num=epoch, epoch_count=min(spec.eval_every, spec.max_epochs - epoch + 1)
+            )
         log.start(C.EPOCH_START, epoch_num=epoch)
         w.train_mode()
         B, accum = epoch_batch(spec, epoch)
         if (B, accum) != epoch_batch(spec, max(epoch - 1, 1)):
-            log.event("lbbench_batch_change", {"global_batch": B, "gradient_accumulation_steps": accum}, epoch_num=epoch)
+            log.event(
+                "lbbench_batch_change", {"global_batch": B, "gradient_accumulation_steps": accum}, epoch_num=epoch
+            )
         loop.start_epoch(epoch, B, accum)
         row = self._train_steps(w, sched, epoch, B)
         for k in PARTS:
@@ -139,8 +145,12 @@ class Run:
         if top1 is not None and collapse and not p.reached:
             p.status, p.diverged_reason = "diverged", f"{collapse} at epoch {epoch}"
             return False
-        if spec.checkpoint_every and epoch % spec.checkpoint_every == 0 and epoch < spec.max_epochs \
-                and not (p.reached and spec.stop_at_target):
+        if (
+            spec.checkpoint_every
+            and epoch % spec.checkpoint_every == 0
+            and epoch < spec.max_epochs
+            and not (p.reached and spec.stop_at_target)
+        ):
             self._checkpoint(w, epoch)
         return True
 
@@ -169,9 +179,16 @@ class Run:
         p.samples += n_steps * B
         self.log.end(C.EPOCH_STOP, epoch_num=epoch)
         self.log.event("tracked_stats", {"throughput": n_steps * B / epoch_s}, step=epoch)
-        return dict(epoch=epoch, step=p.step, global_batch=B, train_loss=loss_sum / n_steps, epoch_s=epoch_s,
-                    images_per_s=n_steps * B / epoch_s, discarded=loop.discarded,
-                    **decomposition(loop.times, step_s, epoch_s, n_steps * B))
+        return dict(
+            epoch=epoch,
+            step=p.step,
+            global_batch=B,
+            train_loss=loss_sum / n_steps,
+            epoch_s=epoch_s,
+            images_per_s=n_steps * B / epoch_s,
+            discarded=loop.discarded,
+            **decomposition(loop.times, step_s, epoch_s, n_steps * B),
+        )
 
     def _evaluate(self, w: Worker, epoch: int, row: dict[str, Any]) -> tuple[float, str | None]:
         spec, p, log = self.spec, self.p, self.log
@@ -186,8 +203,12 @@ class Run:
         collapse = accuracy_collapsed(p.best, top1, spec.data.classes)
         p.best = top1 if p.best is None else max(p.best, top1)
         if p.reached is None and top1 >= spec.target_top1:
-            p.reached = dict(epochs_to_target=epoch, steps_to_target=p.step, samples_to_target=p.samples,
-                             time_to_target_s=time.time() - self.t_start)
+            p.reached = dict(
+                epochs_to_target=epoch,
+                steps_to_target=p.step,
+                samples_to_target=p.samples,
+                time_to_target_s=time.time() - self.t_start,
+            )
             p.status = "success"
         return top1, collapse
 
@@ -208,22 +229,42 @@ class Run:
         w.save_final(self.run_dir)
         ips = p.samples / max(p.train_s, 1e-9)
         summary = RunSummary(
-            run_id=spec.run_id, suite=spec.suite, status=p.status, method=spec.method, label=spec.label,
-            global_batch=spec.global_batch, framework=spec.framework, np=spec.np, accum=spec.accum,
-            seed=spec.seed, division=spec.division, target_top1=spec.target_top1,
-            best_top1=p.best, epochs_run=p.epoch, steps_run=p.step, samples_run=p.samples,
-            wall_s=time.time() - self.t_start, train_s=p.train_s, images_per_s=ips,
-            backward_passes=loop.backward_passes, allreduces=loop.allreduces,
-            device=w.device, perf=spec.perf.model_dump(mode="json"),
-            time_parts_s=p.parts, compute_images_per_s=p.samples / max(p.parts.get("compute", 0.0), 1e-9),
+            run_id=spec.run_id,
+            suite=spec.suite,
+            status=p.status,
+            method=spec.method,
+            label=spec.label,
+            global_batch=spec.global_batch,
+            framework=spec.framework,
+            np=spec.np,
+            accum=spec.accum,
+            seed=spec.seed,
+            division=spec.division,
+            target_top1=spec.target_top1,
+            best_top1=p.best,
+            epochs_run=p.epoch,
+            steps_run=p.step,
+            samples_run=p.samples,
+            wall_s=time.time() - self.t_start,
+            train_s=p.train_s,
+            images_per_s=ips,
+            backward_passes=loop.backward_passes,
+            allreduces=loop.allreduces,
+            device=w.device,
+            perf=spec.perf.model_dump(mode="json"),
+            time_parts_s=p.parts,
+            compute_images_per_s=p.samples / max(p.parts.get("compute", 0.0), 1e-9),
             train_gflop_per_image=w.train_gflop,
             **utilisation(w.train_gflop, ips, peak_tflops(w.device, spec.perf.amp, spec.perf.peak_tflops)),
-            param_digests=digests, ranks_agree=len(set(digests)) == 1,
-            preemptions=p.preemptions, time_lost_s=p.time_lost_s,
+            param_digests=digests,
+            ranks_agree=len(set(digests)) == 1,
+            preemptions=p.preemptions,
+            time_lost_s=p.time_lost_s,
             # MLPerf's clock may not pause: a resumed run's epochs and steps to target stand,
             # its time to target does not.
             time_to_target_valid=p.preemptions == 0,
             **(p.reached or {}),
-            **(dict(diverged_at_step=p.step, diverged_reason=p.diverged_reason) if p.status == "diverged" else {}))
+            **(dict(diverged_at_step=p.step, diverged_reason=p.diverged_reason) if p.status == "diverged" else {}),
+        )
         self.metrics.close()
         summary.write(self.run_dir)

@@ -1,4 +1,5 @@
 """When a run has diverged (issue: failure isolation). Framework-free rules the workers apply."""
+
 from __future__ import annotations
 
 import math

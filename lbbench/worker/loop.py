@@ -4,6 +4,7 @@ small-loss discarding switch, the step-time timers and the pass/allreduce counte
 A backend's ``Loop`` (lbbench/backends/<fw>/loop.py) adds the framework pieces: fetching a
 micro-batch, forward/backward, the grouped allreduce, the optimizer update.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,10 +20,10 @@ TIMED_PARTS = ("data", "compute", "allreduce", "optimizer")
 class LoopBase:
     def __init__(self, spec: RunSpec, rank: int, metrics: MetricsWriter, sync: Callable[[], None] = lambda: None):
         self.spec, self.rank, self.metrics, self.sync = spec, rank, metrics, sync
-        self.accum, self.global_batch = spec.accum, spec.global_batch   # per epoch (batch schedules)
+        self.accum, self.global_batch = spec.accum, spec.global_batch  # per epoch (batch schedules)
         self.discarding, self.discarded = False, 0
         self.times = dict.fromkeys(TIMED_PARTS, 0.0)
-        self.backward_passes = 0     # facts a test checks (e.g. EXTRAP-SGD: 2 passes, 1 allreduce)
+        self.backward_passes = 0  # facts a test checks (e.g. EXTRAP-SGD: 2 passes, 1 allreduce)
         self.allreduces = 0
 
     def start_epoch(self, epoch: int, global_batch: int, accum: int) -> None:

@@ -3,6 +3,7 @@
 Only rank 0 logs. The log goes to the run's mllog.txt (not stdout: the worker's stdout is
 for people). Keys that the rules want EXACTLY_ONE are written once, from ``header``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ ORG = "lbbench"
 class RunLog:
     def __init__(self, path: Path | None):
         self.enabled = path is not None
-        if self.enabled:
+        if path is not None:
             logger = logging.getLogger(f"lbbench.worker.mllog.{path}")
             logger.propagate = False
             logger.setLevel(logging.INFO)
@@ -44,6 +45,7 @@ class RunLog:
     def header(self, spec: RunSpec, steps_per_epoch: int, platform: str) -> None:
         """Everything between cache_clear/init_start and init_stop, in docs/mlperf.md's order."""
         from lbbench.worker.schedules import schedule_facts
+
         info = get_method(spec.method)
         self.event(C.CACHE_CLEAR, True)
         self.start(C.INIT_START)

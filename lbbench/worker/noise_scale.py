@@ -9,6 +9,7 @@ where |G_b|^2 is the mean over micro-batches of their squared gradient norms and
 the squared norm of their average. Both estimates are unbiased; their ratio is not, so
 average them over steps before dividing (the report does).
 """
+
 from __future__ import annotations
 
 

@@ -1,9 +1,11 @@
 """What every backend's worker shares (framework-free): the run's position that checkpoints
 carry, the step-time decomposition, and the time a restart lost."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lbbench.store.metrics import read_metrics
 
@@ -11,16 +13,17 @@ from lbbench.store.metrics import read_metrics
 @dataclass
 class Progress:
     """Everything about a run's position that a checkpoint must carry."""
-    epoch: int = 0                 # last completed epoch
+
+    epoch: int = 0  # last completed epoch
     step: int = 0
     samples: int = 0
-    best: float | None = None    # None until the first evaluation
-    reached: dict | None = None
+    best: float | None = None  # None until the first evaluation
+    reached: dict[str, Any] | None = None
     status: str = "not_reached"
     train_s: float = 0.0
     diverged_reason: str = ""
-    parts: dict = field(default_factory=dict)   # seconds per part of the step, summed (decomposition)
-    elapsed_s: float = 0.0         # active clock since run_start, summed over attempts
+    parts: dict[str, float] = field(default_factory=dict)  # seconds per part of the step, summed (decomposition)
+    elapsed_s: float = 0.0  # active clock since run_start, summed over attempts
     preemptions: int = 0
     time_lost_s: float = 0.0
     backward_passes: int = 0
@@ -30,7 +33,7 @@ class Progress:
 PARTS = ("data", "compute", "allreduce", "optimizer", "other", "overhead")
 
 
-def decomposition(times: dict, step_s: float, epoch_s: float, images: int) -> dict:
+def decomposition(times: dict[str, float], step_s: float, epoch_s: float, images: int) -> dict[str, float]:
     """Where an epoch's time went. The loop's timers cover data wait, forward+backward,
     allreduce (all of it is exposed: lbbench reduces after the backward pass, no overlap) and
     the optimizer step; ``other`` is the rest of the training steps (diagnostics, curvature
@@ -39,8 +42,12 @@ def decomposition(times: dict, step_s: float, epoch_s: float, images: int) -> di
     the timed ones are most of it."""
     timed = sum(times.values())
     out = {f"{k}_s": v for k, v in times.items()}
-    out.update(step_s=step_s, other_s=step_s - timed, overhead_s=epoch_s - step_s,
-               compute_images_per_s=images / max(times.get("compute", 0.0), 1e-9))
+    out.update(
+        step_s=step_s,
+        other_s=step_s - timed,
+        overhead_s=epoch_s - step_s,
+        compute_images_per_s=images / max(times.get("compute", 0.0), 1e-9),
+    )
     return out
 
 

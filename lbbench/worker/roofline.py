@@ -6,13 +6,14 @@ convolutions and fully connected layers count, and a training step costs 3 x the
 pass (forward, and the backward's two products: gradients of activations and of weights).
 ResNet-50 v1.5 at 224 x 224: 8.18 GFLOP forward, about 24.5 GFLOP per training image.
 """
+
 from __future__ import annotations
 
 TRAIN_FACTOR = 3.0
 
 # Dense peak TFLOP/s by device name substring and precision (vendor data sheets, SXM parts).
 # fp32 on Ampere/Hopper means TF32 tensor cores, which PyTorch uses for convolutions by default.
-PEAK_TFLOPS = {
+PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
     "H200": {"fp32": 494.7, "bf16": 989.4, "fp16": 989.4},
     "H100": {"fp32": 494.7, "bf16": 989.4, "fp16": 989.4},
     "A100": {"fp32": 156.0, "bf16": 312.0, "fp16": 312.0},
@@ -28,10 +29,10 @@ def peak_tflops(device_name: str, amp: str, override: float | None = None) -> fl
     precision = "fp32" if amp == "none" else amp
     for key, peaks in PEAK_TFLOPS.items():
         if key in device_name:
-            return peaks.get(precision)
+            return peaks[precision]
     return None
 
 
 def utilisation(train_gflop_per_image: float, images_per_s: float, peak: float | None) -> dict[str, float | None]:
-    achieved = train_gflop_per_image * images_per_s / 1e3   # TFLOP/s
+    achieved = train_gflop_per_image * images_per_s / 1e3  # TFLOP/s
     return dict(achieved_tflops=achieved, peak_tflops=peak, mfu=achieved / peak if peak else None)

@@ -10,12 +10,15 @@ which is what makes runs with equal (B, K, BN span) comparable whatever np is.
 ``train_plan`` / ``eval_plan`` are what a backend's data module asks for; the synthetic-data
 seeds are here too, so both backends' synthetic inputs follow one rule.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from lbbench.spec import RunSpec, steps_per_epoch
 from lbbench.worker.batch_schedule import epoch_batch
@@ -36,19 +39,20 @@ class GlobalBatchSampler:
     def micro_batch(self) -> int:
         return self.global_batch // self.virtual_workers
 
-    def permutation(self, epoch: int) -> np.ndarray:
+    def permutation(self, epoch: int) -> NDArray[Any]:
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
 
-    def global_indices(self, epoch: int, step: int, perm: np.ndarray | None = None) -> np.ndarray:
+    def global_indices(self, epoch: int, step: int, perm: NDArray[Any] | None = None) -> NDArray[Any]:
         perm = self.permutation(epoch) if perm is None else perm
         idx = np.arange(step * self.global_batch, (step + 1) * self.global_batch) % self.n
-        return perm[idx]
+        chosen: NDArray[Any] = perm[idx]
+        return chosen
 
-    def micro_indices(self, epoch: int, step: int, k: int, perm: np.ndarray | None = None) -> np.ndarray:
+    def micro_indices(self, epoch: int, step: int, k: int, perm: NDArray[Any] | None = None) -> NDArray[Any]:
         m = self.micro_batch
-        return self.global_indices(epoch, step, perm)[k * m:(k + 1) * m]
+        return self.global_indices(epoch, step, perm)[k * m : (k + 1) * m]
 
-    def stream(self, rank: int, accum: int, epoch: int = 1, step: int = 0) -> Iterator[np.ndarray]:
+    def stream(self, rank: int, accum: int, epoch: int = 1, step: int = 0) -> Iterator[NDArray[Any]]:
         """This rank's micro-batches in training order, forever, from (epoch, step)."""
         while True:
             perm = self.permutation(epoch)
@@ -58,8 +62,9 @@ class GlobalBatchSampler:
             epoch, step = epoch + 1, 0
 
 
-def planned_stream(n: int, seed: int, rank: int, np_: int, batch_of: Callable[[int], tuple[int, int]],
-                   epoch: int = 1, step: int = 0) -> Iterator[np.ndarray]:
+def planned_stream(
+    n: int, seed: int, rank: int, np_: int, batch_of: Callable[[int], tuple[int, int]], epoch: int = 1, step: int = 0
+) -> Iterator[NDArray[Any]]:
     """Like GlobalBatchSampler.stream, with the global batch of each epoch from ``batch_of(epoch)``
     -> (B, accum) (batch-size schedules); the micro-batch stays B / (np x accum)."""
     while True:
@@ -72,24 +77,25 @@ def planned_stream(n: int, seed: int, rank: int, np_: int, batch_of: Callable[[i
         epoch, step = epoch + 1, 0
 
 
-def eval_shard(n: int, rank: int, size: int, batch: int) -> list[np.ndarray]:
+def eval_shard(n: int, rank: int, size: int, batch: int) -> list[NDArray[Any]]:
     """Rank r evaluates samples r, r+size, ...; every sample is evaluated exactly once."""
     mine = np.arange(rank, n, size)
-    return [mine[i:i + batch] for i in range(0, len(mine), batch)]
+    return [mine[i : i + batch] for i in range(0, len(mine), batch)]
 
 
-def train_plan(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0) -> Iterator[np.ndarray]:
+def train_plan(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0) -> Iterator[NDArray[Any]]:
     """This rank's training micro-batches (sample indices) from (epoch, step) on, each epoch at
     its global batch (lbbench/worker/batch_schedule.py)."""
-    return planned_stream(spec.data.train_samples, spec.seed, rank, spec.np, lambda e: epoch_batch(spec, e),
-                          epoch, step)
+    return planned_stream(
+        spec.data.train_samples, spec.seed, rank, spec.np, lambda e: epoch_batch(spec, e), epoch, step
+    )
 
 
-def eval_plan(spec: RunSpec, rank: int, size: int) -> list[np.ndarray]:
+def eval_plan(spec: RunSpec, rank: int, size: int) -> list[NDArray[Any]]:
     return eval_shard(spec.data.eval_samples, rank, size, spec.eval_batch)
 
 
-def synthetic_train_seed(spec: RunSpec, indices: np.ndarray) -> int:
+def synthetic_train_seed(spec: RunSpec, indices: NDArray[Any]) -> int:
     """Synthetic images of a micro-batch are a function of its first sample index (reproducible)."""
     return int(indices[0]) * 7919 + spec.seed
 

@@ -1,10 +1,12 @@
 """Benchmarks are not timed tests: check that the bench command produces a well-formed result."""
+
 import json
 
 import pytest
 
-from helpers import lbbench
 from lbbench.methods import REGISTRY
+
+from helpers import lbbench
 
 pytestmark = pytest.mark.slow
 

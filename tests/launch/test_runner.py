@@ -1,5 +1,6 @@
 """A killed job loses nothing that was checkpointed; a diverging run is isolated; two
 `lbbench run` on one results directory never run a cell twice."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import BIN, ROOT, lbbench
+from helpers import BIN, lbbench
 
 pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
@@ -46,7 +47,9 @@ def summaries(results, suite):
 
 
 def _worker_pids(run_dir, fw="torch"):
-    out = subprocess.run(["pgrep", "-f", f"^\\S+ -m lbbench.backends.{fw}.train {run_dir}"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", f"^\\S+ -m lbbench.backends.{fw}.train {run_dir}"], capture_output=True, text=True
+    )
     return sorted(int(x) for x in out.stdout.split())
 
 
@@ -56,22 +59,30 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(fw, tmp
     suite = write(tmp_path, "kill", fw=fw)
     ckpt2 = f"epoch-0002{'.pt' if fw == 'torch' else '.pkl'}"
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen([str(BIN / "lbbench"), "run", str(suite), "--results", str(killed)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "lbbench"), "run", str(suite), "--results", str(killed)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 300
     run_dir = None
-    while time.time() < deadline:   # wait until epoch 2 is checkpointed and epoch 3 is under way
+    while time.time() < deadline:  # wait until epoch 2 is checkpointed and epoch 3 is under way
         dirs = list((killed / "kill").glob("sgd-*"))
         if dirs:
             run_dir = dirs[0]
-            rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
-                if (run_dir / "metrics.jsonl").exists() else []
+            rows = (
+                [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+                if (run_dir / "metrics.jsonl").exists()
+                else []
+            )
             if (run_dir / "ckpt" / ckpt2).exists() and any(r["kind"] == "step" and r["epoch"] == 3 for r in rows):
                 break
         time.sleep(0.05)
     pids = _worker_pids(run_dir, fw)
     assert len(pids) == 2, pids
-    os.kill(pids[-1], signal.SIGKILL)                 # one rank dies mid-epoch 3
+    os.kill(pids[-1], signal.SIGKILL)  # one rank dies mid-epoch 3
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, out
     first = summaries(killed, "kill")[run_dir.name]
@@ -91,21 +102,39 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(fw, tmp
     assert reference["preemptions"] == 0 and reference["time_to_target_valid"] is True
     if fw == "torch":
         a, b = torch.load(run_dir / "final.pt"), torch.load(clean / "kill" / run_dir.name / "final.pt")
-        for k in a:   # bitwise: same data order, same ops, same state restored
+        for k in a:  # bitwise: same data order, same ops, same state restored
             assert torch.equal(a[k], b[k]), k
-    else:             # TensorFlow with op determinism on: bitwise too
+    else:  # TensorFlow with op determinism on: bitwise too
         a, b = np.load(run_dir / "final.npz"), np.load(clean / "kill" / run_dir.name / "final.npz")
         for k in a.files:
             assert np.array_equal(a[k], b[k]), k
-    assert (resumed["steps_run"], resumed["samples_run"], resumed["best_top1"]) == \
-        (reference["steps_run"], reference["samples_run"], reference["best_top1"])
-    epochs = [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if json.loads(x)["kind"] == "epoch"]
-    assert epochs == [1, 2, 3, 4]                     # the lost part of epoch 3 was cut away
+    assert (resumed["steps_run"], resumed["samples_run"], resumed["best_top1"]) == (
+        reference["steps_run"],
+        reference["samples_run"],
+        reference["best_top1"],
+    )
+    epochs = [
+        json.loads(x)["epoch"]
+        for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "epoch"
+    ]
+    assert epochs == [1, 2, 3, 4]  # the lost part of epoch 3 was cut away
     log = (run_dir / "mllog.txt").read_text()
     assert log.count('"key": "run_start"') == 1 and log.count('"key": "lbbench_resumed"') == 1
-    p = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                        "--ruleset", "4.0.0", str(run_dir / "mllog.txt")], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlperf_logging.compliance_checker",
+            "--usage",
+            "training",
+            "--ruleset",
+            "4.0.0",
+            str(run_dir / "mllog.txt"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -126,19 +155,21 @@ def test_two_concurrent_runs_do_each_cell_once(tmp_path, digits_dir):
     suite = write(tmp_path, "lock", epochs=1, batches="64, 128, 256, 512")
     env = {**os.environ, "LBBENCH_DIGITS": str(digits_dir)}
     cmd = [str(BIN / "lbbench"), "run", str(suite), "--results", str(tmp_path / "r")]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     runs = summaries(tmp_path / "r", "lock")
     assert len(runs) == 4 and all(s["status"] in ("success", "not_reached") for s in runs.values())
-    for rid in runs:   # every cell's worker ran exactly once, in one of the two processes
+    for rid in runs:  # every cell's worker ran exactly once, in one of the two processes
         log = (tmp_path / "r" / "lock" / rid / "worker.log").read_text()
         assert log.count("$ ") == 1, rid
 
 
 def test_status_reports_done_resumable_and_not_started(tmp_path, digits_dir, monkeypatch):
     from lbbench.suite import expand, load_suite
+
     suite = write(tmp_path, "st", epochs=2, batches="64, 128, 256")
     env = {"LBBENCH_DIGITS": str(digits_dir)}
     r = tmp_path / "r"

@@ -4,6 +4,7 @@ Slurm 22.05, munge, PMIx), plus the sbatch scripts of a 2-node x 8-GPU layout.
 The real-cluster test installs the packages when they are missing (root and apt needed). It
 is skipped, with the reason, only where that cannot be done; in CI it runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,9 @@ import subprocess
 
 import pytest
 
-from helpers import ROOT, lbbench, write_suite
-from helpers import spec_from
 from lbbench.store.summary import read_summary
+
+from helpers import ROOT, lbbench, spec_from, write_suite
 
 SCRIPT = ROOT / "tools" / "slurm_one_node.sh"
 
@@ -52,8 +53,9 @@ def slurm_cluster(tmp_path_factory):
 def test_submit_runs_real_sbatch_jobs_with_srun_pmix(slurm_cluster, tmp_path, digits_dir):
     suite = write_suite(tmp_path / "slurmy.yaml", TINY.format(data=digits_dir, np=2))
     env = {**slurm_cluster, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    p = lbbench("run", suite, "--launcher", "slurm", "--submit", "--wait", "--results", tmp_path / "res", env=env,
-                timeout=900)
+    p = lbbench(
+        "run", suite, "--launcher", "slurm", "--submit", "--wait", "--results", tmp_path / "res", env=env, timeout=900
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert p.stdout.count("submitted as job") == 2
     rdirs = sorted((tmp_path / "res" / "slurmy").glob("sgd-*"))
@@ -62,11 +64,23 @@ def test_submit_runs_real_sbatch_jobs_with_srun_pmix(slurm_cluster, tmp_path, di
         s = read_summary(rdir)
         assert s.status in ("success", "not_reached") and s.np == 2 and s.ranks_agree
         log = (rdir / "worker.log").read_text()
-        assert "srun --mpi=pmix --ntasks 2" in log          # the job's lbbench launched through srun
+        assert "srun --mpi=pmix --ntasks 2" in log  # the job's lbbench launched through srun
         assert list(rdir.glob("slurm-*.out")) and (rdir / "job.sbatch").exists()
-        check = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "mlperf_logging.compliance_checker",
-                                "--usage", "training", "--ruleset", "4.0.0", str(rdir / "mllog.txt")],
-                               capture_output=True, text=True, cwd=tmp_path)
+        check = subprocess.run(
+            [
+                str(ROOT / ".venv" / "bin" / "python"),
+                "-m",
+                "mlperf_logging.compliance_checker",
+                "--usage",
+                "training",
+                "--ruleset",
+                "4.0.0",
+                str(rdir / "mllog.txt"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
     # Submitting again submits nothing: every run is done.
     again = lbbench("run", suite, "--launcher", "slurm", "--submit", "--results", tmp_path / "res", env=env)
@@ -75,43 +89,80 @@ def test_submit_runs_real_sbatch_jobs_with_srun_pmix(slurm_cluster, tmp_path, di
 
 def test_sbatch_scripts_for_two_nodes_of_eight_gpus(tmp_path):
     suite = write_suite(tmp_path / "big.yaml", BIG)
-    p = lbbench("run", suite, "--launcher", "slurm", "--dry-run", "--container", "/images/lbbench.sif",
-                "--results", tmp_path / "res")
+    p = lbbench(
+        "run",
+        suite,
+        "--launcher",
+        "slurm",
+        "--dry-run",
+        "--container",
+        "/images/lbbench.sif",
+        "--results",
+        tmp_path / "res",
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks=16", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --cpus-per-task=12", "#SBATCH --time=04:00:00", "#SBATCH --account=proj42",
-                 "#SBATCH --partition=gpu", "#SBATCH --exclusive", "module load cuda/12.4"):
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks=16",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --cpus-per-task=12",
+        "#SBATCH --time=04:00:00",
+        "#SBATCH --account=proj42",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --exclusive",
+        "module load cuda/12.4",
+    ):
         assert line in out, line
     assert "--launcher slurm" in out and "--container /images/lbbench.sif" in out and "--only lars-b32768" in out
-    assert not (tmp_path / "res").exists()                 # a dry run writes nothing
+    assert not (tmp_path / "res").exists()  # a dry run writes nothing
     # CLI options override the suite's
-    p = lbbench("run", suite, "--launcher", "slurm", "--dry-run", "--gpus-per-node", "4", "--time", "1:00:00",
-                "--results", tmp_path / "res")
-    assert "#SBATCH --nodes=4" in p.stdout and "#SBATCH --ntasks-per-node=4" in p.stdout and "--time=1:00:00" in p.stdout
+    p = lbbench(
+        "run",
+        suite,
+        "--launcher",
+        "slurm",
+        "--dry-run",
+        "--gpus-per-node",
+        "4",
+        "--time",
+        "1:00:00",
+        "--results",
+        tmp_path / "res",
+    )
+    assert (
+        "#SBATCH --nodes=4" in p.stdout and "#SBATCH --ntasks-per-node=4" in p.stdout and "--time=1:00:00" in p.stdout
+    )
 
 
 def test_srun_command_inside_an_allocation(tmp_path, monkeypatch):
     from lbbench.launch.commands import LaunchOptions, command
     from lbbench.launch.slurm import SlurmError
+
     spec = spec_from(BIG, tmp_path)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with pytest.raises(SlurmError, match="--submit"):
         command("slurm", spec, tmp_path)
     monkeypatch.setenv("SLURM_JOB_ID", "42")
-    cmd = command("slurm", spec, tmp_path, LaunchOptions(container="/i.sif", container_runtime="apptainer",
-                                                         binds=("/data",)))
+    cmd = command(
+        "slurm", spec, tmp_path, LaunchOptions(container="/i.sif", container_runtime="apptainer", binds=("/data",))
+    )
     assert cmd[1:4] == ["--mpi=pmix", "--ntasks", "16"]
     i = cmd.index("apptainer")
-    assert cmd[i:i + 6] == ["apptainer", "exec", "--nv", "--bind", "/data", "/i.sif"]
-    assert cmd[i + 6:i + 9] == ["python", "-m", "lbbench.backends.torch.train"]
+    assert cmd[i : i + 6] == ["apptainer", "exec", "--nv", "--bind", "/data", "/i.sif"]
+    assert cmd[i + 6 : i + 9] == ["python", "-m", "lbbench.backends.torch.train"]
 
 
 def test_slurm_launcher_outside_an_allocation_says_what_to_do(tmp_path, digits_dir):
     suite = write_suite(tmp_path / "slurmy.yaml", TINY.format(data=digits_dir, np=2))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    p = subprocess.run([str(ROOT / ".venv" / "bin" / "lbbench"), "run", str(suite), "--launcher", "slurm"],
-                       capture_output=True, text=True, env=env)
+    p = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "lbbench"), "run", str(suite), "--launcher", "slurm"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert p.returncode == 2 and "SLURM_JOB_ID" in p.stderr and "--submit" in p.stderr
     p = lbbench("run", suite, "--submit")
     assert p.returncode == 2 and "--launcher slurm" in p.stderr

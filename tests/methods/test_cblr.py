@@ -1,11 +1,13 @@
 """CBLR: Hutchinson's diagonal against the exact Hessian diagonal, and the update against the
 NumPy formula given that diagonal."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from lbbench.methods import resolve_hparams
+
 from reference_numpy import cblr as cblr_ref
 
 torch = pytest.importorskip("torch")
@@ -23,14 +25,14 @@ def _quadratic(n=6, seed=0):
 def test_hutchinson_matches_the_exact_hessian_diagonal_of_a_quadratic():
     A, b = _quadratic()
     w = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    f = lambda x: 0.5 * x @ A @ x + b @ x  # noqa: E731
+    f = lambda x: 0.5 * x @ A @ x + b @ x
     exact = torch.autograd.functional.hessian(f, w.detach()).diagonal()
     assert torch.allclose(exact, A.diagonal())
     (grad,) = torch.autograd.grad(f(w), [w], create_graph=True)
     (est,) = hutchinson_diag([grad], [w], samples=20000, rng=np.random.default_rng(1))
-    off = (A - torch.diag(A.diagonal())).pow(2).sum(1).sqrt()        # per-entry std of one probe
-    assert torch.all((est - exact).abs() < 5 * off / 20000 ** 0.5), (est, exact)
-    D = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))    # diagonal: exact in 1 probe
+    off = (A - torch.diag(A.diagonal())).pow(2).sum(1).sqrt()  # per-entry std of one probe
+    assert torch.all((est - exact).abs() < 5 * off / 20000**0.5), (est, exact)
+    D = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))  # diagonal: exact in 1 probe
     v = torch.ones(3, dtype=torch.float64, requires_grad=True)
     (gd,) = torch.autograd.grad(0.5 * v @ D @ v, [v], create_graph=True)
     (one,) = hutchinson_diag([gd], [v], samples=1, rng=np.random.default_rng(0))

@@ -1,11 +1,13 @@
 """Every optimizer method against the independent NumPy formula (tests/reference_numpy.py):
 several steps at a varying LR, with an excluded tensor, a zero-norm weight and a zero gradient."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from lbbench.methods import REGISTRY, resolve_hparams
+
 from reference_numpy import REFERENCES, kwargs_for
 
 torch = pytest.importorskip("torch")
@@ -35,21 +37,26 @@ def _case(seed=0):
     rng = np.random.default_rng(seed)
     shapes = [((6, 5), False), ((6,), True), ((3, 4), False), ((4,), False)]
     params = [(rng.normal(size=s), excl) for s, excl in shapes]
-    params[2] = (np.zeros((3, 4)), False)          # zero-norm weight: ratio 1 branch
+    params[2] = (np.zeros((3, 4)), False)  # zero-norm weight: ratio 1 branch
     grads = [[rng.normal(size=s) for s, _ in shapes] for _ in LRS]
     for g in grads:
-        g[3] = np.zeros(4)                           # zero gradient: ratio 1 branch
+        g[3] = np.zeros(4)  # zero gradient: ratio 1 branch
     return params, grads
 
 
-@pytest.mark.parametrize("method,variant", [(m, v) for m, vs in VARIANTS.items() for v in vs],
-                         ids=[f"{m}-{i}" for m, vs in VARIANTS.items() for i in range(len(vs))])
+@pytest.mark.parametrize(
+    "method,variant",
+    [(m, v) for m, vs in VARIANTS.items() for v in vs],
+    ids=[f"{m}-{i}" for m, vs in VARIANTS.items() for i in range(len(vs))],
+)
 def test_matches_numpy_formula(method, variant):
     hp = resolve_hparams(method, variant)
     params, grads = _case()
     ref_params = [(w.copy(), e) for w, e in params]
     tparams = [torch.nn.Parameter(torch.tensor(w)) for w, _ in params]
-    groups = [{"params": [p for p, (_, e) in zip(tparams, params) if e == flag], "excluded": flag} for flag in (False, True)]
+    groups = [
+        {"params": [p for p, (_, e) in zip(tparams, params) if e == flag], "excluded": flag} for flag in (False, True)
+    ]
     opt = RULES[method](groups, hp, LRS[0])
     ref, state = REFERENCES[method][0], {}
     for lr, g in zip(LRS, grads):
@@ -72,10 +79,11 @@ def test_lamb_matches_torch_optimizer_where_documented_behaviour_coincides():
     ours = [torch.nn.Parameter(w.clone()) for w in w0]
     theirs = [torch.nn.Parameter(w.clone()) for w in w0]
     from lbbench.backends.torch.optim.lamb import build
+
     hp = resolve_hparams("lamb", {"bias_correction": False, "weight_decay": 0.01, "exclude_bn_bias": False})
     a = build([{"params": ours, "excluded": False}], hp, 0.1)
     b = torch_optimizer.Lamb(theirs, lr=0.1, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, clamp_value=1e9)
-    for step in range(4):
+    for _ in range(4):
         g = [torch.randn_like(w) for w in w0]
         for p, q, gi in zip(ours, theirs, g):
             p.grad, q.grad = gi.clone(), gi.clone()

@@ -1,5 +1,6 @@
 """K-FAC: factors and the preconditioned gradient of one Linear layer against a dense
 Kronecker solve in NumPy; factors from 2 Horovod ranks against 1 rank of the same global batch."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from helpers import run_single, run_worker, small_spec
 from lbbench.methods import resolve_hparams
+
+from helpers import run_single, run_worker, small_spec
 
 torch = pytest.importorskip("torch")
 from lbbench.backends.torch.kfac import KFACPreconditioner, damped_inverses  # noqa: E402
@@ -21,7 +23,7 @@ def _numpy_reference(x, y, W, b, damping, wd):
     z = x @ W.T + b
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    d = (p - np.eye(W.shape[0])[y]) / N                     # dL/dz of the mean loss
+    d = (p - np.eye(W.shape[0])[y]) / N  # dL/dz of the mean loss
     a = np.hstack([x, np.ones((N, 1))])
     A = a.T @ a / N
     G = (N * d).T @ (N * d) / N
@@ -30,7 +32,7 @@ def _numpy_reference(x, y, W, b, damping, wd):
     pi = math.sqrt((np.trace(A) / A.shape[0]) / (np.trace(G) / G.shape[0]))
     Ad = A + pi * math.sqrt(r) * np.eye(A.shape[0])
     Gd = G + math.sqrt(r) / pi * np.eye(G.shape[0])
-    vec = np.linalg.solve(np.kron(Ad, Gd), grad.flatten(order="F"))   # column-major vec
+    vec = np.linalg.solve(np.kron(Ad, Gd), grad.flatten(order="F"))  # column-major vec
     return A, G, vec.reshape(grad.shape, order="F")
 
 
@@ -41,15 +43,16 @@ def test_linear_layer_preconditioned_gradient_is_the_dense_kronecker_solve():
     y = torch.randint(0, 3, (16,))
     hp = resolve_hparams("kfac", {"damping": 0.05, "weight_decay": 1e-3})
     pre = KFACPreconditioner(layer, hp, rank=0, size=1)
-    pre.begin(capture=True, scale=0.5)                # as under accumulation 2: the hook undoes it
+    pre.begin(capture=True, scale=0.5)  # as under accumulation 2: the hook undoes it
     (torch.nn.functional.cross_entropy(layer(x), y) * 0.5).backward()
     for p in layer.parameters():
-        p.grad.mul_(2.0)                              # the allreduced gradient of the mean loss
+        p.grad.mul_(2.0)  # the allreduced gradient of the mean loss
     pre.reduce(hvd=None)
     pre.invert()
     pre.precondition(hvd=None, lr=0.1)
-    A, G, P = _numpy_reference(x.numpy(), y.numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(),
-                               0.05, 1e-3)
+    A, G, P = _numpy_reference(
+        x.numpy(), y.numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(), 0.05, 1e-3
+    )
     np.testing.assert_allclose(pre.A[layer].numpy(), A, rtol=1e-10)
     np.testing.assert_allclose(pre.G[layer].numpy(), G, rtol=1e-10)
     got = np.hstack([layer.weight.grad.numpy(), layer.bias.grad.numpy()[:, None]])
@@ -59,7 +62,7 @@ def test_linear_layer_preconditioned_gradient_is_the_dense_kronecker_solve():
 def test_damped_inverses_split_the_damping_by_traces():
     A = torch.diag(torch.tensor([4.0, 2.0], dtype=torch.float64))
     G = torch.diag(torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64))
-    Ainv, Ginv = damped_inverses(A, G, damping=0.01, weight_decay=0.04)   # r = 0.04, sqrt = 0.2
+    Ainv, Ginv = damped_inverses(A, G, damping=0.01, weight_decay=0.04)  # r = 0.04, sqrt = 0.2
     pi = math.sqrt(3.0 / 1.0)
     assert torch.allclose(Ainv.diagonal(), 1 / (torch.tensor([4.0, 2.0], dtype=torch.float64) + pi * 0.2))
     assert torch.allclose(Ginv.diagonal(), torch.full((3,), 1 / (1 + 0.2 / pi), dtype=torch.float64))

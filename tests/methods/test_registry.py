@@ -1,6 +1,7 @@
 """The registry is the one dispatch path: every method's step kind and update rule exist in
 both backends' tables, what depends on the kind of method is derived from the record, and a
 plain first-order method is one record plus one update rule per backend - nothing else."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,9 +9,10 @@ import sys
 
 import pytest
 
-from helpers import ROOT
 from lbbench.methods import REGISTRY, resolve_hparams
 from lbbench.methods.registry import STEP_KINDS, BadHParam, HParam, MethodInfo, open_keys, register
+
+from helpers import ROOT
 
 torch = pytest.importorskip("torch")
 
@@ -22,6 +24,7 @@ def _defaults(name: str) -> dict:
 def test_every_method_has_both_backends_implementations_torch():
     from lbbench.backends.torch.optim import RULES
     from lbbench.backends.torch.steps import STEPS
+
     assert set(STEPS) == set(STEP_KINDS)
     for name, info in REGISTRY.items():
         rule, _ = info.update_rule(_defaults(name))
@@ -50,11 +53,13 @@ def test_derived_facts_come_from_the_record():
     """fp16 loss scaling, benchmark periods and what a wrapper may wrap follow the step kind."""
     custom = {n for n, m in REGISTRY.items() if m.step_kind.custom_update}
     assert custom == {"kfac", "cblr", "extrap_sgd"}
-    assert {n: m.step_kind.period_hparam for n, m in REGISTRY.items() if m.step_kind.period_hparam} == \
-        {"kfac": "factor_every", "cblr": "curvature_every"}
+    assert {n: m.step_kind.period_hparam for n, m in REGISTRY.items() if m.step_kind.period_hparam} == {
+        "kfac": "factor_every",
+        "cblr": "curvature_every",
+    }
     plain = {n for n, m in REGISTRY.items() if m.is_plain_optimizer}
     assert plain == set(REGISTRY) - {"kfac", "cblr", "extrap_sgd", "gradientmix"}
-    for base in ("cblr", "kfac", "extrap_sgd", "gradientmix"):   # not an update rule of their own
+    for base in ("cblr", "kfac", "extrap_sgd", "gradientmix"):  # not an update rule of their own
         with pytest.raises(BadHParam, match="standard step"):
             resolve_hparams("gradientmix", {"base": base})
 
@@ -69,9 +74,16 @@ def plain_method():
     """A throwaway plain first-order method - sign descent, w <- w - lr sign(g) - added the way
     a contributor would: one registry record and one update rule in each backend's table."""
     from lbbench.backends.torch.optim import RULES, rule
-    info = register(MethodInfo(name="signsgd_test", doc="sign descent", opt_name="signsgd_test",
-                               mllog_keys=open_keys("signsgd_test"),
-                               hparams={"exclude_bn_bias": HParam(True, bool, "no-op here")}))
+
+    info = register(
+        MethodInfo(
+            name="signsgd_test",
+            doc="sign descent",
+            opt_name="signsgd_test",
+            mllog_keys=open_keys("signsgd_test"),
+            hparams={"exclude_bn_bias": HParam(True, bool, "no-op here")},
+        )
+    )
 
     class SignSGD(torch.optim.Optimizer):
         def __init__(self, groups, lr):
@@ -92,15 +104,44 @@ def test_a_plain_method_needs_one_record_and_one_rule(plain_method, tmp_path):
     from lbbench.backends.torch.model import build_model
     from lbbench.backends.torch.steps import Standard, build_method
     from lbbench.spec import DataSpec, LrSpec, RunSpec
-    spec = RunSpec(suite="t", method="signsgd_test", label="signsgd_test", hparams=resolve_hparams("signsgd_test", {}),
-                   division="open", division_reason="test", framework="torch", model="resnet_tiny",
-                   data=DataSpec(kind="synthetic", path=None, image_size=8, classes=10, train_samples=64,
-                                 eval_samples=8, augment="none"),
-                   global_batch=8, np=1, local_batch=8, accum=1, bn_span=8, seed=0,
-                   lr=LrSpec(schedule="constant", peak_lr=0.1, warmup_epochs=0, warmup_start_lr=0, end_lr=0,
-                             poly_power=2, milestones=(), decay_factor=0.1, train_epochs=1),
-                   label_smoothing=0.0, target_top1=0.9, eval_every=1, max_epochs=1, stop_at_target=True,
-                   diag_every=0, eval_batch=8).with_id()
+
+    spec = RunSpec(
+        suite="t",
+        method="signsgd_test",
+        label="signsgd_test",
+        hparams=resolve_hparams("signsgd_test", {}),
+        division="open",
+        division_reason="test",
+        framework="torch",
+        model="resnet_tiny",
+        data=DataSpec(
+            kind="synthetic", path=None, image_size=8, classes=10, train_samples=64, eval_samples=8, augment="none"
+        ),
+        global_batch=8,
+        np=1,
+        local_batch=8,
+        accum=1,
+        bn_span=8,
+        seed=0,
+        lr=LrSpec(
+            schedule="constant",
+            peak_lr=0.1,
+            warmup_epochs=0,
+            warmup_start_lr=0,
+            end_lr=0,
+            poly_power=2,
+            milestones=(),
+            decay_factor=0.1,
+            train_epochs=1,
+        ),
+        label_smoothing=0.0,
+        target_top1=0.9,
+        eval_every=1,
+        max_epochs=1,
+        stop_at_target=True,
+        diag_every=0,
+        eval_batch=8,
+    ).with_id()
     torch.manual_seed(0)
     model = build_model("resnet_tiny", 10)
     method = build_method(spec, model)
@@ -109,7 +150,7 @@ def test_a_plain_method_needs_one_record_and_one_rule(plain_method, tmp_path):
     model(torch.randn(8, 3, 8, 8)).logsumexp(1).mean().backward()
     method.optimizer.step()
     moved = [float((p.detach() - w).abs().max()) for p, w in zip(model.parameters(), w0)]
-    assert max(moved) == pytest.approx(0.1)        # |sign(g)| = 1 times lr
+    assert max(moved) == pytest.approx(0.1)  # |sign(g)| = 1 times lr
 
 
 TF_PLAIN = r"""

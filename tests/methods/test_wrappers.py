@@ -1,11 +1,13 @@
 """GradientMix and EXTRAP-SGD: their defining properties (docs/methods.md sections 4 and 5)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from helpers import final_weights, run_single, small_spec
 from lbbench.methods.gradientmix import mix_weights
+
+from helpers import final_weights, run_single, small_spec
 
 
 def test_mixed_gradient_is_unbiased_monte_carlo():
@@ -16,7 +18,7 @@ def test_mixed_gradient_is_unbiased_monte_carlo():
     plain = g.mean(axis=0)
     se = mixed.std(axis=0) / np.sqrt(steps)
     assert np.all(np.abs(mixed.mean(axis=0) - plain) < 4 * se)
-    assert np.all(mixed.std(axis=0) > 0.05)          # it does mix
+    assert np.all(mixed.std(axis=0) > 0.05)  # it does mix
 
 
 def test_mix_weights_are_shared_and_fresh():
@@ -26,8 +28,6 @@ def test_mix_weights_are_shared_and_fresh():
     c = mix_weights(3, 10, 8, 0.5)
     assert c.shape == (8,) and abs(c.sum() - 1) < 1e-12 and np.all(c >= 0)
     assert np.allclose(mix_weights(0, 5, 4, 1e12), 0.25, atol=1e-5)
-
-
 
 
 @pytest.mark.slow
@@ -55,10 +55,10 @@ def test_extrap_sgd_with_zero_extrapolation_is_nesterov_sgd(tmp_path, digits_dir
     s_n = run_single(nesterov, tmp_path / "nesterov")
     s_e = run_single(extrap, tmp_path / "extrap")
     a, b = final_weights(tmp_path / "nesterov"), final_weights(tmp_path / "extrap")
-    for k in a:   # same gradients at the same points; the 1/accum = 1/2 scaling is exact in binary
+    for k in a:  # same gradients at the same points; the 1/accum = 1/2 scaling is exact in binary
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     steps = s_e.steps_run
-    assert s_e.backward_passes == 2 * 2 * steps and s_e.allreduces == steps   # 2 micro-batches
+    assert s_e.backward_passes == 2 * 2 * steps and s_e.allreduces == steps  # 2 micro-batches
     assert s_n.backward_passes == 2 * steps and s_n.allreduces == steps
     moved = small_spec(tmp_path, digits_dir, "extrap_sgd", "{}")
     run_single(moved, tmp_path / "moved")

@@ -1,15 +1,17 @@
 """`lbbench export-mlperf`: five real seeds of one cell become an MLPerf package that MLPerf's
 own package checker, result summarizer and RCP checker accept; a damaged package is refused."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from helpers import lbbench, write_suite
 from lbbench.mlperf.export import package_checker
 
-pytestmark = pytest.mark.slow    # the fixture trains five real runs
+from helpers import lbbench, write_suite
+
+pytestmark = pytest.mark.slow  # the fixture trains five real runs
 
 FIVE_SEEDS = """
 name: five
@@ -59,7 +61,7 @@ def test_package_layout_passes_mlperf_checkers(five, tmp_path):
     rcps = json.loads((pkg / "rcps" / "custom_rcps_resnet.json").read_text())
     ours = rcps["resnet_lbbench_sgd_nesterov_128"]
     assert ours["BS"] == 128 and len(ours["Epochs to converge"]) == 5
-    assert "resnet_ref_67840" in rcps     # MLPerf's own records stay, so interpolation still works
+    assert "resnet_ref_67840" in rcps  # MLPerf's own records stay, so interpolation still works
     # A damaged package is refused by the real checker, and lbbench reports it.
     for f in results[:2]:
         f.write_text("\n".join(ln for ln in f.read_text().splitlines() if '"run_stop"' not in ln) + "\n")

@@ -1,10 +1,10 @@
 """The CI regression gate: suites/ci.yaml (every method on the demo data) against the committed
 baseline of this machine class; and `compare` catching a deliberately worse configuration."""
+
 from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +19,7 @@ def test_compare_fails_on_a_worse_configuration_and_names_the_cell():
     p = lbbench("compare", GOLDEN / "results_worse" / "golden", RESULTS)
     assert p.returncode == 1, p.stdout
     assert "sgd|64|torch" in p.stdout and "REGRESSED" in p.stdout and "no longer reaches the target" in p.stdout
-    assert "missing in new" in p.stdout          # cells the worse set does not have are listed
+    assert "missing in new" in p.stdout  # cells the worse set does not have are listed
     # the other way round, the better set is no regression
     assert lbbench("compare", RESULTS, GOLDEN / "results_worse" / "golden").returncode == 0
 

@@ -5,6 +5,7 @@ tests/golden/golden.yaml (2 Horovod workers, digits): successes over 3 seeds, no
 a diverged run, a run stopped by --timeout and an unfinished run (its process killed), with
 their run.yaml, summary.json, metrics.jsonl and mllog.txt (weights and checkpoints removed).
 The expected outputs beside them were generated once and read by a person."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GOLDEN, RESULTS, ROOT, lbbench
 from lbbench.report.build import build, method_summaries
 from lbbench.report.tables import collect, markdown, rows
+
+from helpers import GOLDEN, RESULTS, lbbench
 
 
 @pytest.fixture
@@ -57,6 +59,7 @@ def test_figures_have_the_expected_axes_and_series(results):
 def test_rcp_points_overlay_only_for_imagenet(tmp_path):
     from lbbench.mlperf.rcps import mlperf_rcps
     from lbbench.report.plots import to_target_vs_batch
+
     cells = {"lars (torch)": {4096: 40.0, 32768: 58.0}}
     with_rcp = to_target_vs_batch(cells, "epochs_to_target", tmp_path, mlperf_rcps(), train_samples=1_281_167)
     without = to_target_vs_batch(cells, "epochs_to_target", tmp_path, mlperf_rcps(), train_samples=1536)
@@ -84,13 +87,19 @@ def test_scaling_efficiency_and_time_table_from_runs_at_two_worker_counts(tmp_pa
     worker at np 2 over np 1), the images/s-vs-workers figure exists, and the time table has
     the decomposition shares."""
     from helpers import write_suite
-    suite = write_suite(tmp_path / "np.yaml", f"""
+
+    suite = write_suite(
+        tmp_path / "np.yaml",
+        f"""
 name: npscale
-workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}}, max_epochs: 1, target_top1: 0.99}}
+workload:
+  {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}},
+   max_epochs: 1, target_top1: 0.99}}
 lr: {{rule: constant, base_lr: 0.05, schedule: constant}}
 matrix: {{methods: [{{name: sgd}}], global_batch: [128], workers: [1, 2]}}
 run: {{checkpoint_every: 0}}
-""")
+""",
+    )
     p = lbbench("run", suite, "--results", tmp_path / "res")
     assert p.returncode == 0, p.stdout[-3000:]
     out = build(tmp_path / "res" / "npscale", ("md",))

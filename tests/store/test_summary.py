@@ -1,6 +1,7 @@
 """summary.json is typed: what the driver and the runner write validates; anything else - random
 bytes, a JSON list, a missing or mistyped field - is a damaged summary naming its file, and
 the readers (report, status, compare, export) go on without it."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,17 @@ import shutil
 
 import pytest
 
-from helpers import RESULTS, lbbench
 from lbbench.store.files import iter_run_dirs
 from lbbench.store.summary import RunSummary, SummaryDamaged, is_done, read_summary, summary_or_damage
+
+from helpers import RESULTS, lbbench
 
 DAMAGE = {
     "random bytes": b"\x8f\x00\xffnot json at all\xfe",
     "a JSON list": b"[1, 2, 3]",
     "truncated JSON": b'{"run_id": "x", "status": "succ',
     "a missing field": json.dumps({"run_id": "x", "status": "success"}).encode(),
-    "a wrong type": None,      # filled below from a real summary
+    "a wrong type": None,  # filled below from a real summary
     "an unknown status": None,
 }
 
@@ -61,4 +63,4 @@ def test_report_lists_a_damaged_run_and_goes_on(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "1 damaged" in p.stdout and f"{victim / 'summary.json'}: damaged summary (not JSON" in p.stderr
     assert f"{broken_spec / 'run.yaml'}: unreadable" in p.stderr
-    assert "| sgd | 64 | torch |" in p.stdout           # the rest of the cell and the table are there
+    assert "| sgd | 64 | torch |" in p.stdout  # the rest of the cell and the table are there

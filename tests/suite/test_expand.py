@@ -1,13 +1,14 @@
 """Suite schema, validation errors (file, line, field; exit 2; nothing written) and expansion."""
+
 from __future__ import annotations
 
 import textwrap
 
 import pytest
 
+from lbbench.suite import SuiteError, expand, load_suite
+
 from helpers import ROOT, lbbench, write_suite
-from lbbench.suite import expand, load_suite
-from lbbench.suite import SuiteError
 
 GOOD = textwrap.dedent("""\
     name: t
@@ -34,8 +35,13 @@ def test_expansion_counts_and_ids(tmp_path):
     r = runs[2]
     assert (r.np, r.local_batch, r.accum, r.bn_span) == (2, 128, 1, 128)
     assert r.lr.peak_lr == pytest.approx(0.1)
-    assert r.hparams == {"momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "exclude_bn_bias": True,
-                         "lr_convention": "outside"}
+    assert r.hparams == {
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 1e-4,
+        "exclude_bn_bias": True,
+        "lr_convention": "outside",
+    }
     # ids are content-derived: same suite, same ids; a changed hyperparameter, a new id
     assert [x.run_id for x in expand(load_suite(tmp_path / "s.yaml"))[0]] == [x.run_id for x in runs]
     changed = write_suite(tmp_path / "c.yaml", GOOD.replace("momentum: 0.9", "momentum: 0.8"))
@@ -45,7 +51,10 @@ def test_expansion_counts_and_ids(tmp_path):
 def test_local_batch_gives_accumulation_and_bn_span(tmp_path):
     text = GOOD.replace("workers: [2]", "workers: [2]\n  local_batch: 16\n  bn_span: 8")
     runs, _ = expand(load_suite(write_suite(tmp_path / "s.yaml", text)))
-    assert [(r.local_batch, r.accum, r.bn_span, r.virtual_workers) for r in runs[::2]] == [(16, 2, 8, 4), (16, 8, 8, 16)]
+    assert [(r.local_batch, r.accum, r.bn_span, r.virtual_workers) for r in runs[::2]] == [
+        (16, 2, 8, 4),
+        (16, 8, 8, 16),
+    ]
 
 
 def test_include_exclude(tmp_path):
@@ -58,10 +67,27 @@ BAD = [
     # (replace this, with that, expected line, expected field, message fragment)
     ("  seeds: [0, 1]\n", "  seeds: [0, 1]\n  seedz: [3]\n", 12, "matrix.seedz", "unknown key"),
     ("- name: sgd", "- name: sgdd", 8, "matrix.methods[0].name", "unknown method 'sgdd'"),
-    ("hparams: {momentum: 0.9}", "hparams: {momentun: 0.9}", 9, "matrix.methods[0].hparams.momentun", "unknown hyperparameter"),
-    ("global_batch: [64, 256]", "global_batch: [64, 255]", 10, "matrix.global_batch[1]", "not divisible by np x accum = 2 x 1"),
-    ("{kind: synthetic, train_samples: 1024, eval_samples: 128}", "{kind: folder, path: /nonexistent/imagenet}", 4,
-     "workload.data.path", "does not exist"),
+    (
+        "hparams: {momentum: 0.9}",
+        "hparams: {momentun: 0.9}",
+        9,
+        "matrix.methods[0].hparams.momentun",
+        "unknown hyperparameter",
+    ),
+    (
+        "global_batch: [64, 256]",
+        "global_batch: [64, 255]",
+        10,
+        "matrix.global_batch[1]",
+        "not divisible by np x accum = 2 x 1",
+    ),
+    (
+        "{kind: synthetic, train_samples: 1024, eval_samples: 128}",
+        "{kind: folder, path: /nonexistent/imagenet}",
+        4,
+        "workload.data.path",
+        "does not exist",
+    ),
     ("lr: {rule: linear", "lr: {rule: linear: x", 5, "", "bad YAML syntax"),
     ("base_lr: 0.1,", "base_lr: fast,", 5, "lr.base_lr", "valid number"),
 ]
@@ -85,15 +111,16 @@ def test_bad_input_names_file_line_field(tmp_path, old, new, line, field, fragme
 
 def test_missing_env_var_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("LBBENCH_NO_SUCH_VAR", raising=False)
-    text = GOOD.replace("{kind: synthetic, train_samples: 1024, eval_samples: 128}",
-                        "{kind: folder, path: '${LBBENCH_NO_SUCH_VAR}'}")
+    text = GOOD.replace(
+        "{kind: synthetic, train_samples: 1024, eval_samples: 128}", "{kind: folder, path: '${LBBENCH_NO_SUCH_VAR}'}"
+    )
     with pytest.raises(SuiteError, match="LBBENCH_NO_SUCH_VAR is not set"):
         expand(load_suite(write_suite(tmp_path / "s.yaml", text)), check_data=True)
 
 
 def test_imagenet_plan_lists_the_matrix():
     suite = load_suite(ROOT / "suites" / "imagenet.yaml")
-    runs, warnings = expand(suite)   # plan works without the data (warns instead)
+    runs, _ = expand(suite)  # plan works without the data (warns instead)
     batches = sorted({r.global_batch for r in runs})
     assert batches == [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
     methods = {r.label for r in runs}
@@ -109,5 +136,5 @@ def test_imagenet_plan_lists_the_matrix():
 def test_demo_suite_expands(env_digits):
     runs, _ = expand(load_suite(ROOT / "suites" / "demo.yaml"), check_data=True)
     assert len({r.global_batch for r in runs}) >= 4
-    assert max(r.global_batch for r in runs) == runs[0].data.train_samples == 1536   # full batch
+    assert max(r.global_batch for r in runs) == runs[0].data.train_samples == 1536  # full batch
     assert all(r.np == 2 for r in runs)

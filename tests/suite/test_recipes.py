@@ -1,4 +1,5 @@
 """Per-batch recipes: LARS from MLPerf's RCPs in the installed package, SP-NGD for K-FAC."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,10 @@ import math
 import mlperf_logging
 import pytest
 
-from helpers import ROOT
-from lbbench.suite.recipes import mlperf_lars, spngd
 from lbbench.suite import expand, load_suite
+from lbbench.suite.recipes import mlperf_lars, spngd
+
+from helpers import ROOT
 
 RCP_FILE = f"{mlperf_logging.__path__[0]}/rcp_checker/training_4.0.0/rcps_resnet.json"
 
@@ -20,14 +22,17 @@ def test_lars_recipe_reads_the_installed_rcps():
     for B, hp in rcps.items():
         r = mlperf_lars(B)
         assert (r["peak_lr"], r["warmup_epochs"], r["momentum"], r["weight_decay"]) == (
-            hp["opt_base_learning_rate"], hp["opt_learning_rate_warmup_epochs"], hp["opt_momentum"],
-            hp["opt_weight_decay"])
-        S = math.ceil(1_281_167 / B)   # the decay length reproduces MLPerf's decay steps
+            hp["opt_base_learning_rate"],
+            hp["opt_learning_rate_warmup_epochs"],
+            hp["opt_momentum"],
+            hp["opt_weight_decay"],
+        )
+        S = math.ceil(1_281_167 / B)  # the decay length reproduces MLPerf's decay steps
         assert round((r["train_epochs"] - r["warmup_epochs"]) * S) + 1 == hp["opt_learning_rate_decay_steps"]
 
 
 def test_lars_recipe_interpolates_in_log_batch_and_clamps_outside():
-    mid = mlperf_lars(round(math.sqrt(8192 * 13056)))   # halfway in log2 between two points
+    mid = mlperf_lars(round(math.sqrt(8192 * 13056)))  # halfway in log2 between two points
     assert mid["peak_lr"] == pytest.approx((17 + 12.8) / 2, rel=1e-3)
     assert "interpolated between B=8192 and B=13056" in mid["source"]
     assert mlperf_lars(131072)["peak_lr"] == mlperf_lars(67840)["peak_lr"]
@@ -52,6 +57,7 @@ def test_imagenet_suite_uses_the_recipes():
 
 def test_demo_suite_shows_every_method():
     from lbbench.methods import REGISTRY
+
     suite = load_suite(ROOT / "suites" / "demo.yaml")
     names = {m.name for m in suite.cfg.matrix.methods}
     assert names == set(REGISTRY)

@@ -1,5 +1,6 @@
 """Diagnostics (docs/methods.md section 9): the noise-scale estimator by hand and by Monte Carlo,
 and the per-tensor rows a real run writes."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from helpers import run_single, small_spec
 from lbbench.worker.noise_scale import noise_scale_parts
+
+from helpers import run_single, small_spec
 
 
 def test_noise_scale_two_micro_batches_by_hand():
@@ -16,7 +18,7 @@ def test_noise_scale_two_micro_batches_by_hand():
     micro = (g1 @ g1 + g2 @ g2) / 2
     avg = (g1 + g2) / 2
     g2_est, trace = noise_scale_parts(micro, avg @ avg, b=1, B=2)
-    assert trace == pytest.approx((g1 - g2) @ (g1 - g2) / 2)      # the unbiased variance sum
+    assert trace == pytest.approx((g1 - g2) @ (g1 - g2) / 2)  # the unbiased variance sum
     assert g2_est == pytest.approx(2 * avg @ avg - micro)
     assert noise_scale_parts(1.0, 1.0, b=8, B=8) is None
 
@@ -28,10 +30,10 @@ def test_noise_scale_recovers_a_known_gradient_and_covariance():
     ests = []
     for _ in range(4000):
         micro = G + rng.normal(size=(K, 3)) * sigma / np.sqrt(b)
-        ests.append(noise_scale_parts(np.mean((micro ** 2).sum(1)), (micro.mean(0) ** 2).sum(), b, b * K))
+        ests.append(noise_scale_parts(np.mean((micro**2).sum(1)), (micro.mean(0) ** 2).sum(), b, b * K))
     g2, trace = np.mean(ests, axis=0)
     assert g2 == pytest.approx(G @ G, rel=0.05)
-    assert trace == pytest.approx((sigma ** 2).sum(), rel=0.05)
+    assert trace == pytest.approx((sigma**2).sum(), rel=0.05)
 
 
 @pytest.mark.slow
@@ -45,6 +47,6 @@ def test_run_writes_per_tensor_diagnostics(tmp_path, digits_dir):
     assert len(t) == len(list(t)) and "fc.weight" in t and "stem.0.weight" in t
     conv = t["stem.0.weight"]
     assert conv["trust_ratio"] is not None and 0 < conv["trust_ratio"] < 1
-    assert t["fc.bias"]["trust_ratio"] == 1.0                # excluded tensors: no trust ratio
+    assert t["fc.bias"]["trust_ratio"] == 1.0  # excluded tensors: no trust ratio
     assert conv["update_norm"] > 0 and conv["mean_abs_dw"] > 0 and conv["g_norm"] > 0
-    assert all(r["noise_trace"] > 0 for r in diag)           # 2 virtual workers measure a spread
+    assert all(r["noise_trace"] > 0 for r in diag)  # 2 virtual workers measure a spread

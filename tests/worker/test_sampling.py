@@ -1,4 +1,5 @@
 """Virtual workers: the micro-batches depend on (B, K), never on how K splits into np x accum."""
+
 import numpy as np
 
 from lbbench.worker.sampling import GlobalBatchSampler, eval_shard
@@ -21,7 +22,7 @@ def test_epochs_cover_the_data_and_wrap_the_last_step():
     assert s.steps_per_epoch == 4 and s.micro_batch == 8
     epoch1 = np.concatenate([s.global_indices(1, t) for t in range(4)])
     assert len(epoch1) == 128 and set(epoch1) == set(range(100))
-    assert np.array_equal(epoch1[100:], s.permutation(1)[:28])          # wrap within the epoch
+    assert np.array_equal(epoch1[100:], s.permutation(1)[:28])  # wrap within the epoch
     assert not np.array_equal(s.permutation(1), s.permutation(2))
     resumed = take(s.stream(2, 1, epoch=2, step=1), 3)
     assert np.array_equal(resumed[0], s.micro_indices(2, 1, 2))

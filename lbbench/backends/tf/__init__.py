@@ -3,6 +3,7 @@
 Keras 3 (TensorFlow 2.18's default) is not what Horovod 0.28's Keras integration expects, so
 the backend runs on tf-keras: TF_USE_LEGACY_KERAS=1 is set before TensorFlow is imported.
 """
+
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

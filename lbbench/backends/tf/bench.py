@@ -3,20 +3,22 @@
 
     python -m lbbench.launch.gloo_local NP python -m lbbench.backends.tf.bench throughput --out FILE ...
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 
-import lbbench.backends.tf  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow as tf
 
+import lbbench.backends.tf  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
 from lbbench.bench.core import bench_spec, summarize, throughput_record, timed_iterations
 from lbbench.store.files import write_json
 
 
-def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_iter: int, data_dir: str | None,
-                     perf_opts: dict) -> dict | None:
+def bench_throughput(
+    model_name: str, batch: int, warmup: int, iters: int, per_iter: int, data_dir: str | None, perf_opts: dict
+) -> dict | None:
     import horovod.tensorflow as hvd
 
     from lbbench.backends.tf import perf
@@ -40,18 +42,35 @@ def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_i
         v.assign(value)
     method = build_method(spec, model, hvd.rank(), hvd.size())
     gpu = 0 if (gpus and spec.perf.dali_device == "gpu") else None
-    loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank(), gpu=gpu), hvd, hvd.rank(),
-                MetricsWriter(None))
+    loop = Loop(
+        spec, model, method.optimizer, train_loader(spec, hvd.rank(), gpu=gpu), hvd, hvd.rank(), MetricsWriter(None)
+    )
     steps = iter(range(1, 10**9))
-    rates, total = timed_iterations(lambda: method.step(loop, next(steps), 1), lambda: None,
-                                    lambda: loop.start_epoch(1, spec.global_batch, 1), batch, warmup, iters, per_iter)
+    rates, total = timed_iterations(
+        lambda: method.step(loop, next(steps), 1),
+        lambda: None,
+        lambda: loop.start_epoch(1, spec.global_batch, 1),
+        batch,
+        warmup,
+        iters,
+        per_iter,
+    )
     per_rank = hvd.allgather_object(rates)
     parts = hvd.allgather_object(dict(loop.times))
     if hvd.rank() != 0:
         return None
     gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size)
-    return throughput_record(spec, "tf", perf.device_name(gpus), summarize(per_rank, parts, total, iters, per_iter),
-                             gflop, warmup, iters, per_iter, {"tensorflow": tf.__version__})
+    return throughput_record(
+        spec,
+        "tf",
+        perf.device_name(gpus),
+        summarize(per_rank, parts, total, iters, per_iter),
+        gflop,
+        warmup,
+        iters,
+        per_iter,
+        {"tensorflow": tf.__version__},
+    )
 
 
 def main() -> None:

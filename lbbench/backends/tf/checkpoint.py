@@ -1,5 +1,6 @@
 """TensorFlow checkpoints: lbbench/worker/checkpoints.py with pickle (the payload is NumPy
 arrays: variables, optimizer state, K-FAC factors)."""
+
 from __future__ import annotations
 
 from pathlib import Path

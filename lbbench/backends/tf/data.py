@@ -3,6 +3,7 @@ shared pipeline (lbbench/backends/dali_pipeline.py: the PyTorch backend's decode
 and normalisation, in HWC), fed in lbbench's sample order; or synthetic tensors (NumPy-drawn,
 reproducible, not the PyTorch backend's values - equivalence tests feed explicit batches).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +17,17 @@ from lbbench.worker.sampling import eval_plan, synthetic_eval_seed, synthetic_tr
 
 def _dataset(spec: RunSpec, source: SampleSource, batch: int, train: bool, seed: int, gpu: int | None):
     import nvidia.dali.plugin.tf as dali_tf
+
     size = spec.data.image_size
     pipe = pipeline(source, batch, size, train, spec.data.augment, seed=seed, gpu=gpu, layout="HWC", build=False)
     with tf.device("/cpu:0" if gpu is None else f"/gpu:{gpu}"):
         return dali_tf.experimental.DALIDatasetWithInputs(
-            pipeline=pipe, batch_size=batch, output_shapes=((batch, size, size, 3), (batch, 1)),
-            output_dtypes=(tf.float32, tf.int32), device_id=gpu)
+            pipeline=pipe,
+            batch_size=batch,
+            output_shapes=((batch, size, size, 3), (batch, 1)),
+            output_dtypes=(tf.float32, tf.int32),
+            device_id=gpu,
+        )
 
 
 class _Batches:
@@ -41,8 +47,9 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = Non
         return _Synthetic(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
-    return _Batches(_dataset(spec, SampleSource(files, labels, stream), spec.local_batch, True,
-                             spec.seed * 1000 + rank, gpu))
+    return _Batches(
+        _dataset(spec, SampleSource(files, labels, stream), spec.local_batch, True, spec.seed * 1000 + rank, gpu)
+    )
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
@@ -53,25 +60,30 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
         return lambda: iter(fixed)
     files, labels, _ = list_split(f"{spec.data.path}/val")
     check_count(spec.data.path, "val", len(files), spec.data.eval_samples)
+
     # Shards may be shorter than eval_batch at the end; DALI needs one batch size, so every
     # shard is padded to eval_batch with its own first index and the padding dropped after.
     def forever():
         while True:
             for s in shards:
                 yield np.concatenate([s, np.repeat(s[:1], spec.eval_batch - len(s))])
+
     loader = _Batches(_dataset(spec, SampleSource(files, labels, forever()), spec.eval_batch, False, spec.seed, gpu))
 
     def one_pass():
         for s in shards:
             x, y = next(loader)
-            yield x[:len(s)], y[:len(s)]
+            yield x[: len(s)], y[: len(s)]
+
     return one_pass
 
 
 def _synthetic(spec: RunSpec, n: int, rng: np.random.Generator):
     s = spec.data.image_size
-    return (tf.constant(rng.standard_normal((n, s, s, 3), dtype=np.float32)),
-            tf.constant(rng.integers(0, spec.data.classes, n), dtype=tf.int64))
+    return (
+        tf.constant(rng.standard_normal((n, s, s, 3), dtype=np.float32)),
+        tf.constant(rng.integers(0, spec.data.classes, n), dtype=tf.int64),
+    )
 
 
 class _Synthetic:

@@ -1,5 +1,6 @@
 """Model FLOPs per image for the Keras models (lbbench/roofline.py has the convention): the
 Conv2D and MatMul operations of the traced forward graph for one image."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -7,7 +8,8 @@ import tensorflow as tf
 
 def forward_gflop_per_image(model, image_size: int) -> float:
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec([1, image_size, image_size, 3], tf.float32))
+        tf.TensorSpec([1, image_size, image_size, 3], tf.float32)
+    )
     macs = 0
     for op in fn.graph.get_operations():
         if op.type == "Conv2D":

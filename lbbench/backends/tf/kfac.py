@@ -8,6 +8,7 @@ weight gradients and the gradients w.r.t. those outputs. Conv rows are im2col pa
 Keras' (kh, kw, cin) order, and the gradient matrices use the same order: the preconditioned
 gradient is the PyTorch one up to that permutation, hence the same update.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,12 +23,14 @@ from lbbench.methods.kfac import assign_owners, damping_split, kl_clip_scale
 
 def damped_inverses(A, G, damping: float, weight_decay: float):
     """(A + pi sqrt(r) I)^-1 and (G + sqrt(r)/pi I)^-1 (lbbench/methods/kfac.py: damping_split)."""
-    da, dg = damping_split(float(tf.linalg.trace(A)), A.shape[0], float(tf.linalg.trace(G)), G.shape[0],
-                           damping, weight_decay)
+    da, dg = damping_split(
+        float(tf.linalg.trace(A)), A.shape[0], float(tf.linalg.trace(G)), G.shape[0], damping, weight_decay
+    )
 
     def inv(M, d):
         eye = tf.eye(M.shape[0], dtype=M.dtype)
         return tf.linalg.cholesky_solve(tf.linalg.cholesky(M + d * eye), eye)
+
     return inv(A, da), inv(G, dg)
 
 
@@ -54,6 +57,7 @@ class KFACPreconditioner:
             if self.captured is not None:
                 self.captured.append((layer, inputs, out))
             return out
+
         return wrapped
 
     def _idx(self, var) -> int:
@@ -71,7 +75,7 @@ class KFACPreconditioner:
         caps, self.captured = self.captured, None
         grads = tape.gradient(scaled, list(variables) + [o for _, _, o in caps])
         n = int(x.shape[0])
-        for (layer, a, _), d in zip(caps, grads[len(variables):]):
+        for (layer, a, _), d in zip(caps, grads[len(variables) :]):
             d = d / scale
             if isinstance(layer, SpanBatchNorm):
                 stat = (_bn_unit_fisher(layer, a, d * n),)
@@ -79,10 +83,13 @@ class KFACPreconditioner:
                 rows, drows = input_rows(layer, a), tf.reshape(d, [-1, d.shape[-1]]) * n
                 r = tf.cast(tf.shape(rows)[0], rows.dtype)
                 stat = (tf.matmul(rows, rows, transpose_a=True) / r, tf.matmul(drows, drows, transpose_a=True) / r)
-            key = (isinstance(layer, SpanBatchNorm), (self.bns if isinstance(layer, SpanBatchNorm) else self.layers).index(layer))
+            key = (
+                isinstance(layer, SpanBatchNorm),
+                (self.bns if isinstance(layer, SpanBatchNorm) else self.layers).index(layer),
+            )
             prev = self.acc.get(key)
             self.acc[key] = [s + p for s, p in zip(stat, prev)] + [prev[-1] + 1] if prev else list(stat) + [1]
-        return tf.reduce_mean(per), list(grads[:len(variables)])
+        return tf.reduce_mean(per), list(grads[: len(variables)])
 
     def reduce(self, hvd) -> None:
         keys = sorted(self.acc)
@@ -90,7 +97,7 @@ class KFACPreconditioner:
         averaged = iter(hvd.grouped_allreduce(local, op=hvd.Average) if self.size > 1 else local)
         w = self.hp["stat_decay"]
         for is_bn, i in keys:
-            for store in ((self.F,) if is_bn else (self.A, self.G)):
+            for store in (self.F,) if is_bn else (self.A, self.G):
                 new = next(averaged)
                 store[i] = new if i not in store or w >= 1 else (1 - w) * store[i] + w * new
         self.acc = {}
@@ -140,7 +147,10 @@ class KFACPreconditioner:
         return g
 
     def full_state(self, hvd) -> dict:
-        out = {name: {i: v.numpy() for i, v in store.items()} for name, store in (("A", self.A), ("G", self.G), ("F", self.F))}
+        out = {
+            name: {i: v.numpy() for i, v in store.items()}
+            for name, store in (("A", self.A), ("G", self.G), ("F", self.F))
+        }
         out["inv"] = {i: tuple(t.numpy() for t in v) for i, v in self.inv.items()}
         if self.size > 1:
             for part in hvd.allgather_object(out["inv"]):
@@ -174,7 +184,7 @@ def _bn_unit_fisher(layer: SpanBatchNorm, x, dy):
     mean = tf.reduce_mean(xs, axis=[1, 2, 3], keepdims=True)
     var = tf.reduce_mean(tf.square(xs - mean), axis=[1, 2, 3], keepdims=True)
     xhat = tf.reshape((xs - mean) * tf.math.rsqrt(var + layer.eps), x.shape)
-    v = tf.stack([tf.reduce_sum(dy * xhat, axis=[1, 2]), tf.reduce_sum(dy, axis=[1, 2])], axis=2)   # (N, C, 2)
+    v = tf.stack([tf.reduce_sum(dy * xhat, axis=[1, 2]), tf.reduce_sum(dy, axis=[1, 2])], axis=2)  # (N, C, 2)
     return tf.einsum("nci,ncj->cij", v, v) / n
 
 

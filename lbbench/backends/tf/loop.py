@@ -8,6 +8,7 @@ ranks. (horovod.tensorflow's DistributedGradientTape would allreduce every micro
 gradient; lbbench's virtual-worker semantics need one allreduce of the accumulated average,
 so the loop calls ``hvd.grouped_allreduce`` itself, as the PyTorch loop does.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -31,14 +32,23 @@ def per_sample_loss(logits, y, smoothing: float):
 
 
 class Loop(LoopBase):
-    def __init__(self, spec: RunSpec, model: Any, optimizer: Optimizer, train: Iterator[tuple[tf.Tensor, tf.Tensor]],
-                 hvd: Any, rank: int, metrics: MetricsWriter):
-        super().__init__(spec, rank, metrics)   # eager TF ops have finished when they return: no sync
+    def __init__(
+        self,
+        spec: RunSpec,
+        model: Any,
+        optimizer: Optimizer,
+        train: Iterator[tuple[tf.Tensor, tf.Tensor]],
+        hvd: Any,
+        rank: int,
+        metrics: MetricsWriter,
+    ):
+        super().__init__(spec, rank, metrics)  # eager TF ops have finished when they return: no sync
         self.model, self.opt, self.train, self.hvd = model, optimizer, train, hvd
         self.vars = model.trainable_variables
         self._grad = {d: self._make_grad_fn(d) for d in (False, True)}
-        self._loss = tf.function(lambda x, y: tf.reduce_mean(
-            per_sample_loss(model(x, training=True), y, spec.label_smoothing)))
+        self._loss = tf.function(
+            lambda x, y: tf.reduce_mean(per_sample_loss(model(x, training=True), y, spec.label_smoothing))
+        )
 
     def _make_grad_fn(self, discarding: bool):
         model, spec = self.model, self.spec
@@ -57,6 +67,7 @@ class Loop(LoopBase):
                     loss, dropped = tf.reduce_mean(per), tf.constant(0)
                 scaled = loss * scale
             return tf.reduce_mean(per), tape.gradient(scaled, self.vars), dropped
+
         return grad
 
     def _keep(self, losses):
@@ -90,9 +101,12 @@ class Loop(LoopBase):
     def allreduce(self, grads: list, local_loss) -> tuple[list, float]:
         """Average the gradients and the loss over ranks in one grouped allreduce."""
         with self.timed("allreduce"):
-            compression = self.hvd.Compression.fp16 if self.spec.perf.compression == "fp16" else self.hvd.Compression.none
-            reduced = self.hvd.grouped_allreduce(list(grads) + [tf.reshape(local_loss, [])], op=self.hvd.Average,
-                                                 compression=compression)
+            compression = (
+                self.hvd.Compression.fp16 if self.spec.perf.compression == "fp16" else self.hvd.Compression.none
+            )
+            reduced = self.hvd.grouped_allreduce(
+                list(grads) + [tf.reshape(local_loss, [])], op=self.hvd.Average, compression=compression
+            )
             self.allreduces += 1
             loss = float(reduced[-1])
         return list(reduced[:-1]), loss

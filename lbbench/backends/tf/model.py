@@ -9,6 +9,7 @@ and symmetric, as PyTorch's: Keras' "same" pads stride-2 convolutions asymmetric
 would be a different network. ``model.ordered`` lists the conv/BN/dense layers in PyTorch's
 ``modules()`` order, so weights can be copied across (equivalence tests).
 """
+
 from __future__ import annotations
 
 import math
@@ -76,7 +77,7 @@ class Block(keras.layers.Layer):
     def __init__(self, cin, width, stride, span, bottleneck, **kw):
         super().__init__(**kw)
         out = width * (4 if bottleneck else 1)
-        if bottleneck:   # v1.5: the stride on the 3x3
+        if bottleneck:  # v1.5: the stride on the 3x3
             self.units = [ConvBN(width, 1, 1, span), ConvBN(width, 3, stride, span), ConvBN(out, 1, 1, span)]
         else:
             self.units = [ConvBN(width, 3, stride, span), ConvBN(width, 3, 1, span)]
@@ -103,13 +104,15 @@ class ResNet(keras.Model):
                 self.blocks.append(Block(cin, w, 2 if (j == 0 and i > 0) else 1, bn_span, bottleneck))
                 cin = w * (4 if bottleneck else 1)
         bound = 1 / math.sqrt(cin)
-        self.fc = keras.layers.Dense(classes, kernel_initializer=keras.initializers.VarianceScaling(
-            1 / 3, mode="fan_in", distribution="uniform"),
-            bias_initializer=keras.initializers.RandomUniform(-bound, bound))
+        self.fc = keras.layers.Dense(
+            classes,
+            kernel_initializer=keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform"),
+            bias_initializer=keras.initializers.RandomUniform(-bound, bound),
+        )
 
     def call(self, x, training=False):
         x = tf.nn.relu(self.stem(x, training=training))
-        if not self.small_stem:   # after a ReLU, zero padding = PyTorch's -inf padding for the max
+        if not self.small_stem:  # after a ReLU, zero padding = PyTorch's -inf padding for the max
             x = tf.nn.max_pool2d(self.pool_pad(x), 3, 2, "VALID")
         for b in self.blocks:
             x = b(x, training=training)
@@ -138,8 +141,8 @@ def build_model(name: str, classes: int, image_size: int, bn_span: int | None = 
         raise ValueError(f"unknown model {name!r}; known: {', '.join(ARCHS)}")
     bottleneck, layers, widths, small = ARCHS[name]
     model = ResNet(bottleneck, layers, widths, classes, small, bn_span)
-    model(tf.zeros([1, image_size, image_size, 3]), training=False)     # create the variables
-    for b in model.blocks:                                                # Goyal et al.: zero last gamma
+    model(tf.zeros([1, image_size, image_size, 3]), training=False)  # create the variables
+    for b in model.blocks:  # Goyal et al.: zero last gamma
         b.units[-1].bn.gamma.assign(tf.zeros_like(b.units[-1].bn.gamma))
     return model
 

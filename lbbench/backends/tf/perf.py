@@ -4,6 +4,7 @@ the bf16 mixed-precision policy, XLA through ``compile`` (lbbench/backends/tf/lo
 thread counts. Options this worker cannot honour are refused before any work, with the
 option named (lbbench/backends/torch/perf.py does the same for PyTorch).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ def refusals(spec: RunSpec, gpus: list[Any]) -> list[str]:
 def configure(spec: RunSpec, hvd: Any, deterministic: bool) -> list[Any]:
     """Sets this rank's device up; returns the GPUs TensorFlow sees (empty on CPU)."""
     gpus = tf.config.list_physical_devices("GPU")
-    if deterministic:   # a resumed run must redo the same steps: deterministic kernels
+    if deterministic:  # a resumed run must redo the same steps: deterministic kernels
         tf.config.experimental.enable_op_determinism()
     if gpus:
         gpu = gpus[hvd.local_rank() % len(gpus)]

@@ -8,6 +8,7 @@ strategy:
   curvature  CBLR: on refresh steps the Hessian diagonal by Hutchinson probes
   kfac       K-FAC / SP-NGD: factors from the step's own passes, preconditioned gradients
 """
+
 from __future__ import annotations
 
 import math
@@ -101,16 +102,17 @@ class ExtrapSGD(Standard):
                 for v, gi, st in zip(vars_, g, self.optimizer.state):
                     buf = st.get("momentum_buffer")
                     v.assign_sub(gx * (gi if buf is None else gi + hp["momentum"] * buf))
-            else:    # drawn in PyTorch's layout and transposed: the PyTorch backend's noise, weight by weight
-                drawn = extrap_method.draw_noise(self.noise, [torch_layout(v.shape) for v in vars_],
-                                                 hp["perturbation"], hp["noise_scale"])
+            else:  # drawn in PyTorch's layout and transposed: the PyTorch backend's noise, weight by weight
+                drawn = extrap_method.draw_noise(
+                    self.noise, [torch_layout(v.shape) for v in vars_], hp["perturbation"], hp["noise_scale"]
+                )
                 for v, z in zip(vars_, drawn):
                     v.assign_add(tf.constant(from_torch_layout(z)))
             loss, h = loop.forward_backward(x, y, 1.0)
             local += loss / accum
             h_sum = [s + hi / accum for s, hi in zip(h_sum, h)]
             for v, w in zip(vars_, saved):
-                v.assign(w)                  # every micro-batch extrapolates from the same w
+                v.assign(w)  # every micro-batch extrapolates from the same w
         grads, loss = loop.allreduce(h_sum, local)
         if math.isfinite(loss):
             loop.update(grads)
@@ -138,9 +140,13 @@ class CurvatureLR(Standard):
             t0 = time.perf_counter()
             rng = cblr_method.probe_rng(self.spec.seed, step, loop.virtual_worker(a))
             # drawn in the PyTorch layout (OIHW, (out, in)) and transposed: the same probe per weight
-            zs = [[tf.constant(from_torch_layout(z))
-                   for z in cblr_method.rademacher(rng, [torch_layout(v.shape) for v in vars_])]
-                  for _ in range(self.samples)]
+            zs = [
+                [
+                    tf.constant(from_torch_layout(z))
+                    for z in cblr_method.rademacher(rng, [torch_layout(v.shape) for v in vars_])
+                ]
+                for _ in range(self.samples)
+            ]
             loss, g, hz = self._grad_and_hvp(x, y, zs)
             acc = [s + gi / accum for s, gi in zip(acc, g)]
             for z_list, h_list in zip(zs, hz):
@@ -170,6 +176,7 @@ class KFAC(Standard):
 
     def __init__(self, spec: RunSpec, model: Any, rank: int = 0, size: int = 1):
         from lbbench.backends.tf.kfac import KFACPreconditioner
+
         super().__init__(spec, model, rank, size)
         self.hp, self.model = spec.hparams, model
         self.sgd_hp = self.optimizer.hp
@@ -178,6 +185,7 @@ class KFAC(Standard):
 
     def state_dict(self) -> dict:
         import horovod.tensorflow as hvd
+
         return {"pre": self.pre.full_state(hvd), "prev_lr": self.prev_lr}
 
     def load_state_dict(self, state: dict) -> None:

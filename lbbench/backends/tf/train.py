@@ -7,16 +7,17 @@ checkpoints, NumPy checkpoints. Variables are broadcast from rank 0 once they ex
 broadcast of the global variables; lbbench's model creates them before the first step, so step
 1 already runs on equal weights).
 """
+
 from __future__ import annotations
 
 import hashlib
 import sys
 from pathlib import Path
 
-import lbbench.backends.tf  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
 import numpy as np
 import tensorflow as tf
 
+import lbbench.backends.tf  # noqa: F401 - TF_USE_LEGACY_KERAS before TensorFlow loads
 from lbbench.spec import RunSpec
 
 
@@ -25,10 +26,11 @@ class TFWorker:
         from lbbench.backends.tf.data import eval_batches, train_loader
         from lbbench.backends.tf.flops import forward_gflop_per_image
         from lbbench.backends.tf.loop import Loop
+        from lbbench.backends.tf.model import build_model
         from lbbench.backends.tf.perf import device_name
         from lbbench.backends.tf.steps import build_method
-        from lbbench.backends.tf.model import build_model
         from lbbench.worker.roofline import TRAIN_FACTOR
+
         self.spec, self.hvd = spec, hvd
         rank, size = hvd.rank(), hvd.size()
         tf.keras.utils.set_random_seed(spec.seed)
@@ -45,8 +47,15 @@ class TFWorker:
             for v, value in zip(model.variables, initial):
                 v.assign(value)
         gpu = 0 if (gpus and spec.perf.dali_device == "gpu") else None
-        self.loop = Loop(spec, model, method.optimizer, train_loader(spec, rank, epoch=progress.epoch + 1, gpu=gpu),
-                         hvd, rank, metrics)
+        self.loop = Loop(
+            spec,
+            model,
+            method.optimizer,
+            train_loader(spec, rank, epoch=progress.epoch + 1, gpu=gpu),
+            hvd,
+            rank,
+            metrics,
+        )
         self.eval_batches = eval_batches(spec, rank, size, gpu=gpu)
         self.device = device_name(gpus)
         self.train_gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size)
@@ -56,7 +65,7 @@ class TFWorker:
         self.method.optimizer.lr = lr
 
     def train_mode(self) -> None:
-        pass          # Keras layers take training= per call
+        pass  # Keras layers take training= per call
 
     def evaluate(self) -> float:
         sync_bn_statistics(self.model, self.hvd)
@@ -72,9 +81,12 @@ class TFWorker:
 
     def checkpoint_payload(self) -> dict:
         sync_bn_statistics(self.model, self.hvd)
-        method_state = self.method.state_dict()     # collective for K-FAC (inverses gathered)
-        return dict(model=[v.numpy() for v in self.model.variables], optimizer=self.method.optimizer.state_dict(),
-                    method=method_state)
+        method_state = self.method.state_dict()  # collective for K-FAC (inverses gathered)
+        return dict(
+            model=[v.numpy() for v in self.model.variables],
+            optimizer=self.method.optimizer.state_dict(),
+            method=method_state,
+        )
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -84,8 +96,11 @@ class TFWorker:
 
     def save_final(self, run_dir: Path) -> None:
         # w<i>: trainable variables, s<i>: BN running statistics (rank 0's unless an evaluation synced them)
-        np.savez(run_dir / "final.npz", **{f"w{i}": v.numpy() for i, v in enumerate(self.model.trainable_variables)},
-                 **{f"s{i}": v.numpy() for i, v in enumerate(self.model.non_trainable_variables)})
+        np.savez(
+            run_dir / "final.npz",
+            **{f"w{i}": v.numpy() for i, v in enumerate(self.model.trainable_variables)},
+            **{f"s{i}": v.numpy() for i, v in enumerate(self.model.non_trainable_variables)},
+        )
 
 
 def main(run_dir: Path) -> int:
@@ -93,6 +108,7 @@ def main(run_dir: Path) -> int:
 
     from lbbench.backends.tf import checkpoint, perf
     from lbbench.worker import driver
+
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
     if hvd.size() != spec.np:
@@ -102,8 +118,13 @@ def main(run_dir: Path) -> int:
         print(f"lbbench: run {spec.run_id}: run.perf: {'; '.join(refused)}", file=sys.stderr, flush=True)
         return 2
     gpus = perf.configure(spec, hvd, deterministic=True)
-    return driver.run(spec, run_dir, hvd, checkpoint,
-                      lambda ckpt, progress, metrics: TFWorker(spec, hvd, gpus, ckpt, progress, metrics))
+    return driver.run(
+        spec,
+        run_dir,
+        hvd,
+        checkpoint,
+        lambda ckpt, progress, metrics: TFWorker(spec, hvd, gpus, ckpt, progress, metrics),
+    )
 
 
 def sync_bn_statistics(model, hvd) -> None:

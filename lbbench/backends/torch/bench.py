@@ -16,6 +16,7 @@ process per rank under a launcher (lbbench/cli.py runs it once per np):
 
     python -m lbbench.launch.gloo_local NP python -m lbbench.backends.torch.bench throughput --out FILE ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,10 @@ import torch
 from lbbench.bench.core import bench_spec, summarize, throughput_record, timed_iterations
 from lbbench.methods import REGISTRY
 
+
 def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> dict:
     import horovod.torch as hvd
+
     from lbbench.backends.torch.data import train_loader
     from lbbench.backends.torch.loop import Loop
     from lbbench.backends.torch.model import build_model
@@ -52,7 +55,7 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
         kind = REGISTRY[name].step_kind
         period = spec.hparams[kind.period_hparam] if kind.period_hparam else 1
         n = max(steps, period)
-        method.step(loop, 1, 1)            # warm-up (allocations, first-touch)
+        method.step(loop, 1, 1)  # warm-up (allocations, first-touch)
         times = []
         for t in range(2, 2 + n):
             t0 = time.perf_counter()
@@ -61,11 +64,12 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
             times.append(time.perf_counter() - t0)
         step_s = statistics.fmean(times)
         extra = {}
-        if kind.name == "kfac":   # the timed period included one inversion: amortise it properly
+        if kind.name == "kfac":  # the timed period included one inversion: amortise it properly
             inv = getattr(method, "last_invert_s", 0.0)
             step_s = (sum(times) - inv) / len(times) + inv / spec.hparams["inverse_every"]
-            extra = dict(invert_s=inv, factor_every=spec.hparams["factor_every"],
-                         inverse_every=spec.hparams["inverse_every"])
+            extra = dict(
+                invert_s=inv, factor_every=spec.hparams["factor_every"], inverse_every=spec.hparams["inverse_every"]
+            )
         if warm_up:
             warm_up = False
             continue
@@ -74,14 +78,25 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
     base = rows["sgd"]["step_s"]
     for r in rows.values():
         r["relative_to_sgd"] = r["step_s"] / base
-    return dict(benchmark="optim", model=model_name, batch_per_worker=batch, np=hvd.size(),
-                device="cpu", torch_threads=torch.get_num_threads(), host=platform.node(),
-                cpu_count=os.cpu_count(), torch=torch.__version__, methods=rows)
+    return dict(
+        benchmark="optim",
+        model=model_name,
+        batch_per_worker=batch,
+        np=hvd.size(),
+        device="cpu",
+        torch_threads=torch.get_num_threads(),
+        host=platform.node(),
+        cpu_count=os.cpu_count(),
+        torch=torch.__version__,
+        methods=rows,
+    )
 
 
-def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_iter: int, data_dir: str | None,
-                     perf_opts: dict) -> dict | None:
+def bench_throughput(
+    model_name: str, batch: int, warmup: int, iters: int, per_iter: int, data_dir: str | None, perf_opts: dict
+) -> dict | None:
     import horovod.torch as hvd
+
     from lbbench.backends.torch import perf
     from lbbench.backends.torch.data import train_loader
     from lbbench.backends.torch.loop import Loop
@@ -100,20 +115,46 @@ def bench_throughput(model_name: str, batch: int, warmup: int, iters: int, per_i
     method = build_method(spec, model, hvd.rank(), hvd.size())
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     gpu = device.index if spec.perf.dali_device == "gpu" else None
-    loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank(), gpu=gpu), hvd, hvd.rank(),
-                MetricsWriter(None), device=device, forward=forward)
+    loop = Loop(
+        spec,
+        model,
+        method.optimizer,
+        train_loader(spec, hvd.rank(), gpu=gpu),
+        hvd,
+        hvd.rank(),
+        MetricsWriter(None),
+        device=device,
+        forward=forward,
+    )
     steps = iter(range(1, 10**9))
-    rates, total = timed_iterations(lambda: method.step(loop, next(steps), 1), loop.sync,
-                                    lambda: loop.start_epoch(1, spec.global_batch, 1), batch, warmup, iters, per_iter)
-    per_rank = hvd.allgather_object(rates)               # [rank][iteration] images/s
+    rates, total = timed_iterations(
+        lambda: method.step(loop, next(steps), 1),
+        loop.sync,
+        lambda: loop.start_epoch(1, spec.global_batch, 1),
+        batch,
+        warmup,
+        iters,
+        per_iter,
+    )
+    per_rank = hvd.allgather_object(rates)  # [rank][iteration] images/s
     parts = hvd.allgather_object(dict(loop.times))
     if hvd.rank() != 0:
         return None
     from lbbench.backends.torch.flops import forward_gflop_per_image
     from lbbench.worker.roofline import TRAIN_FACTOR
+
     gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size, device)
-    return throughput_record(spec, "torch", perf.device_name(device), summarize(per_rank, parts, total, iters, per_iter),
-                             gflop, warmup, iters, per_iter, {"torch": torch.__version__})
+    return throughput_record(
+        spec,
+        "torch",
+        perf.device_name(device),
+        summarize(per_rank, parts, total, iters, per_iter),
+        gflop,
+        warmup,
+        iters,
+        per_iter,
+        {"torch": torch.__version__},
+    )
 
 
 def main() -> None:
@@ -131,13 +172,16 @@ def main() -> None:
     ap.add_argument("--perf", default="{}", help="JSON of run.perf options")
     a = ap.parse_args()
     from lbbench.store.files import write_json
+
     if a.what == "throughput":
         from lbbench.backends.torch.perf import PerfOptionError
+
         try:
-            res = bench_throughput(a.model, a.batch, a.warmup, a.iters, a.batches_per_iter, a.data_dir,
-                                   json.loads(a.perf))
+            res = bench_throughput(
+                a.model, a.batch, a.warmup, a.iters, a.batches_per_iter, a.data_dir, json.loads(a.perf)
+            )
         except PerfOptionError as e:
-            raise SystemExit(f"lbbench: {e}")
+            raise SystemExit(f"lbbench: {e}") from None
         if res is not None:
             write_json(a.out, res)
         return

@@ -1,4 +1,5 @@
 """PyTorch checkpoints: lbbench/checkpoint_files.py with torch.save / torch.load."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,8 +5,8 @@ lbbench's GlobalBatchSampler chooses the files (so the sample order is the same 
 see lbbench/sampling.py) and DALI does the rest: file bytes enter through external_source,
 then decode (CPU here, "mixed" = GPU decode on clusters), augmentation and normalisation.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ class DaliLoader:
         y = torch.from_numpy(np.array(labels.as_tensor()).reshape(-1).astype(np.int64))
         if self.gpu is not None and hasattr(images, "as_cpu"):
             from nvidia.dali.plugin.pytorch import feed_ndarray
+
             t = images.as_tensor()
             x = torch.empty(t.shape(), dtype=torch.float32, device=torch.device("cuda", self.gpu))
             feed_ndarray(t, x, cuda_stream=torch.cuda.current_stream(self.gpu))
@@ -44,8 +45,15 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
-    pipe = pipeline(FileBatches(files, labels, stream), spec.local_batch, spec.data.image_size, True,
-                     spec.data.augment, seed=spec.seed * 1000 + rank, gpu=gpu)
+    pipe = pipeline(
+        FileBatches(files, labels, stream),
+        spec.local_batch,
+        spec.data.image_size,
+        True,
+        spec.data.augment,
+        seed=spec.seed * 1000 + rank,
+        gpu=gpu,
+    )
     return DaliLoader(pipe, gpu=gpu)
 
 
@@ -62,8 +70,16 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
     def forever():
         while True:
             yield from shards
-    pipe = pipeline(FileBatches(files, labels, forever()), spec.eval_batch, spec.data.image_size, False,
-                     spec.data.augment, seed=spec.seed, gpu=gpu)
+
+    pipe = pipeline(
+        FileBatches(files, labels, forever()),
+        spec.eval_batch,
+        spec.data.image_size,
+        False,
+        spec.data.augment,
+        seed=spec.seed,
+        gpu=gpu,
+    )
     loader = DaliLoader(pipe, gpu=gpu)
     return lambda: (next(loader) for _ in shards)
 

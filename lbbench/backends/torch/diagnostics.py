@@ -1,5 +1,6 @@
 """Per-tensor diagnostics and the gradient-noise scale (docs/methods.md section 9), every
 ``diag_every`` steps; off (0) by default so they cost nothing unless asked for."""
+
 from __future__ import annotations
 
 import torch
@@ -38,13 +39,25 @@ class Diagnostics:
             dw = p.detach() - w0
             state = self.optimizer.state.get(p, {})
             trust = state.get("trust_ratio")
-            tensors.append(dict(
-                name=self.names.get(p, "?"), w_norm=float(w0.norm()), g_norm=float(g.norm()),
-                update_norm=float(dw.norm()), mean_abs_g=float(g.abs().mean()), mean_abs_dw=float(dw.abs().mean()),
-                trust_ratio=None if trust is None else float(trust)))
+            tensors.append(
+                dict(
+                    name=self.names.get(p, "?"),
+                    w_norm=float(w0.norm()),
+                    g_norm=float(g.norm()),
+                    update_norm=float(dw.norm()),
+                    mean_abs_g=float(g.abs().mean()),
+                    mean_abs_dw=float(dw.abs().mean()),
+                    trust_ratio=None if trust is None else float(trust),
+                )
+            )
         global_sq = sum(float(p.grad.pow(2).sum()) for p in params)
         micro = torch.tensor(sum(self._micro_sq) / max(len(self._micro_sq), 1), dtype=torch.float64)
         micro_sq = float(hvd.allreduce(micro, op=hvd.Average))
         parts = noise_scale_parts(micro_sq, global_sq, b, B)
-        return dict(tensors=tensors, micro_grad_sq=micro_sq, global_grad_sq=global_sq,
-                    noise_g2=parts[0] if parts else None, noise_trace=parts[1] if parts else None)
+        return dict(
+            tensors=tensors,
+            micro_grad_sq=micro_sq,
+            global_grad_sq=global_sq,
+            noise_g2=parts[0] if parts else None,
+            noise_trace=parts[1] if parts else None,
+        )

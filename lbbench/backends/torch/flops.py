@@ -1,5 +1,6 @@
 """Model FLOPs per image, counted on the model itself (lbbench/roofline.py has the convention):
 forward hooks on every convolution and linear layer record multiply-adds for one image."""
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,7 @@ def forward_gflop_per_image(model: torch.nn.Module, image_size: int, device: tor
     hooks = [m.register_forward_hook(conv) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     hooks += [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     was_training = model.training
-    model.eval()       # BN running statistics untouched
+    model.eval()  # BN running statistics untouched
     try:
         model(torch.zeros(1, 3, image_size, image_size, device=device))
     finally:

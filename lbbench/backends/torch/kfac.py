@@ -4,6 +4,7 @@ are in lbbench/methods/kfac.py). The training-step strategy using it is KFAC in 
 Factors are collected by hooks on the training forward/backward (no extra passes): a forward
 hook keeps the layer input and hangs a hook on the output's gradient.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,10 @@ def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_dec
     da, dg = damping_split(float(A.trace()), A.shape[0], float(G.trace()), G.shape[0], damping, weight_decay)
     eye_a = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
     eye_g = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    return (torch.cholesky_inverse(torch.linalg.cholesky(A + da * eye_a)),
-            torch.cholesky_inverse(torch.linalg.cholesky(G + dg * eye_g)))
+    return (
+        torch.cholesky_inverse(torch.linalg.cholesky(A + da * eye_a)),
+        torch.cholesky_inverse(torch.linalg.cholesky(G + dg * eye_g)),
+    )
 
 
 def input_rows(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
@@ -41,7 +44,8 @@ def output_rows(module: nn.Module, d: torch.Tensor) -> torch.Tensor:
 def grad_matrix(module: nn.Module, extra_wd: float) -> torch.Tensor:
     """The layer's gradient as an (out, in[+1]) matrix, weight decay added to the weight."""
     g = module.weight.grad.reshape(module.weight.shape[0], -1) + extra_wd * module.weight.detach().reshape(
-        module.weight.shape[0], -1)
+        module.weight.shape[0], -1
+    )
     if module.bias is not None:
         g = torch.cat([g, module.bias.grad.reshape(-1, 1)], dim=1)
     return g
@@ -51,13 +55,16 @@ class KFACPreconditioner:
     def __init__(self, model: nn.Module, hp: dict, rank: int, size: int):
         self.hp, self.rank, self.size = hp, rank, size
         self.layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        self.bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] \
-            if hp["bn_fisher"] == "unit_wise" else []
+        self.bns = (
+            [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if hp["bn_fisher"] == "unit_wise"
+            else []
+        )
         self.capturing, self.scale = False, 1.0
         self.acc: dict[nn.Module, list] = {}
         self.A: dict[nn.Module, torch.Tensor] = {}
         self.G: dict[nn.Module, torch.Tensor] = {}
-        self.F: dict[nn.Module, torch.Tensor] = {}     # BN: (C, 2, 2)
+        self.F: dict[nn.Module, torch.Tensor] = {}  # BN: (C, 2, 2)
         self.inv: dict[nn.Module, tuple] = {}
         for m in self.layers + self.bns:
             m.register_forward_hook(self._forward_hook)
@@ -92,7 +99,7 @@ class KFACPreconditioner:
         averaged = iter(hvd.grouped_allreduce(local, op=hvd.Average) if self.size > 1 else local)
         w = self.hp["stat_decay"]
         for m in mods:
-            for store in ((self.F,) if m in self.bns else (self.A, self.G)):
+            for store in (self.F,) if m in self.bns else (self.A, self.G):
                 new = next(averaged)
                 store[m] = new if m not in store or w >= 1 else (1 - w) * store[m] + w * new
         self.acc = {}
@@ -130,7 +137,9 @@ class KFACPreconditioner:
             m.weight.grad.copy_(p.reshape(m.weight.shape))
         for m in self.bns:
             if m in self.F:
-                Fm = self.F[m] + max(wd, self.hp["damping"]) * torch.eye(2, dtype=self.F[m].dtype, device=self.F[m].device)
+                Fm = self.F[m] + max(wd, self.hp["damping"]) * torch.eye(
+                    2, dtype=self.F[m].dtype, device=self.F[m].device
+                )
                 g = torch.stack([m.weight.grad, m.bias.grad], dim=1).unsqueeze(-1)
                 p = torch.linalg.solve(Fm, g).squeeze(-1) * nu
                 m.weight.grad.copy_(p[:, 0])
@@ -140,10 +149,13 @@ class KFACPreconditioner:
         """Factors and every rank's inverses, by layer index (checkpoints). Collective: each
         rank holds only the inverses it owns, so they are gathered."""
         idx = {m: i for i, m in enumerate(self.layers + self.bns)}
-        out = {name: {idx[m]: v for m, v in store.items()}
-               for name, store in (("A", self.A), ("G", self.G), ("F", self.F), ("inv", self.inv))}
+        out = {
+            name: {idx[m]: v for m, v in store.items()}
+            for name, store in (("A", self.A), ("G", self.G), ("F", self.F), ("inv", self.inv))
+        }
         if self.size > 1:
             import horovod.torch as hvd
+
             for part in hvd.allgather_object(out["inv"]):
                 out["inv"].update(part)
         return out
@@ -156,8 +168,11 @@ class KFACPreconditioner:
 
     def state(self) -> dict:
         """The factors, in layer order (the same on every rank after ``reduce``)."""
-        return {"A": [self.A.get(m) for m in self.layers], "G": [self.G.get(m) for m in self.layers],
-                "F": [self.F.get(m) for m in self.bns]}
+        return {
+            "A": [self.A.get(m) for m in self.layers],
+            "G": [self.G.get(m) for m in self.layers],
+            "F": [self.F.get(m) for m in self.bns],
+        }
 
 
 def input_rows_dim(m: nn.Module) -> int:
@@ -174,7 +189,7 @@ def _bn_unit_fisher(m, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     mean = xs.mean(dim=(1, 3, 4), keepdim=True)
     var = xs.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
     xhat = ((xs - mean) / torch.sqrt(var + m.eps)).reshape_as(x)
-    dgamma = (dy * xhat).sum(dim=(2, 3))      # (N, C)
+    dgamma = (dy * xhat).sum(dim=(2, 3))  # (N, C)
     dbeta = dy.sum(dim=(2, 3))
-    v = torch.stack([dgamma, dbeta], dim=2)   # (N, C, 2)
+    v = torch.stack([dgamma, dbeta], dim=2)  # (N, C, 2)
     return torch.einsum("nci,ncj->cij", v, v) / n

@@ -2,6 +2,7 @@
 micro-batch, forward/backward, the grouped allreduce, the optimizer update. Each piece is
 timed and counted through lbbench/worker/loop.py's LoopBase, which the TensorFlow Loop shares.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,15 +17,25 @@ from lbbench.worker.loop import LoopBase
 
 
 class Loop(LoopBase):
-    def __init__(self, spec: RunSpec, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 train: Iterator[tuple[torch.Tensor, torch.Tensor]], hvd: Any, rank: int, metrics: MetricsWriter,
-                 device: torch.device | None = None, forward: Any = None):
+    def __init__(
+        self,
+        spec: RunSpec,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: Iterator[tuple[torch.Tensor, torch.Tensor]],
+        hvd: Any,
+        rank: int,
+        metrics: MetricsWriter,
+        device: torch.device | None = None,
+        forward: Any = None,
+    ):
         from lbbench.backends.torch import perf
         from lbbench.backends.torch.diagnostics import Diagnostics
+
         self.device = device or torch.device("cpu")
         super().__init__(spec, rank, metrics, sync=perf.synchronizer(self.device))
         self.model, self.train, self.hvd = model, train, hvd
-        self.forward = forward or model                # the torch.compile'd module when asked
+        self.forward = forward or model  # the torch.compile'd module when asked
         self.autocast = lambda: perf.autocast(spec.perf, self.device)
         self.scaler = perf.grad_scaler(spec.perf, self.device)
         self.compression = perf.compression(hvd, spec.perf)
@@ -84,8 +95,9 @@ class Loop(LoopBase):
         """Average .grad and the loss over ranks in one grouped allreduce; returns the loss."""
         with self.timed("allreduce"):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            reduced = self.hvd.grouped_allreduce(grads + [local_loss.to(grads[0].device)], op=self.hvd.Average,
-                                                 compression=self.compression)
+            reduced = self.hvd.grouped_allreduce(
+                grads + [local_loss.to(grads[0].device)], op=self.hvd.Average, compression=self.compression
+            )
             for p, g in zip(self.params, reduced):
                 if p.grad is None:
                     p.grad = g
@@ -102,4 +114,3 @@ class Loop(LoopBase):
             self.scaler.update()
         else:
             optimizer.step()
-

@@ -11,11 +11,12 @@ images of 8-32 pixels.
 BatchNorm computes its statistics over groups of ``bn_span`` samples ("ghost" BN): MLPerf's
 model_bn_span, part of a run's identity in lbbench.
 """
+
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class SpanBatchNorm2d(nn.BatchNorm2d):
@@ -75,7 +76,7 @@ class Bottleneck(nn.Module):
         out = width * self.expansion
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
         self.bn1 = bn(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)   # v1.5: stride here
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)  # v1.5: stride here
         self.bn2 = bn(width)
         self.conv3 = nn.Conv2d(width, out, 1, bias=False)
         self.bn3 = bn(out)
@@ -98,13 +99,14 @@ def _shortcut(cin: int, cout: int, stride: int, bn):
 class ResNet(nn.Module):
     def __init__(self, block, layers, widths, classes: int, small_stem: bool, bn_span: int | None = None):
         super().__init__()
-        bn = lambda c: SpanBatchNorm2d(c, span=bn_span)  # noqa: E731
+        bn = lambda c: SpanBatchNorm2d(c, span=bn_span)
         stem = widths[0]
         if small_stem:
             self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False), bn(stem), nn.ReLU(inplace=True))
         else:
-            self.stem = nn.Sequential(nn.Conv2d(3, stem, 7, 2, 3, bias=False), bn(stem), nn.ReLU(inplace=True),
-                                      nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, stem, 7, 2, 3, bias=False), bn(stem), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+            )
         stages, cin = [], stem
         for i, (n, w) in enumerate(zip(layers, widths)):
             blocks = []
@@ -133,8 +135,8 @@ class ResNet(nn.Module):
 ARCHS = {
     "resnet50": (Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), False),
     "resnet18": (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), False),
-    "resnet20": (BasicBlock, (3, 3, 3), (16, 32, 64), True),      # CIFAR-style, 32x32
-    "resnet_tiny": (BasicBlock, (1, 1, 1), (16, 32, 64), True),   # digits, 8x8
+    "resnet20": (BasicBlock, (3, 3, 3), (16, 32, 64), True),  # CIFAR-style, 32x32
+    "resnet_tiny": (BasicBlock, (1, 1, 1), (16, 32, 64), True),  # digits, 8x8
 }
 
 
@@ -156,8 +158,13 @@ def to_canonical(model: nn.Module) -> list:
     across frameworks."""
     out = []
     for m in _ordered(model):
-        names = ("weight", "bias", "running_mean", "running_var") if isinstance(m, nn.BatchNorm2d) else \
-            ("weight", "bias") if isinstance(m, nn.Linear) else ("weight",)
+        names = (
+            ("weight", "bias", "running_mean", "running_var")
+            if isinstance(m, nn.BatchNorm2d)
+            else ("weight", "bias")
+            if isinstance(m, nn.Linear)
+            else ("weight",)
+        )
         out += [getattr(m, n).detach().cpu().numpy().copy() for n in names]
     return out
 
@@ -166,7 +173,12 @@ def to_canonical(model: nn.Module) -> list:
 def load_canonical(model: nn.Module, arrays: list) -> None:
     it = iter(arrays)
     for m in _ordered(model):
-        names = ("weight", "bias", "running_mean", "running_var") if isinstance(m, nn.BatchNorm2d) else \
-            ("weight", "bias") if isinstance(m, nn.Linear) else ("weight",)
+        names = (
+            ("weight", "bias", "running_mean", "running_var")
+            if isinstance(m, nn.BatchNorm2d)
+            else ("weight", "bias")
+            if isinstance(m, nn.Linear)
+            else ("weight",)
+        )
         for n in names:
             getattr(m, n).copy_(torch.from_numpy(next(it)))

@@ -6,6 +6,7 @@ with dynamic loss scaling), channels_last, torch.compile, fp16 allreduce compres
 a GPU are refused before any work starts, with the option's name, rather than silently
 ignored: a run labelled AMP that ran in fp32 would make a table lie.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,12 +36,14 @@ def check(spec: RunSpec, device: torch.device) -> None:
         raise PerfOptionError(
             f"run {spec.run_id}: run.perf option(s) {', '.join(p.gpu_only())} need a CUDA GPU, and this worker "
             "sees none (torch.cuda.is_available() is False). On CPU lbbench trains in fp32 with NCHW tensors "
-            "and DALI on the CPU; remove the option(s) from the suite's run.perf or run on GPU nodes.")
+            "and DALI on the CPU; remove the option(s) from the suite's run.perf or run on GPU nodes."
+        )
     # fp16 loss scaling (unscale, skip on overflow) is wired only into the plain update path.
     if p.amp == "fp16" and get_method(spec.method).step_kind.custom_update:
         raise PerfOptionError(
             f"run {spec.run_id}: run.perf amp: fp16 needs loss scaling, which lbbench applies only to methods "
-            f"with the standard update; {spec.method} updates the weights itself. Use amp: bf16 (no scaling).")
+            f"with the standard update; {spec.method} updates the weights itself. Use amp: bf16 (no scaling)."
+        )
 
 
 def prepare_model(model: torch.nn.Module, perf: PerfSpec, device: torch.device):

@@ -11,6 +11,7 @@ Every strategy builds the update rule the registry names for the method (``updat
 lbbench/backends/torch/optim/. The TensorFlow backend has the same table
 (lbbench/backends/tf/steps.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,9 @@ import torch
 
 from lbbench.backends.torch.loop import Loop
 from lbbench.backends.torch.optim import build_optimizer
-from lbbench.methods import get_method
 from lbbench.methods import cblr as cblr_method
 from lbbench.methods import extrap_sgd as extrap_method
+from lbbench.methods import get_method
 from lbbench.methods import kfac as kfac_method
 from lbbench.spec import RunSpec
 
@@ -73,8 +74,12 @@ class Standard:
             before = [p.detach().clone() for p in loop.params] if diag else None
             self.update(loop)
             if diag:
-                loop.metrics.write("diag", step=step, loss=loss, **diag.row(
-                    loop.params, before, loop.hvd, self.spec.local_batch, loop.global_batch))
+                loop.metrics.write(
+                    "diag",
+                    step=step,
+                    loss=loss,
+                    **diag.row(loop.params, before, loop.hvd, self.spec.local_batch, loop.global_batch),
+                )
         return loss
 
 
@@ -86,7 +91,7 @@ class ExtrapSGD(Standard):
         self.hp, self.model = spec.hparams, model
         self.bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         self.noise = extrap_method.noise_rng(spec.seed)
-        self.order = list(model.parameters())   # the order noise is drawn in (the TF model's too)
+        self.order = list(model.parameters())  # the order noise is drawn in (the TF model's too)
 
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         accum, params, hp = loop.accum, loop.params, self.hp
@@ -101,7 +106,7 @@ class ExtrapSGD(Standard):
                 for p in params:
                     p.grad = None
             if hp["perturbation"] == "extragradient":
-                self._set_bn_momentum(0.0)          # running statistics: second pass only
+                self._set_bn_momentum(0.0)  # running statistics: second pass only
                 loop.forward_backward(x, y, 1.0)
                 self._set_bn_momentum(None)
                 with torch.no_grad():
@@ -112,8 +117,9 @@ class ExtrapSGD(Standard):
                         p.grad = None
             else:
                 with torch.no_grad():
-                    drawn = extrap_method.draw_noise(self.noise, [tuple(q.shape) for q in self.order],
-                                                     hp["perturbation"], hp["noise_scale"])
+                    drawn = extrap_method.draw_noise(
+                        self.noise, [tuple(q.shape) for q in self.order], hp["perturbation"], hp["noise_scale"]
+                    )
                     noise = {id(q): torch.from_numpy(z).to(q.device, q.dtype) for q, z in zip(self.order, drawn)}
                     for p in params:
                         p.add_(noise[id(p)])
@@ -121,7 +127,7 @@ class ExtrapSGD(Standard):
             with torch.no_grad():
                 for p, h, w in zip(params, h_sum, saved):
                     h.add_(p.grad, alpha=1.0 / accum)
-                    p.copy_(w)                    # every micro-batch extrapolates from the same w
+                    p.copy_(w)  # every micro-batch extrapolates from the same w
         for p, h in zip(params, h_sum):
             p.grad = h
         loss = loop.allreduce_grads(local)
@@ -151,12 +157,13 @@ class CurvatureLR(Standard):
     def __init__(self, spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1):
         super().__init__(spec, model, rank, size)
         self.samples = spec.hparams["hutchinson_samples"]
-        self.order = list(model.parameters())     # the order probes are drawn in
+        self.order = list(model.parameters())  # the order probes are drawn in
 
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         if not cblr_method.is_curvature_step(step, self.spec.hparams):
             return super().step(loop, step, epoch)
         from lbbench.backends.torch.optim.cblr import hutchinson_diag
+
         accum, params = loop.accum, loop.params
         loop.zero_grad()
         local = torch.zeros((), device=loop.device)
@@ -168,7 +175,9 @@ class CurvatureLR(Standard):
             grads = torch.autograd.grad(loss, params, create_graph=True)
             rng = cblr_method.probe_rng(self.spec.seed, step, loop.virtual_worker(a))
             with torch.no_grad():
-                for p, g, d, h in zip(params, grads, diag, hutchinson_diag(grads, params, self.samples, rng, self.order)):
+                for p, g, d, h in zip(
+                    params, grads, diag, hutchinson_diag(grads, params, self.samples, rng, self.order)
+                ):
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
                     p.grad.add_(g.detach(), alpha=1.0 / accum)
@@ -189,6 +198,7 @@ class KFAC(Standard):
 
     def __init__(self, spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1):
         from lbbench.backends.torch.kfac import KFACPreconditioner
+
         super().__init__(spec, model, rank, size)
         self.hp = spec.hparams
         self.pre = KFACPreconditioner(model, self.hp, rank, size)
@@ -237,4 +247,3 @@ STEPS: dict[str, type[Standard]] = {"standard": Standard, "extrap": ExtrapSGD, "
 
 def build_method(spec: RunSpec, model: torch.nn.Module, rank: int = 0, size: int = 1) -> Standard:
     return STEPS[get_method(spec.method).step](spec, model, rank, size)
-

@@ -5,6 +5,7 @@ driver's (lbbench/worker/driver.py); this module gives it the PyTorch parts: dev
 (perf.py), lbbench's ResNet, the method's step strategy and optimizer, the DALI loaders, BN
 statistics averaged over ranks before evaluations and checkpoints, and torch.save files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,6 +27,7 @@ class TorchWorker:
         from lbbench.backends.torch.model import build_model
         from lbbench.backends.torch.steps import build_method
         from lbbench.worker.roofline import TRAIN_FACTOR
+
         self.spec, self.hvd = spec, hvd
         rank, size = hvd.rank(), hvd.size()
         torch.manual_seed(spec.seed)
@@ -41,8 +43,17 @@ class TorchWorker:
             hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         gpu = device.index if spec.perf.dali_device == "gpu" else None
         self.model, self.method = model, method
-        self.loop = Loop(spec, model, method.optimizer, train_loader(spec, rank, epoch=progress.epoch + 1, gpu=gpu),
-                         hvd, rank, metrics, device=device, forward=forward)
+        self.loop = Loop(
+            spec,
+            model,
+            method.optimizer,
+            train_loader(spec, rank, epoch=progress.epoch + 1, gpu=gpu),
+            hvd,
+            rank,
+            metrics,
+            device=device,
+            forward=forward,
+        )
         self.eval_batches = eval_batches(spec, rank, size, gpu=gpu)
         self.device = perf.device_name(device)
         # Roofline (lbbench/roofline.py): counted on the model itself, one image, eval mode.
@@ -57,7 +68,7 @@ class TorchWorker:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        sync_bn_buffers(self.model, self.hvd)   # every rank evaluates the same model
+        sync_bn_buffers(self.model, self.hvd)  # every rank evaluates the same model
         self.model.eval()
         loop, correct, count = self.loop, 0, 0
         for batch in self.eval_batches():
@@ -72,10 +83,14 @@ class TorchWorker:
         return correct / count
 
     def checkpoint_payload(self) -> dict:
-        sync_bn_buffers(self.model, self.hvd)   # so rank 0's copy is every rank's, as after an evaluation
-        method_state = self.method.state_dict()   # collective for some methods (K-FAC inverses)
-        return dict(model=self.model.state_dict(), optimizer=self.method.optimizer.state_dict(), method=method_state,
-                    rng=torch.get_rng_state())
+        sync_bn_buffers(self.model, self.hvd)  # so rank 0's copy is every rank's, as after an evaluation
+        method_state = self.method.state_dict()  # collective for some methods (K-FAC inverses)
+        return dict(
+            model=self.model.state_dict(),
+            optimizer=self.method.optimizer.state_dict(),
+            method=method_state,
+            rng=torch.get_rng_state(),
+        )
 
     def digest(self) -> str:
         return param_digest(self.model)
@@ -88,8 +103,10 @@ class TorchWorker:
 
 def main(run_dir: Path) -> int:
     import horovod.torch as hvd
-    from lbbench.worker import driver
+
     from lbbench.backends.torch import checkpoint, perf
+    from lbbench.worker import driver
+
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
     if hvd.size() != spec.np:
@@ -102,8 +119,13 @@ def main(run_dir: Path) -> int:
         return 2
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
-    return driver.run(spec, run_dir, hvd, checkpoint,
-                      lambda ckpt, progress, metrics: TorchWorker(spec, hvd, device, ckpt, progress, metrics))
+    return driver.run(
+        spec,
+        run_dir,
+        hvd,
+        checkpoint,
+        lambda ckpt, progress, metrics: TorchWorker(spec, hvd, device, ckpt, progress, metrics),
+    )
 
 
 def param_digest(model) -> str:

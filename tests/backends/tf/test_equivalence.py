@@ -6,6 +6,7 @@ and both frameworks side by side in one suite's report.
 Each framework runs in its own process (tests/equiv_worker.py): no process imports both
 horovod.torch and TensorFlow.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -14,11 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT, lbbench, write_suite
-from helpers import run_single, run_worker, spec_from
 from lbbench.methods import REGISTRY
 from lbbench.store.metrics import read_metrics
 from lbbench.store.summary import read_summary
+
+from helpers import ROOT, lbbench, run_single, run_worker, spec_from, write_suite
 
 pytestmark = pytest.mark.slow
 
@@ -36,30 +37,56 @@ matrix:
 
 # Adaptive methods as in the distributed test: a larger eps keeps the sign-of-tiny-gradient
 # amplification (lr / eps) out of a test about the formulas.
-HPARAMS = {"lars": "{eta: 0.01}", "gradientmix": "{base: sgd, alpha: 0.5}",
-           "adam": "{eps: 1.0e-3}", "adamw": "{eps: 1.0e-3}", "lamb": "{eps: 0.1}",
-           "rmsprop": "{eps: 1.0e-3}", "adagrad": "{initial_accumulator: 0.1}",
-           "cblr": "{curvature_every: 2}", "extrap_sgd": "{}",
-           # K-FAC's unit-wise BN Fisher is a 2x2 solve per channel; at damping 0.01 some are
-           # near-singular by step 3 and a 1e-6 difference became 4e-2 (without the BN Fisher:
-           # 1.3e-6 after 3 steps; at damping 0.1: 3e-7).
-           "kfac": "{damping: 0.1}"}
+HPARAMS = {
+    "lars": "{eta: 0.01}",
+    "gradientmix": "{base: sgd, alpha: 0.5}",
+    "adam": "{eps: 1.0e-3}",
+    "adamw": "{eps: 1.0e-3}",
+    "lamb": "{eps: 0.1}",
+    "rmsprop": "{eps: 1.0e-3}",
+    "adagrad": "{initial_accumulator: 0.1}",
+    "cblr": "{curvature_every: 2}",
+    "extrap_sgd": "{}",
+    # K-FAC's unit-wise BN Fisher is a 2x2 solve per channel; at damping 0.01 some are
+    # near-singular by step 3 and a 1e-6 difference became 4e-2 (without the BN Fisher:
+    # 1.3e-6 after 3 steps; at damping 0.1: 3e-7).
+    "kfac": "{damping: 0.1}",
+}
 # Tolerances (relative to each tensor's largest magnitude) after 3 steps. TensorFlow's and
 # PyTorch's float32 convolutions sum in different orders (~1e-7 per op); methods that divide
 # by a gradient statistic amplify that by up to lr / eps (adaptive), 1 / curvature (cblr),
 # or through a median/mean of |g / w| (percentdelta, mclr).
-TOLERANCE = {"adam": 1e-4, "adamw": 1e-4, "rmsprop": 1e-4, "adagrad": 1e-4, "lamb": 1e-4, "percentdelta": 1e-4,
-             "mclr": 1e-4, "cblr": 1e-4}
+TOLERANCE = {
+    "adam": 1e-4,
+    "adamw": 1e-4,
+    "rmsprop": 1e-4,
+    "adagrad": 1e-4,
+    "lamb": 1e-4,
+    "percentdelta": 1e-4,
+    "mclr": 1e-4,
+    "cblr": 1e-4,
+}
 
 
 def _equiv(tmp, method, model="resnet_tiny", size=8, classes=10, batch=32, accum=2, steps=3, hparams=None):
-    text = SUITE.format(model=model, size=size, classes=classes, method=method, batch=batch, accum=accum,
-                        hparams=hparams or HPARAMS.get(method, "{}"))
+    text = SUITE.format(
+        model=model,
+        size=size,
+        classes=classes,
+        method=method,
+        batch=batch,
+        accum=accum,
+        hparams=hparams or HPARAMS.get(method, "{}"),
+    )
     spec = spec_from(text, tmp)
     spec.save(tmp / "run.yaml")
     # Weights and batches from the PyTorch model's own initialisation, in the neutral layout.
     src = tmp / "in.npz"
-    prep = subprocess.run([sys.executable, "-c", f"""
+    prep = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import numpy as np, torch
 from lbbench.backends.torch.model import build_model, to_canonical
 torch.manual_seed(3)
@@ -68,16 +95,34 @@ rng = np.random.default_rng(4)
 # nonzero last-BN gammas and nontrivial running statistics, so every path is exercised
 w = [a + rng.normal(0, 0.1, a.shape).astype(np.float32) if a.ndim == 1 else a for a in w]
 w = [np.abs(a) + 0.5 if a.ndim == 1 and i % 4 == 0 else a for i, a in enumerate(w)]
-xs = {{f"x{{i}}": rng.standard_normal(({batch} // {accum}, 3, {size}, {size})).astype(np.float32) for i in range({max(steps, 1) * accum})}}
+n = {max(steps, 1) * accum}
+xs = {{f"x{{i}}": rng.standard_normal(({batch} // {accum}, 3, {size}, {size})).astype(np.float32) for i in range(n)}}
 ys = {{f"y{{i}}": rng.integers(0, {classes}, {batch} // {accum}) for i in range({max(steps, 1) * accum})}}
 np.savez({str(src)!r}, **{{f"w{{i}}": a for i, a in enumerate(w)}}, **xs, **ys)
-"""], capture_output=True, text=True, timeout=300)
+""",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert prep.returncode == 0, prep.stderr
     outs = {}
     for fw in ("torch", "tf"):
         dst = tmp / f"{fw}.npz"
-        p = subprocess.run([sys.executable, str(ROOT / "tests" / "equiv_worker.py"), fw, str(tmp / "run.yaml"),
-                            str(src), str(dst), str(steps)], capture_output=True, text=True, timeout=600)
+        p = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "equiv_worker.py"),
+                fw,
+                str(tmp / "run.yaml"),
+                str(src),
+                str(dst),
+                str(steps),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
         outs[fw] = np.load(dst)
     return outs["torch"], outs["tf"]
@@ -116,7 +161,9 @@ def _check(t, f, tmp_path, tol):
 
 DIGITS = """
 name: tfdist
-workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}}, max_epochs: 1, target_top1: 0.99}}
+workload:
+  {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}},
+   max_epochs: 1, target_top1: 0.99}}
 lr: {{rule: constant, base_lr: 0.05, schedule: constant}}
 matrix: {{methods: [{{name: lars, hparams: {{eta: 0.01}}}}], global_batch: [256], workers: [{np}], accum: {accum},
           frameworks: [tf]}}
@@ -136,13 +183,18 @@ def test_two_tf_ranks_equal_one_rank_with_accumulation(tmp_path, digits_dir):
 
 
 def test_suite_runs_both_frameworks_side_by_side(tmp_path, digits_dir):
-    suite = write_suite(tmp_path / "both.yaml", f"""
+    suite = write_suite(
+        tmp_path / "both.yaml",
+        f"""
 name: both
-workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}}, max_epochs: 2, target_top1: 0.99}}
+workload:
+  {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{digits_dir}"}},
+   max_epochs: 2, target_top1: 0.99}}
 lr: {{rule: linear, base_lr: 0.1, base_batch: 64, schedule: poly, warmup_epochs: 1}}
 matrix: {{methods: [{{name: sgd}}], global_batch: [64], workers: [2], frameworks: [torch, tf]}}
 run: {{diag_every: 20}}
-""")
+""",
+    )
     p = lbbench("run", suite, "--results", tmp_path / "res")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "| sgd | 64 | tf | 2 | 1 | 1 | 1 not_reached |" in p.stdout
@@ -153,9 +205,21 @@ run: {{diag_every: 20}}
     assert runs["tf"].best_top1 == pytest.approx(runs["torch"].best_top1, abs=0.05)
     assert runs["tf"].train_gflop_per_image == pytest.approx(runs["torch"].train_gflop_per_image)
     for fw, rdir in rdirs.items():
-        check = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                                "--ruleset", "4.0.0", str(rdir / "mllog.txt")], capture_output=True, text=True,
-                               cwd=tmp_path)
+        check = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlperf_logging.compliance_checker",
+                "--usage",
+                "training",
+                "--ruleset",
+                "4.0.0",
+                str(rdir / "mllog.txt"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert check.returncode == 0, check.stdout[-2000:]
         kinds = {r["kind"] for r in read_metrics(rdir / "metrics.jsonl")}
         assert kinds == {"step", "epoch", "diag"}, (fw, kinds)
@@ -165,7 +229,19 @@ run: {{diag_every: 20}}
     assert p.returncode == 0, p.stdout[-3000:]
     again = read_summary(rdirs["tf"])
     assert again.preemptions == 1 and again.epochs_run == 2 and not again.time_to_target_valid
-    check = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                            "--ruleset", "4.0.0", str(rdirs["tf"] / "mllog.txt")], capture_output=True, text=True,
-                           cwd=tmp_path)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlperf_logging.compliance_checker",
+            "--usage",
+            "training",
+            "--ruleset",
+            "4.0.0",
+            str(rdirs["tf"] / "mllog.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert check.returncode == 0, check.stdout[-2000:]

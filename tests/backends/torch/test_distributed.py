@@ -1,4 +1,5 @@
 """Real Horovod processes (Gloo on CPU): ranks agree, and virtual workers are exact."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,8 +31,9 @@ matrix:
 
 
 def test_horovod_build_has_both_frameworks_and_controllers():
-    out = subprocess.run([str(Path(sys.executable).parent / "horovodrun"), "--check-build"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "horovodrun"), "--check-build"], capture_output=True, text=True, check=True
+    ).stdout
     for item in ("TensorFlow", "PyTorch", "MPI", "Gloo"):
         assert f"[X] {item}" in out, out
 
@@ -47,7 +49,7 @@ def test_two_ranks_agree_and_equal_one_rank_with_accumulation(tmp_path, digits_d
     w1 = torch.load(tmp_path / "np1" / "final.pt")
     names = [k for k in w2 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert len(names) > 20
-    for k in names:   # 6 steps of SGD: differences are only the order of float sums
+    for k in names:  # 6 steps of SGD: differences are only the order of float sums
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6, msg=k)
     assert s1.steps_run == s2.steps_run == 6
 

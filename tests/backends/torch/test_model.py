@@ -1,4 +1,5 @@
 """lbbench's ResNet-50 v1.5: torchvision's parameter count and the v1.5 stride placement."""
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -17,7 +18,7 @@ def test_v15_stride_on_the_3x3_conv_and_zero_init_last_bn():
     firsts = [stage[0] for stage in m.stages]
     for i, b in enumerate(firsts):
         assert b.conv1.stride == (1, 1)
-        assert b.conv2.stride == ((1, 1) if i == 0 else (2, 2))   # v1.5: stride on the 3x3
+        assert b.conv2.stride == ((1, 1) if i == 0 else (2, 2))  # v1.5: stride on the 3x3
         assert b.downsample[0].stride == b.conv2.stride
     assert all(float(b.bn3.weight.detach().abs().sum()) == 0 for b in blocks)
     assert m(torch.randn(2, 3, 224, 224)).shape == (2, 1000)
@@ -30,5 +31,8 @@ def test_bn_span_equals_separate_batches():
     y = bn_span(x)
     ref = torch.cat([bn_full(x[:4]), bn_full(x[4:])])
     assert torch.allclose(y, ref, atol=1e-5)
-    assert torch.allclose(bn_span.running_mean, bn_full.running_mean * 0 + (
-        0.1 * x[:4].mean((0, 2, 3)) + 0.1 * x[4:].mean((0, 2, 3))) / 2, atol=1e-6)
+    assert torch.allclose(
+        bn_span.running_mean,
+        bn_full.running_mean * 0 + (0.1 * x[:4].mean((0, 2, 3)) + 0.1 * x[4:].mean((0, 2, 3))) / 2,
+        atol=1e-6,
+    )

@@ -8,6 +8,7 @@ The gradient a rule sees is already the global-batch average (accumulated micro-
 then one Horovod allreduce). ``lr`` is set by the training loop from the shared schedule
 before every step. State is plain tensors per variable, so checkpoints are NumPy arrays.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,6 +30,7 @@ def rule(name: str) -> Callable[[Rule], Rule]:
         assert name not in RULES, f"update rule {name!r} defined twice"
         RULES[name] = fn
         return fn
+
     return add
 
 
@@ -49,8 +51,10 @@ class Optimizer:
 
     def __init__(self, method: str, hp: dict, variables: list, lr: float):
         if method not in RULES:
-            raise NotImplementedError(f"update rule {method!r} has no TensorFlow implementation "
-                                      f"(lbbench/backends/tf/optim/); known: {', '.join(sorted(RULES))}")
+            raise NotImplementedError(
+                f"update rule {method!r} has no TensorFlow implementation "
+                f"(lbbench/backends/tf/optim/); known: {', '.join(sorted(RULES))}"
+            )
         self.method, self.rule, self.hp, self.lr = method, RULES[method], hp, lr
         self.vars = list(variables)
         keep = hp.get("exclude_bn_bias", True)
@@ -67,13 +71,17 @@ class Optimizer:
             st["hdiag"] = h
 
     def state_dict(self) -> dict:
-        return {"lr": self.lr, "state": [{k: (x.numpy() if hasattr(x, "numpy") else x) for k, x in st.items()}
-                                         for st in self.state]}
+        return {
+            "lr": self.lr,
+            "state": [{k: (x.numpy() if hasattr(x, "numpy") else x) for k, x in st.items()} for st in self.state],
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.lr = d["lr"]
-        self.state = [{k: tf.constant(x) if isinstance(x, (np.ndarray, np.generic)) else x for k, x in st.items()}
-                      for st in d["state"]]
+        self.state = [
+            {k: tf.constant(x) if isinstance(x, (np.ndarray, np.generic)) else x for k, x in st.items()}
+            for st in d["state"]
+        ]
 
 
 for _m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

@@ -1,5 +1,6 @@
 """Adam, AdamW, Adagrad, RMSprop with torch.optim's formulas (docs/methods.md section 8), so
 that both backends run the same baseline; weight decay off on the excluded tensors."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -19,8 +20,8 @@ def _adam(o, v, g, excl, st, decoupled: bool):
     t = st["step"] = st.get("step", 0) + 1
     m = st["exp_avg"] = b1 * st.get("exp_avg", tf.zeros_like(v)) + (1 - b1) * g
     s = st["exp_avg_sq"] = b2 * st.get("exp_avg_sq", tf.zeros_like(v)) + (1 - b2) * g * g
-    denom = tf.sqrt(s) / (1 - b2 ** t) ** 0.5 + hp["eps"]
-    v.assign_sub((lr / (1 - b1 ** t)) * m / denom)
+    denom = tf.sqrt(s) / (1 - b2**t) ** 0.5 + hp["eps"]
+    v.assign_sub((lr / (1 - b1**t)) * m / denom)
 
 
 @rule("adam")

@@ -1,4 +1,5 @@
 """CBLR's update given the Hessian-diagonal estimate (docs/methods.md section 6; lbbench/methods/cblr.py)."""
+
 from __future__ import annotations
 
 import tensorflow as tf

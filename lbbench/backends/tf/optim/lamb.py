@@ -1,4 +1,5 @@
 """LAMB with bias correction (docs/methods.md section 3; lbbench/methods/lamb.py)."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -14,7 +15,7 @@ def lamb(o, v, g, excl, st):
     m = st["m"] = b1 * st.get("m", tf.zeros_like(v)) + (1 - b1) * g
     s = st["v"] = b2 * st.get("v", tf.zeros_like(v)) + (1 - b2) * g * g
     if hp["bias_correction"]:
-        m, s = m / (1 - b1 ** t), s / (1 - b2 ** t)
+        m, s = m / (1 - b1**t), s / (1 - b2**t)
     u = m / (tf.sqrt(s) + hp["eps"])
     if excl:
         st["trust_ratio"] = tf.constant(1.0)

@@ -1,4 +1,5 @@
 """LARS, MLPerf form (docs/methods.md section 2; lbbench/methods/lars.py)."""
+
 from __future__ import annotations
 
 import tensorflow as tf

@@ -1,4 +1,5 @@
 """SGD with momentum, both LR conventions (docs/methods.md section 1; lbbench/methods/sgd.py)."""
+
 from __future__ import annotations
 
 import tensorflow as tf

@@ -9,6 +9,7 @@ trust ratio; docs/methods.md section 0) and its ``lr`` is set by the training lo
 shared schedule before each step. The gradient it sees is already the global-batch average
 (after accumulation and the Horovod allreduce).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,6 +29,7 @@ def rule(name: str) -> Callable[[Builder], Builder]:
         assert name not in RULES, f"update rule {name!r} defined twice"
         RULES[name] = builder
         return builder
+
     return add
 
 
@@ -41,8 +43,9 @@ def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict[st
     return [g for g in ({"params": regular, "excluded": False}, {"params": excluded, "excluded": True}) if g["params"]]
 
 
-def momentum_inside(state: dict[str, Any], p: torch.Tensor, scaled: torch.Tensor, mu: float,
-                    nesterov: bool = False) -> None:
+def momentum_inside(
+    state: dict[str, Any], p: torch.Tensor, scaled: torch.Tensor, mu: float, nesterov: bool = False
+) -> None:
     """The "LR inside" momentum step shared by LARS, MCLR, PercentDelta and CBLR
     (docs/methods.md section 0): v <- mu v + scaled; w <- w - v (Nesterov: w <- w - (mu v + scaled))."""
     buf = state.get("momentum_buffer")
@@ -54,8 +57,10 @@ def momentum_inside(state: dict[str, Any], p: torch.Tensor, scaled: torch.Tensor
 
 def build_optimizer(rule_name: str, hparams: dict[str, Any], model: nn.Module, lr: float) -> torch.optim.Optimizer:
     if rule_name not in RULES:
-        raise NotImplementedError(f"update rule {rule_name!r} has no PyTorch implementation "
-                                  f"(lbbench/backends/torch/optim/); known: {', '.join(sorted(RULES))}")
+        raise NotImplementedError(
+            f"update rule {rule_name!r} has no PyTorch implementation "
+            f"(lbbench/backends/torch/optim/); known: {', '.join(sorted(RULES))}"
+        )
     return RULES[rule_name](param_groups(model, hparams.get("exclude_bn_bias", True)), hparams, lr)
 
 

@@ -1,5 +1,6 @@
 """Plain baselines: torch.optim's own Adam, AdamW, Adagrad, RMSprop (docs/methods.md section 8),
 with weight decay off on the excluded group."""
+
 from __future__ import annotations
 
 import torch
@@ -18,16 +19,20 @@ def build_adam(groups, hp, lr):
 
 @rule("adamw")
 def build_adamw(groups, hp, lr):
-    return torch.optim.AdamW(_groups(groups, hp["weight_decay"]), lr=lr, betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
+    return torch.optim.AdamW(
+        _groups(groups, hp["weight_decay"]), lr=lr, betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"]
+    )
 
 
 @rule("adagrad")
 def build_adagrad(groups, hp, lr):
-    return torch.optim.Adagrad(_groups(groups, hp["weight_decay"]), lr=lr, eps=hp["eps"],
-                               initial_accumulator_value=hp["initial_accumulator"])
+    return torch.optim.Adagrad(
+        _groups(groups, hp["weight_decay"]), lr=lr, eps=hp["eps"], initial_accumulator_value=hp["initial_accumulator"]
+    )
 
 
 @rule("rmsprop")
 def build_rmsprop(groups, hp, lr):
-    return torch.optim.RMSprop(_groups(groups, hp["weight_decay"]), lr=lr, alpha=hp["alpha"], eps=hp["eps"],
-                               momentum=hp["momentum"])
+    return torch.optim.RMSprop(
+        _groups(groups, hp["weight_decay"]), lr=lr, alpha=hp["alpha"], eps=hp["eps"], momentum=hp["momentum"]
+    )

@@ -1,4 +1,5 @@
 """CBLR (docs/methods.md section 6; formula and [lbbench] choices in lbbench/methods/cblr.py)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """LAMB, paper form with bias correction (docs/methods.md section 3; lbbench/methods/lamb.py)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,18 @@ from lbbench.backends.torch.optim import rule
 
 class LAMB(torch.optim.Optimizer):
     def __init__(self, groups, lr, beta1, beta2, eps, weight_decay, clamp, bias_correction):
-        super().__init__(groups, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                      clamp=clamp, bias_correction=bias_correction))
+        super().__init__(
+            groups,
+            dict(
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                clamp=clamp,
+                bias_correction=bias_correction,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -27,7 +38,7 @@ class LAMB(torch.optim.Optimizer):
                 state["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
                 m, v = state["m"], state["v"]
                 if group["bias_correction"]:
-                    m, v = m / (1 - b1 ** t), v / (1 - b2 ** t)
+                    m, v = m / (1 - b1**t), v / (1 - b2**t)
                 u = m / (v.sqrt() + group["eps"])
                 if group["excluded"]:
                     state["trust_ratio"] = 1.0
@@ -44,5 +55,4 @@ class LAMB(torch.optim.Optimizer):
 
 @rule("lamb")
 def build(groups, hp, lr):
-    return LAMB(groups, lr, hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"], hp["clamp"],
-                hp["bias_correction"])
+    return LAMB(groups, lr, hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"], hp["clamp"], hp["bias_correction"])

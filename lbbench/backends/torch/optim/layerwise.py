@@ -1,4 +1,5 @@
 """MCLR and PercentDelta (docs/methods.md section 6; lbbench/methods/layerwise.py has the formulas)."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ u = g + beta w (beta = 0 on excluded tensors), then either
   lr_convention 'inside'  (MLPerf, K-FAC):   v <- mu v + lr u ; w <- w - (mu v + lr u if nesterov else v)
 Both start from a zero buffer, so the first step is w <- w - lr u in either convention.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,12 @@ from lbbench.backends.torch.optim import rule
 
 class MomentumSGD(torch.optim.Optimizer):
     def __init__(self, groups, lr: float, momentum: float, nesterov: bool, weight_decay: float, lr_convention: str):
-        super().__init__(groups, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                                      inside=lr_convention == "inside"))
+        super().__init__(
+            groups,
+            dict(
+                lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, inside=lr_convention == "inside"
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
