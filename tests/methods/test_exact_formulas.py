@@ -8,40 +8,16 @@ import pytest
 
 from lbbench.methods import REGISTRY, resolve_hparams
 
+from optim_cases import LRS, VARIANTS, case
 from reference_numpy import REFERENCES, kwargs_for
 
 torch = pytest.importorskip("torch")
 from lbbench.backends.torch.optim import RULES  # noqa: E402
 
-# Non-default hyperparameters, so the test exercises them (Nesterov, weight decay, eps, ...).
-VARIANTS = {
-    "sgd": [{}, {"nesterov": True, "lr_convention": "inside"}, {"nesterov": True}],
-    "lars": [{}, {"nesterov": True, "eps": 1e-3, "weight_decay": 5e-4}],
-    "lamb": [{}, {"clamp": 0.5, "bias_correction": False}],
-    "mclr": [{}, {"weight_decay": 1e-2}],
-    "percentdelta": [{}, {"momentum": 0.9, "weight_decay": 1e-3}],
-    "adam": [{"weight_decay": 1e-2}],
-    "adamw": [{}],
-    "adagrad": [{"weight_decay": 1e-3, "initial_accumulator": 0.1}],
-    "rmsprop": [{"momentum": 0.9, "weight_decay": 1e-3}],
-}
-LRS = [0.05, 0.2, 0.1, 0.01, 0.3]
-
 
 def test_every_optimizer_method_has_a_reference_and_a_torch_builder():
     optimizers = {n for n in REGISTRY if n not in ("gradientmix", "extrap_sgd", "kfac", "cblr")}
     assert optimizers <= set(REFERENCES) and optimizers <= set(RULES)
-
-
-def _case(seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = [((6, 5), False), ((6,), True), ((3, 4), False), ((4,), False)]
-    params = [(rng.normal(size=s), excl) for s, excl in shapes]
-    params[2] = (np.zeros((3, 4)), False)  # zero-norm weight: ratio 1 branch
-    grads = [[rng.normal(size=s) for s, _ in shapes] for _ in LRS]
-    for g in grads:
-        g[3] = np.zeros(4)  # zero gradient: ratio 1 branch
-    return params, grads
 
 
 @pytest.mark.parametrize(
@@ -51,7 +27,7 @@ def _case(seed=0):
 )
 def test_matches_numpy_formula(method, variant):
     hp = resolve_hparams(method, variant)
-    params, grads = _case()
+    params, grads = case()
     ref_params = [(w.copy(), e) for w, e in params]
     tparams = [torch.nn.Parameter(torch.tensor(w)) for w, _ in params]
     groups = [

@@ -67,8 +67,10 @@ class Optimizer:
                 self.rule(self, v, tf.convert_to_tensor(g), excl, st)
 
     def set_curvature(self, diag: list) -> None:
+        """CBLR: a refresh's estimate, averaged into the running one (its weight: curvature_ema)."""
+        w = self.hp["curvature_ema"]
         for st, h in zip(self.state, diag):
-            st["hdiag"] = h
+            st["hdiag"] = h if "hdiag" not in st else (1 - w) * st["hdiag"] + w * h
 
     def state_dict(self) -> dict:
         return {

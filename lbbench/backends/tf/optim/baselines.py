@@ -40,7 +40,7 @@ def adagrad(o, v, g, excl, st):
     wd = 0.0 if excl else hp["weight_decay"]
     if wd:
         g = g + wd * v
-    s = st["sum"] = st.get("sum", tf.fill(v.shape, hp["initial_accumulator"])) + g * g
+    s = st["sum"] = st.get("sum", tf.fill(v.shape, tf.constant(hp["initial_accumulator"], v.dtype))) + g * g
     v.assign_sub(lr * g / (tf.sqrt(s) + hp["eps"]))
 
 

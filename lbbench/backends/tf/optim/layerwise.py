@@ -30,8 +30,11 @@ def mclr(o, v, g, excl, st):
 @rule("percentdelta")
 def percentdelta(o, v, g, excl, st):
     hp, lr = o.hp, o.lr
-    wd = 0.0 if excl else hp["weight_decay"]
-    shifted = v + tf.where(v >= 0, 1e-6, -1e-6)
+    if excl:  # plain momentum SGD: a zero-init BN shift must move at the LR
+        momentum_inside(st, v, g * lr, hp["momentum"])
+        return
+    wd = hp["weight_decay"]
+    shifted = v + tf.where(v >= 0, tf.constant(1e-6, v.dtype), tf.constant(-1e-6, v.dtype))
     eta = lr / (tf.reduce_mean(tf.abs(g / shifted)) + 1e-5)
     st["trust_ratio"] = eta / lr if lr else eta
     momentum_inside(st, v, (g + wd * v) * eta, hp["momentum"])

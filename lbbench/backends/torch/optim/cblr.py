@@ -25,12 +25,17 @@ def hutchinson_diag(grads, params, samples: int, rng: np.random.Generator, order
 
 
 class CBLR(torch.optim.Optimizer):
-    def __init__(self, groups, lr, momentum, weight_decay, floor):
+    def __init__(self, groups, lr, momentum, weight_decay, floor, ema):
         super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, floor=floor))
+        self.ema = ema
 
     def set_curvature(self, params, diag):
+        """A refresh's estimate, averaged into the running one (its weight: curvature_ema)."""
         for p, h in zip(params, diag):
-            self.state[p]["hdiag"] = h.detach()
+            old = self.state[p].get("hdiag")
+            self.state[p]["hdiag"] = (
+                h.detach() if old is None else old.mul(1 - self.ema).add_(h.detach(), alpha=self.ema)
+            )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -43,11 +48,16 @@ class CBLR(torch.optim.Optimizer):
                 if group["excluded"] or "hdiag" not in state:
                     scaled = g.mul(lr)
                 else:
-                    radius = (1 + g * g).pow(1.5) / state["hdiag"].abs().clamp(min=group["floor"])
-                    scaled = g.add(p, alpha=wd).mul_(radius).mul_(lr)
+                    # tensor ops only (no host sync): a zero estimate selects plain momentum SGD
+                    h = state["hdiag"].abs()
+                    mean = h.mean()
+                    known = mean > 0
+                    denom = torch.where(known, torch.maximum(h, group["floor"] * mean), torch.ones_like(h))
+                    radius = (1 + g * g).pow(1.5) / denom
+                    scaled = torch.where(known, g.add(p, alpha=wd).mul_(radius), g).mul_(lr)
                 momentum_inside(state, p, scaled, mu)
 
 
 @rule("cblr")
 def build(groups, hp, lr):
-    return CBLR(groups, lr, hp["momentum"], hp["weight_decay"], hp["curvature_floor"])
+    return CBLR(groups, lr, hp["momentum"], hp["weight_decay"], hp["curvature_floor"], hp["curvature_ema"])

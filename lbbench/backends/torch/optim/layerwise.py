@@ -45,11 +45,14 @@ class PercentDelta(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            wd = 0.0 if group["excluded"] else group["weight_decay"]
+            wd = group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 g = p.grad
+                if group["excluded"]:  # plain momentum SGD: a zero-init BN shift must move at the LR
+                    momentum_inside(self.state[p], p, g.mul(group["lr"]), group["momentum"])
+                    continue
                 shifted = p + torch.where(p >= 0, 1e-6, -1e-6)
                 eta = group["lr"] / ((g / shifted).abs().mean() + 1e-5)
                 self.state[p]["trust_ratio"] = eta / group["lr"] if group["lr"] else eta
