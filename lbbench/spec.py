@@ -38,7 +38,7 @@ class DataSpec(Frozen):
 
 
 class LrSpec(Frozen):
-    schedule: Literal["poly", "step", "cosine", "constant"]
+    schedule: Literal["poly", "polynomial", "step", "cosine", "constant"]
     peak_lr: float
     warmup_epochs: float
     warmup_start_lr: float
@@ -47,6 +47,7 @@ class LrSpec(Frozen):
     milestones: tuple[float, ...]
     decay_factor: float
     train_epochs: float
+    decay_start_epochs: float = 0.0  # polynomial (chainerkfac): the constant phase before the decay
 
 
 class DiscardSpec(Frozen):
@@ -54,7 +55,9 @@ class DiscardSpec(Frozen):
 
     fraction: float  # p, share of each micro-batch dropped (0.3 in the seed)
     epochs: float  # active while epoch <= epochs (0.3 x max_epochs by default)
-    scope: Literal["local", "global"]  # quantile per micro-batch, or across ranks (allgather)
+    # rank: the quantile per virtual worker - a rank of the K-device run lbbench's virtual
+    # workers are (docs/methods.md section 0), the seed's default; global: over the global batch
+    scope: Literal["rank", "global"]
 
 
 class BatchScheduleSpec(Frozen):
@@ -63,7 +66,7 @@ class BatchScheduleSpec(Frozen):
     kind: Literal["small_first", "increase"]
     first_batch: int = 0  # small_first: epoch 1's global batch ...
     first_lr: float = 0.0  # ... and its constant LR
-    factor: float = 0.0  # increase: B *= factor where the step schedule would drop the LR
+    factor: float = 0.0  # increase: B *= factor = 1 / decay_factor where the step schedule would drop the LR
     max_batch: int = 0  # increase: cap (default: the training-set size)
 
 
@@ -78,6 +81,9 @@ class PerfSpec(Frozen):
     compression: Literal["none", "fp16"] = "none"  # Horovod allreduce compression
     fusion_threshold_mb: int | None = None  # HOROVOD_FUSION_THRESHOLD (None: Horovod's 128 MB)
     peak_tflops: float | None = None  # for model FLOP utilisation (None: known GPUs only)
+    # float64 model, data and optimizer state: the equivalence tests use it so that a real
+    # difference (>= 1e-6) stands out from rounding (~1e-13) on any CPU; refused with amp.
+    precision: Literal["float32", "float64"] = "float32"
 
     def gpu_only(self) -> list[str]:
         """The options set here that only a CUDA worker can honour."""
@@ -107,6 +113,7 @@ class RunSpec(Frozen):
     label_smoothing: float
     target_top1: float
     eval_every: int
+    eval_offset: int = 0  # evaluate after epochs e with (e + eval_offset) % eval_every == 0 (MLPerf's offset)
     max_epochs: int
     stop_at_target: bool
     diag_every: int
@@ -114,6 +121,7 @@ class RunSpec(Frozen):
     discard: DiscardSpec | None = None
     batch_schedule: BatchScheduleSpec | None = None
     recipe: str = ""  # where per-batch hyperparameters came from, if a recipe
+    recipe_not_reproduced: tuple[str, ...] = ()  # what of the recipe's source lbbench does not do
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); not part of the identity
     perf: PerfSpec = PerfSpec()
 

@@ -31,9 +31,11 @@ def sgd_rule(hp: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     )
 
 
-def noise_rng(seed: int) -> np.random.Generator:
-    """The perturbation's generator (NumPy, so both backends draw the same noise)."""
-    return np.random.default_rng(seed * 7 + 1)
+def noise_rng(seed: int, step: int, virtual_worker: int) -> np.random.Generator:
+    """The perturbation of one virtual worker in one step (NumPy, so both backends draw the same
+    noise): a function of (seed, step, virtual worker), so the noise is the same whatever np x
+    accum split K, and a resumed run needs no generator state."""
+    return np.random.default_rng([seed, step, virtual_worker, 0x657870])
 
 
 def draw_noise(rng: np.random.Generator, shapes: list[tuple[int, ...]], kind: str, scale: float) -> list[NDArray[Any]]:

@@ -1,20 +1,27 @@
 """K-FAC / SP-NGD (Osawa et al. CVPR 2019, SP-NGD 2020; code: chainerkfac, kfac-pytorch;
 docs/methods.md section 7).
 
-Per Conv/Linear layer: A = E[a a^T] over the rows of the input (Conv: im2col patches; a bias adds
-a constant 1) and G = E[(N d)(N d)^T] over the same rows, d = gradient of the micro-batch mean
-loss w.r.t. the layer output; both averaged over the micro-batches of a step and over ranks.
+Per Conv/Linear layer, from the step's own forward/backward: A = (1/N) sum_n sum_l a_nl a_nl^T over
+the input rows (Conv: the im2col patches at every output location l; a bias adds a constant 1) and
+G = (1/(N L)) sum_n sum_l (N d_nl)(N d_nl)^T, d = gradient of the micro-batch mean loss w.r.t. the
+layer output (N d: the per-sample gradient) - chainerkfac's scale and the KFC paper's (Grosse &
+Martens 2016: Omega sums over locations, Gamma averages); for a Linear layer L = 1. Both are
+averaged over the micro-batches of a step and over ranks, in float32 or better under any AMP.
 Damping by traces: r = max(weight_decay, damping); pi = sqrt((tr A / dim A) / (tr G / dim G));
 preconditioned gradient = (G + sqrt(r)/pi I)^-1 grad (A + pi sqrt(r) I)^-1 (Cholesky);
 [lbbench] pi = 1 when one factor's mean trace is below 1e-12 of the other's (a zero factor). BN:
-unit-wise 2x2 Fisher per channel (SP-NGD) or the plain gradient. Inversions are assigned to ranks
+unit-wise 2x2 Fisher per channel (SP-NGD), damped by ``bn_damping_scale`` x r (chainerkfac's
+stab_coeff: 64 in its ImageNet recipes), or the plain gradient. Inversions are assigned to ranks
 greedily by n^3 cost; owners precondition their layers and one allreduce shares the results.
-Momentum with the LR inside; mu scaled by lr_t / lr_{t-1} when the LR drops; optional KL-clip.
+Momentum with the LR inside; mu scaled by lr_t / lr_{t-1} when the LR drops; optional KL-clip;
+optional weight rescaling after each update (chainerkfac's ``normalize_weight``: each Conv/Linear
+weight scaled down to the norm sqrt(2 x out channels) when above it, SP-NGD's substitute for
+weight decay).
 
 [lbbench] choices: factor statistics ``stat_decay`` = weight of the new statistics (1 = fresh
-every step); weight decay added to the gradient before preconditioning;
-Conv rows are the N x L output locations (A and G both averaged over them); the SP-NGD
-stale-statistics rule is not implemented (``factor_every`` / ``inverse_every`` instead).
+every step); weight decay added to the gradient before preconditioning; the BN Fisher unit-wise
+(per channel 2x2, as the SP-NGD paper; chainerkfac's code builds one (2C x 2C) block per BN layer);
+the SP-NGD stale-statistics rule is not implemented (``factor_every`` / ``inverse_every`` instead).
 """
 
 import math
@@ -50,11 +57,13 @@ KFAC = register(
             "bn_fisher": HParam("unit_wise", str, "BatchNorm preconditioning", choices=("unit_wise", "none")),
             "kl_clip": HParam(0.0, float, "KL-clip kappa (0: off)"),
             "momentum_adjust": HParam(True, bool, "scale mu by lr_t / lr_{t-1} when the LR drops"),
+            "bn_damping_scale": HParam(1.0, float, "BN Fisher damping = this x max(weight_decay, damping)"),
+            "weight_rescale": HParam(False, bool, "scale Conv/Linear weights to norm <= sqrt(2 out) after each update"),
         },
         lbbench_choices=(
             "stat_decay = weight of new statistics",
             "weight decay before preconditioning",
-            "conv rows = output locations",
+            "BN Fisher unit-wise (2x2 per channel)",
             "no stale-statistics rule",
         ),
     )

@@ -33,6 +33,8 @@ def _closed(hp: dict[str, Any], sched: dict[str, Any]) -> str | None:
         return "closed LARS needs the poly-2 schedule"
     if sched["end_lr"] != 1e-4:
         return "end LR must be 1e-4"
+    if sched["warmup_start_lr"] != 0:
+        return f"warmup from LR {sched['warmup_start_lr']} (MLPerf's warms up from 0)"
     if hp["eps"] != 0.0:
         return "lars eps must be 0"
     if not is_power_of_two_multiple(hp["weight_decay"], 1e-4):

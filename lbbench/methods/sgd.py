@@ -28,6 +28,8 @@ def _closed(hp: dict[str, Any], sched: dict[str, Any]) -> str | None:
         return f"schedule {sched['schedule']!r} (closed sgd needs poly)"
     if sched["end_lr"] != 1e-4:
         return "end LR must be 1e-4"
+    if sched["warmup_start_lr"] != 0:
+        return f"warmup from LR {sched['warmup_start_lr']} (MLPerf's warms up from 0)"
     if abs(base / 0.001 - round(base / 0.001)) > 1e-6:
         return f"base LR {base} is not a multiple of 0.001"
     if not is_power_of_two_multiple(hp["weight_decay"], 1e-4):

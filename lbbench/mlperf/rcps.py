@@ -13,7 +13,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from lbbench.spec import steps_per_epoch
 from lbbench.workloads import WORKLOADS
 
 RULESET = "4.0.0"  # MLPerf retired ResNet after v4.0: the last ruleset with ResNet rules
@@ -31,18 +30,37 @@ def largest_rcp_batch() -> int:
     return max(int(r["BS"]) for r in rcp_records().values())
 
 
-@lru_cache(maxsize=1)
-def mlperf_rcps() -> list[dict[str, Any]]:
-    """The RCPs sorted by batch, in lbbench's terms (train_epochs: the poly decay's length
-    read as in the TF reference, (decay_steps - 1) / S + warmup)."""
+def resolve_decay_epochs(
+    decay_steps: float, warmup_epochs: float, batch: int, trained_epochs: float
+) -> tuple[float, str]:
+    """The train epochs behind a logged ``opt_learning_rate_decay_steps``, which submitters log in
+    three conventions: the MLPerf TF reference's post-warmup steps + 1 (T - Tw + 1), total
+    steps (T), or - NVIDIA's and tinygrad's v4.0 logs - the epochs themselves. Steps are
+    N / B per epoch (float: the readings then come out whole, e.g. 37.00 and 42.00 epochs). The
+    reading is the shortest that covers the epochs the runs trained (their slowest converging
+    evaluation, less one epoch of evaluation granularity): a schedule is planned to end where
+    training does, and no reading may end before it."""
     n = WORKLOADS["imagenet"].train_samples
     assert n is not None
+    s = n / batch
+    readings = [
+        ((decay_steps - 1) / s + warmup_epochs, "post-warmup steps + 1"),
+        (decay_steps / s, "total steps"),
+        (float(decay_steps), "epochs"),
+    ]
+    covering = [r for r in readings if r[0] >= trained_epochs - 1]
+    return min(covering) if covering else max(readings)
+
+
+@lru_cache(maxsize=1)
+def mlperf_rcps() -> list[dict[str, Any]]:
+    """The RCPs sorted by batch, in lbbench's terms (train_epochs resolved per record)."""
     out = []
     for rcp in rcp_records().values():
         hp, B = rcp["Hyperparams"], rcp["BS"]
-        S = steps_per_epoch(n, B)
         warm = hp["opt_learning_rate_warmup_epochs"]
         epochs = sorted(rcp["Epochs to converge"])
+        train_epochs, convention = resolve_decay_epochs(hp["opt_learning_rate_decay_steps"], warm, B, max(epochs))
         out.append(
             dict(
                 batch=B,
@@ -51,7 +69,8 @@ def mlperf_rcps() -> list[dict[str, Any]]:
                 momentum=hp["opt_momentum"],
                 weight_decay=hp["opt_weight_decay"],
                 bn_span=hp["model_bn_span"],
-                train_epochs=(hp["opt_learning_rate_decay_steps"] - 1) / S + warm,
+                train_epochs=train_epochs,
+                decay_convention=convention,
                 epochs_to_target=sum(epochs[1:-1]) / (len(epochs) - 2),
             )
         )  # olympic mean

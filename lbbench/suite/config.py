@@ -33,6 +33,7 @@ class WorkloadCfg(Strict):
     classes: int | None = Field(None, gt=1)
     target_top1: float | None = Field(None, gt=0, le=1)
     eval_every: int | None = Field(None, gt=0)
+    eval_offset: int | None = Field(None, ge=0)  # MLPerf allows 0-3 with eval_every 4
     max_epochs: int | None = Field(None, gt=0)
     augment: Literal["imagenet", "none"] | None = None
     label_smoothing: float | None = Field(None, ge=0, lt=1)
@@ -43,7 +44,7 @@ class LrCfg(Strict):
     base_lr: float | None = Field(None, gt=0)
     base_batch: int = Field(256, gt=0)
     table: dict[int, float] | None = None  # global batch -> peak LR (rule: table)
-    schedule: Literal["poly", "step", "cosine", "constant", "goyal"] = "poly"
+    schedule: Literal["poly", "polynomial", "step", "cosine", "constant", "goyal"] = "poly"
     warmup_epochs: float = Field(0.0, ge=0)
     warmup_start_lr: float = Field(0.0, ge=0)
     end_lr: float = Field(1e-4, ge=0)
@@ -51,19 +52,20 @@ class LrCfg(Strict):
     milestones: list[float] | None = None  # epochs (step schedule); goyal: 30/60/80 of 90
     decay_factor: float = Field(0.1, gt=0, le=1)
     train_epochs: float | None = Field(None, gt=0)  # schedule length; default max_epochs
+    decay_start_epochs: float = Field(0.0, ge=0)  # polynomial: constant LR until this epoch
 
 
 class DiscardCfg(Strict):
     fraction: float = Field(0.3, gt=0, lt=1)
     epochs: float | None = Field(None, gt=0)  # default: 30% of max_epochs
-    scope: Literal["local", "global"] = "local"
+    scope: Literal["rank", "global"] = "rank"  # the quantile per virtual worker, or over the global batch
 
 
 class BatchScheduleCfg(Strict):
     kind: Literal["small_first", "increase"]
     first_batch: int | None = Field(None, gt=0)
     first_lr: float | None = Field(None, gt=0)
-    factor: float | None = Field(None, gt=1)
+    factor: float | None = Field(None, gt=1)  # increase: must be 1 / lr.decay_factor (the default)
     max_batch: int | None = Field(None, gt=0)
 
 

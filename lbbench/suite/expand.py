@@ -18,10 +18,10 @@ from lbbench.methods import get_method, resolve_hparams
 from lbbench.methods.registry import BadHParam, UnknownMethod
 from lbbench.spec import BatchScheduleSpec, DataSpec, DiscardSpec, LrSpec, RunSpec, steps_per_epoch
 from lbbench.suite.config import BatchScheduleCfg, LrCfg, SuiteCfg
-from lbbench.suite.recipes import RECIPES
+from lbbench.suite.recipes import RECIPES, Recipe
 from lbbench.suite.yamlpos import SuiteError, fmt_path, line_of, load_with_lines
 from lbbench.worker.schedules import goyal_milestones, scaled_lr, schedule_facts
-from lbbench.workloads import WORKLOADS
+from lbbench.workloads import WORKLOADS, Workload
 
 
 class Suite:
@@ -93,7 +93,13 @@ def _check(suite: Suite) -> None:
         if label in labels:
             raise suite.error(("matrix", "methods", i), f"duplicate method label {label!r}; give one a `label`")
         labels.add(label)
-        _lr_for(suite, i)  # validates the merged LR block
+        if m.recipe and m.lr:
+            raise suite.error(
+                ("matrix", "methods", i, "lr"),
+                f"recipe {m.recipe!r} sets every LR schedule field at each batch; remove this method's lr block",
+            )
+        if not m.recipe:
+            _lr_for(suite, i)  # validates the merged LR block (a recipe row has none of its own)
     if cfg.matrix.local_batch and cfg.matrix.accum:
         raise suite.error(("matrix", "accum"), "give local_batch or accum, not both")
     for key in ("include", "exclude"):
@@ -188,66 +194,32 @@ def _matches(cell: dict, pattern: Any) -> bool:
     return all(cell[k] == v for k, v in pattern.model_dump(exclude_none=True).items())
 
 
-def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
+def _resolve(suite: Suite, i: int, c: dict[str, Any], data: DataSpec, base: Workload) -> RunSpec:
     cfg, w, m = suite.cfg, suite.cfg.workload, suite.cfg.matrix
     mc = m.methods[i]
     info = get_method(mc.name)
-    recipe = RECIPES[mc.recipe](c["global_batch"]) if mc.recipe else {}
-    given = {k: recipe[k] for k in ("momentum", "weight_decay", "damping") if k in recipe and k in info.hparams}
-    hp = resolve_hparams(mc.name, {**given, **mc.hparams})
     B, n = c["global_batch"], c["np"]
     where = ("matrix", "global_batch", m.global_batch.index(B)) if B in m.global_batch else ("include",)
-    if n <= 0:
-        raise suite.error(("matrix", "workers"), f"np must be positive, got {n}")
-    if m.local_batch:
-        local = m.local_batch
-        if B % (n * local):
-            raise suite.error(where, f"global batch {B} is not divisible by np x local_batch = {n} x {local}")
-        accum = B // (n * local)
-    else:
-        accum = m.accum or 1
-        if B % (n * accum):
-            raise suite.error(where, f"global batch {B} is not divisible by np x accum = {n} x {accum}")
-        local = B // (n * accum)
-    bn_span = m.bn_span or local
-    if local % bn_span:
-        raise suite.error(
-            ("matrix", "bn_span"), f"bn_span {bn_span} must divide the local batch {local} (global batch {B})"
-        )
     if B > data.train_samples:
         raise suite.error(where, f"global batch {B} exceeds the {data.train_samples} training samples")
-    lr = _lr_for(suite, i)
-    if lr.rule == "table":
-        if B not in lr.table:
-            raise suite.error(("lr", "table"), f"no LR for global batch {B}")
-        peak = lr.table[B]
+    recipe = RECIPES[mc.recipe](B) if mc.recipe else None
+    if recipe is not None:
+        if mc.lr:
+            raise suite.error(
+                ("matrix", "methods", i, "lr"),
+                f"recipe {mc.recipe!r} sets every LR schedule field at each batch; remove this method's lr block",
+            )
+        given = {k: v for k, v in recipe.hparams.items() if k in info.hparams}
+        lrs = LrSpec(milestones=(), decay_factor=0.1, **recipe.lr)
+        max_epochs = recipe.max_epochs
     else:
-        peak = scaled_lr(lr.rule, lr.base_lr, lr.base_batch, B)
-    if recipe:
-        peak = recipe["peak_lr"]
-        lr = lr.model_copy(
-            update={
-                "schedule": "poly",
-                "warmup_epochs": recipe["warmup_epochs"],
-                "train_epochs": recipe["train_epochs"],
-            }
-        )
-    max_epochs = w.max_epochs or base.max_epochs
-    train_epochs = lr.train_epochs or max_epochs
-    kind, milestones = lr.schedule, tuple(lr.milestones or ())
-    if kind == "goyal":
-        kind, milestones = "step", milestones or goyal_milestones(train_epochs)
-    lrs = LrSpec(
-        schedule=kind,
-        peak_lr=peak,
-        warmup_epochs=lr.warmup_epochs,
-        warmup_start_lr=lr.warmup_start_lr,
-        end_lr=lr.end_lr,
-        poly_power=lr.poly_power,
-        milestones=milestones,
-        decay_factor=lr.decay_factor,
-        train_epochs=train_epochs,
-    )
+        given, max_epochs = {}, w.max_epochs or base.max_epochs
+        lrs = _lr_spec(suite, i, B, max_epochs)
+    hp = resolve_hparams(mc.name, {**given, **mc.hparams})
+    local, accum, bn_span = _split(suite, B, n, where, recipe)
+    source = recipe.source if recipe else ""
+    if recipe and recipe.bn_span and bn_span != recipe.bn_span:
+        source += f"; BN span {bn_span}: the recipe's {recipe.bn_span} does not fit {B} / {n} workers"
     sched = schedule_facts(lrs, steps_per_epoch(data.train_samples, B))
     reason = info.closed_division(hp, sched)
     discard = batch_sched = None
@@ -278,16 +250,78 @@ def _resolve(suite: Suite, i: int, c: dict, data: DataSpec, base) -> RunSpec:
         label_smoothing=base.label_smoothing if w.label_smoothing is None else w.label_smoothing,
         target_top1=w.target_top1 or base.target_top1,
         eval_every=w.eval_every or base.eval_every,
+        eval_offset=w.eval_offset or 0,
         max_epochs=max_epochs,
         stop_at_target=cfg.run.stop_at_target,
         diag_every=cfg.run.diag_every,
         eval_batch=cfg.run.eval_batch,
         discard=discard,
         batch_schedule=batch_sched,
-        recipe=recipe.get("source", ""),
+        recipe=source,
+        recipe_not_reproduced=recipe.not_reproduced if recipe else (),
         checkpoint_every=cfg.run.checkpoint_every,
         perf=cfg.run.perf,
     ).with_id()
+
+
+def _split(suite: Suite, B: int, n: int, where: tuple[Any, ...], recipe: Recipe | None) -> tuple[int, int, int]:
+    """(local batch, accum, BN span) of global batch B on n workers. A recipe's BN span wins over
+    the matrix's: within the matrix's micro-batch when it divides it (ghost BN: the same
+    statistics), else as the micro-batch when B / n is a multiple of it, else the largest divisor
+    of the micro-batch not above it (the caller records that in the recipe string)."""
+    m = suite.cfg.matrix
+    if n <= 0:
+        raise suite.error(("matrix", "workers"), f"np must be positive, got {n}")
+    if m.local_batch:
+        local = m.local_batch
+        if B % (n * local):
+            raise suite.error(where, f"global batch {B} is not divisible by np x local_batch = {n} x {local}")
+    else:
+        accum = m.accum or 1
+        if B % (n * accum):
+            raise suite.error(where, f"global batch {B} is not divisible by np x accum = {n} x {accum}")
+        local = B // (n * accum)
+    bn_span = m.bn_span or local
+    if recipe is not None and recipe.bn_span:
+        if local % recipe.bn_span == 0:
+            bn_span = recipe.bn_span
+        elif B % n == 0 and (B // n) % recipe.bn_span == 0:
+            local = bn_span = recipe.bn_span
+        else:
+            bn_span = max(d for d in range(1, min(recipe.bn_span, local) + 1) if local % d == 0)
+    if local % bn_span:
+        raise suite.error(
+            ("matrix", "bn_span"), f"bn_span {bn_span} must divide the local batch {local} (global batch {B})"
+        )
+    return local, B // (n * local), bn_span
+
+
+def _lr_spec(suite: Suite, i: int, B: int, max_epochs: int) -> LrSpec:
+    lr = _lr_for(suite, i)
+    if lr.rule == "table":
+        assert lr.table is not None
+        if B not in lr.table:
+            raise suite.error(("lr", "table"), f"no LR for global batch {B}")
+        peak = lr.table[B]
+    else:
+        assert lr.base_lr is not None
+        peak = scaled_lr(lr.rule, lr.base_lr, lr.base_batch, B)
+    train_epochs = lr.train_epochs or max_epochs
+    kind, milestones = lr.schedule, tuple(lr.milestones or ())
+    if kind == "goyal":
+        kind, milestones = "step", milestones or goyal_milestones(train_epochs)
+    return LrSpec(
+        schedule=kind,
+        peak_lr=peak,
+        warmup_epochs=lr.warmup_epochs,
+        warmup_start_lr=lr.warmup_start_lr,
+        end_lr=lr.end_lr,
+        poly_power=lr.poly_power,
+        milestones=milestones,
+        decay_factor=lr.decay_factor,
+        train_epochs=train_epochs,
+        decay_start_epochs=lr.decay_start_epochs,
+    )
 
 
 def _batch_schedule(
@@ -303,11 +337,17 @@ def _batch_schedule(
                 f"first_batch {bs.first_batch} is not divisible by np x local batch = {per_accum}",
             )
         return BatchScheduleSpec(kind="small_first", first_batch=bs.first_batch, first_lr=bs.first_lr)
-    if not bs.factor:
-        raise suite.error(where, "increase needs factor (> 1)")
     if lr.schedule != "step":
         raise suite.error(where, "increase replaces the LR drops of a step (or goyal) schedule")
+    # "Where the LR would drop by f, multiply B by f" (Smith et al.; docs/methods.md section 6)
+    factor = 1.0 / lr.decay_factor
+    if bs.factor is not None and abs(bs.factor - factor) > 1e-9 * factor:
+        raise suite.error(
+            where + ("factor",),
+            f"factor {bs.factor:g} must be the LR drop it replaces, 1 / decay_factor = {factor:g} "
+            "(leave it out, or change lr.decay_factor)",
+        )
     cap = bs.max_batch or n_train
     if cap < per_accum:
         raise suite.error(where + ("max_batch",), f"max_batch {cap} is below np x local batch = {per_accum}")
-    return BatchScheduleSpec(kind="increase", factor=bs.factor, max_batch=cap)
+    return BatchScheduleSpec(kind="increase", factor=factor, max_batch=cap)

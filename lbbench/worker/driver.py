@@ -55,6 +55,21 @@ class CheckpointIO(Protocol):
     def load_newest(self, run_dir: Path) -> dict[str, Any] | None: ...
 
 
+def next_eval_epoch(spec: RunSpec, epoch: int) -> int:
+    """The first evaluation at or after ``epoch``: epochs e with (e + eval_offset) % eval_every
+    == 0 (MLPerf's offset: NVIDIA evaluates at 3, 7, 11, ... with every 4 and offset 1), and
+    always the last epoch."""
+    k, o = spec.eval_every, spec.eval_offset
+    return min(epoch + (-(epoch + o)) % k, spec.max_epochs)
+
+
+def block_start(spec: RunSpec, epoch: int) -> int:
+    """The first epoch of the evaluation block ``epoch`` belongs to (MLLOG block_start)."""
+    k, o = spec.eval_every, spec.eval_offset
+    last_eval = epoch - 1 - (epoch - 1 + o) % k  # the latest evaluation epoch before ``epoch``
+    return max(last_eval + 1, 1)
+
+
 MakeWorker = Callable[[dict[str, Any] | None, Progress, MetricsWriter], Worker]
 
 
@@ -85,7 +100,7 @@ class Run:
             self.log.end(C.INIT_STOP)
             self.log.start(C.RUN_START)
         self.t_start = time.time() - self.p.elapsed_s
-        self.block_first = spec.eval_every * (self.p.epoch // spec.eval_every) + 1
+        self.block_first = block_start(spec, self.p.epoch + 1)
         for epoch in range(self.p.epoch + 1, spec.max_epochs + 1):
             if self.p.reached and spec.stop_at_target:
                 break
@@ -115,11 +130,9 @@ class Run:
     def _epoch(self, w: Worker, sched: Schedule, epoch: int) -> bool:
         """Trains, evaluates and checkpoints one epoch; False when the run must stop."""
         spec, p, log, loop = self.spec, self.p, self.log, w.loop
-        if (epoch - 1) % spec.eval_every == 0:
+        if block_start(spec, epoch) == epoch:
             self.block_first = epoch
-            log.start(
-                C.BLOCK_START, first_epoch_num=epoch, epoch_count=min(spec.eval_every, spec.max_epochs - epoch + 1)
-            )
+            log.start(C.BLOCK_START, first_epoch_num=epoch, epoch_count=next_eval_epoch(spec, epoch) - epoch + 1)
         log.start(C.EPOCH_START, epoch_num=epoch)
         w.train_mode()
         B, accum = epoch_batch(spec, epoch)
@@ -137,7 +150,7 @@ class Run:
             p.epoch = epoch
             return False
         top1 = collapse = None
-        if epoch % spec.eval_every == 0 or epoch == spec.max_epochs:
+        if next_eval_epoch(spec, epoch) == epoch:
             top1, collapse = self._evaluate(w, epoch, row)
         p.elapsed_s = time.time() - self.t_start
         self.metrics.write("epoch", top1=top1, elapsed_s=p.elapsed_s, **row)

@@ -60,6 +60,7 @@ class RunLog:
         self.event(C.TRAIN_SAMPLES, spec.data.train_samples)
         self.event(C.EVAL_SAMPLES, spec.data.eval_samples)
         self.event(C.MODEL_BN_SPAN, spec.bn_span)
+        self.event("eval_offset", spec.eval_offset)
         self.event(C.OPT_NAME, info.opt_name)
         for key, value in info.mllog_keys(spec.hparams, schedule_facts(spec.lr, steps_per_epoch)).items():
             self.event(key, value)
@@ -71,6 +72,8 @@ class RunLog:
         self.event("lbbench_choices", list(info.lbbench_choices))
         if spec.recipe:
             self.event("lbbench_recipe", spec.recipe)
+        if spec.recipe_not_reproduced:
+            self.event("lbbench_not_reproduced", list(spec.recipe_not_reproduced))
         if spec.discard:
             self.event("lbbench_discard_small_loss", spec.discard.model_dump())
         if spec.batch_schedule:

@@ -1,4 +1,4 @@
-"""Model FLOPs per image for the Keras models (lbbench/roofline.py has the convention): the
+"""Model FLOPs per image for the Keras models (lbbench/worker/roofline.py has the convention): the
 Conv2D and MatMul operations of the traced forward graph for one image."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import tensorflow as tf
 
 def forward_gflop_per_image(model, image_size: int) -> float:
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec([1, image_size, image_size, 3], tf.float32)
+        tf.TensorSpec([1, image_size, image_size, 3], model.trainable_variables[0].dtype)
     )
     macs = 0
     for op in fn.graph.get_operations():

@@ -64,25 +64,31 @@ class KFACPreconditioner:
         return self.var_index[var.ref()]
 
     # -- statistics ------------------------------------------------------------------------
-    def micro_stats(self, model, x, y, scale: float, smoothing: float):
+    def micro_stats(self, model, x, y, scale: float, smoothing: float, micro_loss):
         """Forward/backward of one micro-batch (eager) that also accumulates its factors;
-        returns (mean loss, the gradient of scale x loss)."""
+        returns (mean loss, the gradient of scale x the training loss, which ``micro_loss`` - the
+        loop's - makes from the per-sample losses, with small-loss discarding when it is on)."""
         variables = model.trainable_variables
         self.captured = []
         with tf.GradientTape() as tape:
             per = per_sample_loss(model(x, training=True), y, smoothing)
-            scaled = tf.reduce_mean(per) * scale
+            scaled = micro_loss(per) * scale
         caps, self.captured = self.captured, None
         grads = tape.gradient(scaled, list(variables) + [o for _, _, o in caps])
         n = int(x.shape[0])
         for (layer, a, _), d in zip(caps, grads[len(variables) :]):
-            d = d / scale
+            # float32 at least (the PyTorch preconditioner says why); float64 runs stay float64
+            dtype = tf.float64 if a.dtype == tf.float64 else tf.float32
+            a, d = tf.cast(a, dtype), tf.cast(d, dtype) / scale
             if isinstance(layer, SpanBatchNorm):
                 stat = (_bn_unit_fisher(layer, a, d * n),)
             else:
+                # A: patches summed over output locations, averaged over samples; G: averaged over both
                 rows, drows = input_rows(layer, a), tf.reshape(d, [-1, d.shape[-1]]) * n
-                r = tf.cast(tf.shape(rows)[0], rows.dtype)
-                stat = (tf.matmul(rows, rows, transpose_a=True) / r, tf.matmul(drows, drows, transpose_a=True) / r)
+                stat = (
+                    tf.matmul(rows, rows, transpose_a=True) / n,
+                    tf.matmul(drows, drows, transpose_a=True) / tf.cast(tf.shape(drows)[0], dtype),
+                )
             key = (
                 isinstance(layer, SpanBatchNorm),
                 (self.bns if isinstance(layer, SpanBatchNorm) else self.layers).index(layer),
@@ -133,7 +139,9 @@ class KFACPreconditioner:
             grads[self._idx(k)] = tf.reshape(tf.transpose(p), k.shape)
         for i, m in enumerate(self.bns):
             if i in self.F:
-                Fm = self.F[i] + max(wd, self.hp["damping"]) * tf.eye(2, dtype=self.F[i].dtype)
+                Fm = self.F[i] + self.hp["bn_damping_scale"] * max(wd, self.hp["damping"]) * tf.eye(
+                    2, dtype=self.F[i].dtype
+                )
                 g = tf.stack([grads[self._idx(m.gamma)], grads[self._idx(m.beta)]], axis=1)[..., None]
                 p = tf.squeeze(tf.linalg.solve(Fm, g), -1) * nu
                 grads[self._idx(m.gamma)], grads[self._idx(m.beta)] = p[:, 0], p[:, 1]
@@ -193,3 +201,11 @@ def _rows_dim(m) -> int:
     kshape = m.kernel.shape
     d = kshape[0] * kshape[1] * kshape[2] if len(kshape) == 4 else kshape[0]
     return d + (1 if getattr(m, "bias", None) is not None else 0)
+
+
+def rescale_weights(layers: list) -> None:
+    """chainerkfac's weight rescaling (lbbench/backends/torch/kfac.py says what and why)."""
+    for m in layers:
+        k = m.kernel
+        target = (2.0 * k.shape[-1]) ** 0.5
+        k.assign(k * tf.minimum(target / (tf.norm(tf.reshape(k, [-1])) + 1e-9), 1.0))

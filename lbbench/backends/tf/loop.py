@@ -24,7 +24,7 @@ from lbbench.worker.loop import LoopBase
 
 def per_sample_loss(logits, y, smoothing: float):
     """PyTorch's cross_entropy with label smoothing: (1-e) NLL + e mean_c(-log p_c)."""
-    logp = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+    logp = tf.nn.log_softmax(tf.cast(logits, tf.float64 if logits.dtype == tf.float64 else tf.float32))
     nll = -tf.gather(logp, y, axis=1, batch_dims=1)
     if not smoothing:
         return nll
@@ -45,58 +45,91 @@ class Loop(LoopBase):
         super().__init__(spec, rank, metrics)  # eager TF ops have finished when they return: no sync
         self.model, self.opt, self.train, self.hvd = model, optimizer, train, hvd
         self.vars = model.trainable_variables
-        self._grad = {d: self._make_grad_fn(d) for d in (False, True)}
-        self._loss = tf.function(
-            lambda x, y: tf.reduce_mean(per_sample_loss(model(x, training=True), y, spec.label_smoothing))
-        )
+        self.dtype = self.vars[0].dtype  # float32, or float64 (run.perf.precision)
+        self._grad = {mode: self._make_grad_fn(mode) for mode in ("none", "rank", "global")}
+        self._per_sample = tf.function(lambda x, y: per_sample_loss(model(x, training=True), y, spec.label_smoothing))
+        self._queue: list[tuple[tf.Tensor, tf.Tensor]] = []  # a step's prefetched micro-batches
+        self._threshold = tf.constant(float("-inf"))
+        self._kept_total = 1.0
 
-    def _make_grad_fn(self, discarding: bool):
+    def _discard_mode(self) -> str:
+        d = self.spec.discard
+        return d.scope if self.discarding and d is not None else "none"
+
+    def _make_grad_fn(self, mode: str):
         model, spec = self.model, self.spec
 
         # run.perf.compile: XLA for the forward/backward (PyTorch: torch.compile)
         @tf.function(reduce_retracing=True, jit_compile=spec.perf.compile or None)
-        def grad(x, y, scale):
+        def grad(x, y, scale, threshold, kept_total):
             with tf.GradientTape() as tape:
                 per = per_sample_loss(model(x, training=True), y, spec.label_smoothing)
-                if discarding:
-                    keep = self._keep(tf.stop_gradient(per))
-                    keepf = tf.cast(keep, per.dtype)
-                    loss = tf.reduce_sum(per * keepf) / tf.reduce_sum(keepf)
-                    dropped = tf.reduce_sum(1 - tf.cast(keep, tf.int32))
-                else:
-                    loss, dropped = tf.reduce_mean(per), tf.constant(0)
+                loss, dropped = self._reduce(per, mode, threshold, kept_total)
                 scaled = loss * scale
             return tf.reduce_mean(per), tape.gradient(scaled, self.vars), dropped
 
         return grad
 
-    def _keep(self, losses):
-        """Drop the fraction p of samples with the smallest loss (see the PyTorch loop)."""
-        d = self.spec.discard
-        pool = self.hvd.allgather(losses) if d.scope == "global" else losses
-        m = int(d.fraction * int(pool.shape[0]))
-        if m == 0:
-            return tf.ones_like(losses, dtype=tf.bool)
-        threshold = tf.sort(pool)[m - 1]
-        return losses > threshold
+    def _reduce(self, per, mode: str, threshold, kept_total):
+        """The micro-batch's training loss from its per-sample losses (the PyTorch Loop's
+        micro_loss): the mean; the mean over the samples above the micro-batch's own quantile
+        (discard scope 'rank'); or K x its sum above the global batch's quantile / the global kept
+        count (scope 'global'). Returns (loss, samples dropped)."""
+        if mode == "none":
+            return tf.reduce_mean(per), tf.constant(0)
+        losses = tf.stop_gradient(per)
+        if mode == "rank":
+            m = int(self.spec.discard.fraction * int(per.shape[0]))
+            threshold = tf.sort(losses)[m - 1] if m else tf.constant(float("-inf"), per.dtype)
+        keep = tf.cast(losses > tf.cast(threshold, per.dtype), per.dtype)
+        kept = tf.reduce_sum(keep)
+        denom = kept if mode == "rank" else tf.cast(kept_total, per.dtype) / self.virtual_workers
+        return tf.reduce_sum(per * keep) / denom, tf.reduce_sum(1 - tf.cast(keep, tf.int32))
+
+    def micro_loss(self, per):
+        """The training loss of a micro-batch's per-sample losses, outside the compiled step
+        (CBLR's refresh and K-FAC's factor passes use it), counting the dropped samples."""
+        loss, dropped = self._reduce(per, self._discard_mode(), self._threshold, self._kept_total)
+        self.discarded += int(dropped)
+        return loss
+
+    def begin_step(self) -> None:
+        """Before a step's micro-batches: with global discarding, fetch this rank's micro-batches,
+        compute their per-sample losses once (BN statistics restored afterwards), allgather them
+        (eagerly: the gathered size is known here) and fix the step's threshold and kept count."""
+        self._queue.clear()
+        if self._discard_mode() != "global":
+            return
+        with self.timed("data"):
+            self._queue.extend((tf.cast(x, self.dtype), y) for x, y in (next(self.train) for _ in range(self.accum)))
+        with self.timed("compute"):
+            stats = [v for v in self.model.non_trainable_variables if "moving_" in v.name]
+            saved = [tf.identity(v) for v in stats]
+            losses = tf.concat([self._per_sample(x, y) for x, y in self._queue], 0)
+            for v, s in zip(stats, saved):
+                v.assign(s)
+        pool = self.hvd.allgather(losses).numpy()
+        m = int(self.spec.discard.fraction * pool.size)
+        threshold = float(sorted(pool)[m - 1]) if m else float("-inf")
+        self._threshold = tf.constant(threshold, losses.dtype)
+        self._kept_total = float((pool > threshold).sum())
 
     def next_batch(self):
+        if self._queue:
+            return self._queue.pop(0)
         with self.timed("data"):
-            batch = next(self.train)
-        return batch
+            x, y = next(self.train)
+        return tf.cast(x, self.dtype), y
 
     def forward_backward(self, x, y, scale: float):
         """(the micro-batch's mean loss, the gradient of scale x its loss)."""
         with self.timed("compute"):
-            loss, grads, dropped = self._grad[self.discarding](x, y, tf.constant(scale, tf.float32))
+            loss, grads, dropped = self._grad[self._discard_mode()](
+                x, y, tf.constant(scale, self.dtype), self._threshold, tf.constant(self._kept_total)
+            )
             self.discarded += int(dropped)
             self.backward_passes += 1
         return loss, list(grads)
-
-    def forward_loss(self, x, y):
-        with self.timed("compute"):
-            loss = self._loss(x, y)
-        return loss
 
     def allreduce(self, grads: list, local_loss) -> tuple[list, float]:
         """Average the gradients and the loss over ranks in one grouped allreduce."""

@@ -21,12 +21,16 @@ def refusals(spec: RunSpec, gpus: list[Any]) -> list[str]:
         out.append(f"{', '.join(spec.perf.gpu_only())} need a GPU and this TensorFlow worker sees none")
     if spec.perf.amp == "fp16":
         out.append("amp: fp16 needs loss scaling, which the TensorFlow backend does not implement; use amp: bf16")
+    if spec.perf.precision == "float64" and spec.perf.amp != "none":
+        out.append(f"precision: float64 and amp: {spec.perf.amp} exclude each other")
     return out
 
 
 def configure(spec: RunSpec, hvd: Any, deterministic: bool) -> list[Any]:
     """Sets this rank's device up; returns the GPUs TensorFlow sees (empty on CPU)."""
     gpus = tf.config.list_physical_devices("GPU")
+    if spec.perf.precision == "float64":  # before any layer exists: Keras reads it at build time
+        tf.keras.backend.set_floatx("float64")
     if deterministic:  # a resumed run must redo the same steps: deterministic kernels
         tf.config.experimental.enable_op_determinism()
     if gpus:

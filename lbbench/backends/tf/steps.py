@@ -52,8 +52,9 @@ class Standard:
 
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         accum = loop.accum
-        acc, local = None, tf.constant(0.0)
+        acc, local = None, tf.zeros([], loop.dtype)
         micro = [] if loop.diag_active(step) else None
+        loop.begin_step()
         for a in range(accum):
             x, y = loop.next_batch()
             w = self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum
@@ -79,20 +80,14 @@ class ExtrapSGD(Standard):
         super().__init__(spec, model, rank, size)
         self.hp, self.model = spec.hparams, model
         self.bn_stats = [v for v in model.non_trainable_variables if "moving_" in v.name]
-        self.noise = extrap_method.noise_rng(spec.seed)
-
-    def state_dict(self) -> dict:
-        return {"noise_rng": self.noise.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.noise.bit_generator.state = state["noise_rng"]
 
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         accum, hp, vars_ = loop.accum, self.hp, loop.vars
         gx = hp["extrap_scale"] * self.optimizer.lr
         saved = [tf.identity(v) for v in vars_]
-        h_sum, local = [tf.zeros_like(v) for v in vars_], tf.constant(0.0)
-        for _ in range(accum):
+        h_sum, local = [tf.zeros_like(v) for v in vars_], tf.zeros([], loop.dtype)
+        loop.begin_step()
+        for a in range(accum):
             x, y = loop.next_batch()
             if hp["perturbation"] == "extragradient":
                 stats = [tf.identity(s) for s in self.bn_stats]
@@ -103,11 +98,12 @@ class ExtrapSGD(Standard):
                     buf = st.get("momentum_buffer")
                     v.assign_sub(gx * (gi if buf is None else gi + hp["momentum"] * buf))
             else:  # drawn in PyTorch's layout and transposed: the PyTorch backend's noise, weight by weight
+                rng = extrap_method.noise_rng(self.spec.seed, step, loop.virtual_worker(a))
                 drawn = extrap_method.draw_noise(
-                    self.noise, [torch_layout(v.shape) for v in vars_], hp["perturbation"], hp["noise_scale"]
+                    rng, [torch_layout(v.shape) for v in vars_], hp["perturbation"], hp["noise_scale"]
                 )
                 for v, z in zip(vars_, drawn):
-                    v.assign_add(tf.constant(from_torch_layout(z)))
+                    v.assign_add(tf.constant(from_torch_layout(z), v.dtype))
             loss, h = loop.forward_backward(x, y, 1.0)
             local += loss / accum
             h_sum = [s + hi / accum for s, hi in zip(h_sum, h)]
@@ -134,7 +130,8 @@ class CurvatureLR(Standard):
         accum, vars_ = loop.accum, loop.vars
         acc = [tf.zeros_like(v) for v in vars_]
         diag = [tf.zeros_like(v) for v in vars_]
-        local = tf.constant(0.0)
+        local = tf.zeros([], loop.dtype)
+        loop.begin_step()
         for a in range(accum):
             x, y = loop.next_batch()
             t0 = time.perf_counter()
@@ -142,12 +139,12 @@ class CurvatureLR(Standard):
             # drawn in the PyTorch layout (OIHW, (out, in)) and transposed: the same probe per weight
             zs = [
                 [
-                    tf.constant(from_torch_layout(z))
+                    tf.constant(from_torch_layout(z), loop.dtype)
                     for z in cblr_method.rademacher(rng, [torch_layout(v.shape) for v in vars_])
                 ]
                 for _ in range(self.samples)
             ]
-            loss, g, hz = self._grad_and_hvp(x, y, zs)
+            loss, g, hz = self._grad_and_hvp(loop, x, y, zs)
             acc = [s + gi / accum for s, gi in zip(acc, g)]
             for z_list, h_list in zip(zs, hz):
                 diag = [d + z * h / (self.samples * accum) for d, z, h in zip(diag, z_list, h_list)]
@@ -160,15 +157,18 @@ class CurvatureLR(Standard):
             loop.update(grads)
         return loss
 
-    def _grad_and_hvp(self, x, y, zs):
+    def _grad_and_hvp(self, loop: Loop, x, y, zs):
+        """(the micro-batch's mean loss, the gradient of its training loss - small-loss discarding
+        applies on refresh steps too - and the Hessian-vector products with the probes)."""
         vars_, smoothing = self.model.trainable_variables, self.spec.label_smoothing
         with tf.GradientTape(persistent=True) as outer:
             with tf.GradientTape() as inner:
-                loss = tf.reduce_mean(per_sample_loss(self.model(x, training=True), y, smoothing))
+                per = per_sample_loss(self.model(x, training=True), y, smoothing)
+                loss = loop.micro_loss(per)
             g = inner.gradient(loss, vars_)
         hz = [outer.gradient(g, vars_, output_gradients=z) for z in zs]
         del outer
-        return loss, g, hz
+        return tf.reduce_mean(per), g, hz
 
 
 class KFAC(Standard):
@@ -195,12 +195,15 @@ class KFAC(Standard):
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         capture = kfac_method.is_factor_step(step, self.hp)
         accum = loop.accum
-        acc, local = None, tf.constant(0.0)
+        acc, local = None, tf.zeros([], loop.dtype)
+        loop.begin_step()
         for _ in range(accum):
             x, y = loop.next_batch()
             if capture:
                 t0 = time.perf_counter()
-                loss, g = self.pre.micro_stats(self.model, x, y, 1.0 / accum, self.spec.label_smoothing)
+                loss, g = self.pre.micro_stats(
+                    self.model, x, y, 1.0 / accum, self.spec.label_smoothing, loop.micro_loss
+                )
                 loop.backward_passes += 1
                 loop.times["compute"] += time.perf_counter() - t0
             else:
@@ -221,6 +224,10 @@ class KFAC(Standard):
             self.optimizer.hp = dict(self.sgd_hp, momentum=mu)
             self.prev_lr = lr
             self.optimizer.step(grads)
+            if self.hp["weight_rescale"]:
+                from lbbench.backends.tf.kfac import rescale_weights
+
+                rescale_weights(self.pre.layers)
         return loss
 
 

@@ -22,12 +22,14 @@ class Diagnostics:
     def begin_step(self, params):
         self._micro_sq, self._prev = [], [torch.zeros_like(p) for p in params]
 
-    def after_micro(self, params, accum: int):
-        """The micro-batch gradient is accum x the increase of .grad (losses are scaled by 1/accum)."""
+    def after_micro(self, params, accum: int, loss_scale: float = 1.0):
+        """The micro-batch gradient is accum x the increase of .grad (losses are scaled by 1/accum),
+        divided by the fp16 loss scale when there is one: the global gradient it is compared with
+        has been unscaled by the time the row is written, so both must be."""
         sq = 0.0
         for p, prev in zip(params, self._prev):
             g = p.grad if p.grad is not None else torch.zeros_like(p)
-            sq += float(((g - prev) * accum).pow(2).sum())
+            sq += float(((g - prev) * (accum / loss_scale)).pow(2).sum())
             prev.copy_(g)
         self._micro_sq.append(sq)
 

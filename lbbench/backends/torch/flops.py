@@ -1,4 +1,4 @@
-"""Model FLOPs per image, counted on the model itself (lbbench/roofline.py has the convention):
+"""Model FLOPs per image, counted on the model itself (lbbench/worker/roofline.py has the convention):
 forward hooks on every convolution and linear layer record multiply-adds for one image."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def forward_gflop_per_image(model: torch.nn.Module, image_size: int, device: tor
     was_training = model.training
     model.eval()  # BN running statistics untouched
     try:
-        model(torch.zeros(1, 3, image_size, image_size, device=device))
+        p = next(model.parameters())
+        model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=p.dtype))
     finally:
         for h in hooks:
             h.remove()

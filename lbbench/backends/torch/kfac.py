@@ -84,11 +84,17 @@ class KFACPreconditioner:
         output.register_hook(lambda d, m=module, a=a, n=n: self._grad_hook(m, a, d.detach() / self.scale, n))
 
     def _grad_hook(self, m, a, d, n):
+        # Statistics in float32 at least, whatever autocast computed the layer in (bf16 has no
+        # Cholesky, and its 8-bit mantissa would lose the factors); float64 runs stay float64.
+        dtype = torch.promote_types(a.dtype, torch.float32)
+        a, d = a.to(dtype), d.to(dtype)
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             stat = (_bn_unit_fisher(m, a, d * n),)
         else:
+            # A sums the patches over the output locations and averages over the samples, G
+            # averages the output gradients over both (chainerkfac's scale, the KFC paper's).
             rows, drows = input_rows(m, a), output_rows(m, d) * n
-            stat = (rows.T @ rows / rows.shape[0], drows.T @ drows / drows.shape[0])
+            stat = (rows.T @ rows / n, drows.T @ drows / drows.shape[0])
         prev = self.acc.get(m)
         self.acc[m] = [s + p for s, p in zip(stat, prev)] + [prev[-1] + 1] if prev else list(stat) + [1]
 
@@ -137,7 +143,7 @@ class KFACPreconditioner:
             m.weight.grad.copy_(p.reshape(m.weight.shape))
         for m in self.bns:
             if m in self.F:
-                Fm = self.F[m] + max(wd, self.hp["damping"]) * torch.eye(
+                Fm = self.F[m] + self.hp["bn_damping_scale"] * max(wd, self.hp["damping"]) * torch.eye(
                     2, dtype=self.F[m].dtype, device=self.F[m].device
                 )
                 g = torch.stack([m.weight.grad, m.bias.grad], dim=1).unsqueeze(-1)
@@ -193,3 +199,14 @@ def _bn_unit_fisher(m, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     dbeta = dy.sum(dim=(2, 3))
     v = torch.stack([dgamma, dbeta], dim=2)  # (N, C, 2)
     return torch.einsum("nci,ncj->cij", v, v) / n
+
+
+@torch.no_grad()
+def rescale_weights(layers: list[nn.Module]) -> None:
+    """chainerkfac's weight rescaling (its ImageNet recipes' ``normalize_weight``): after every
+    update, each Conv/Linear weight is scaled down to the norm sqrt(2 x out channels) when it
+    exceeds it - SP-NGD's replacement for weight decay."""
+    for m in layers:
+        w = m.weight
+        target = (2.0 * w.shape[0]) ** 0.5
+        w.mul_(torch.clamp(target / (torch.linalg.vector_norm(w) + 1e-9), max=1.0))

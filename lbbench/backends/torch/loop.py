@@ -6,6 +6,7 @@ timed and counted through lbbench/worker/loop.py's LoopBase, which the TensorFlo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -36,55 +37,77 @@ class Loop(LoopBase):
         super().__init__(spec, rank, metrics, sync=perf.synchronizer(self.device))
         self.model, self.train, self.hvd = model, train, hvd
         self.forward = forward or model  # the torch.compile'd module when asked
+        self.dtype = perf.dtype(spec.perf)
         self.autocast = lambda: perf.autocast(spec.perf, self.device)
         self.scaler = perf.grad_scaler(spec.perf, self.device)
         self.compression = perf.compression(hvd, spec.perf)
         self._to_device = lambda b: perf.to_device(b, self.device, spec.perf)
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.diag = Diagnostics(model, optimizer, spec.diag_every) if spec.diag_every else None
+        self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []  # a step's prefetched micro-batches
+        self._threshold = torch.tensor(float("-inf"))
+        self._kept_total = 0
+
+    def begin_step(self) -> None:
+        """Before a step's micro-batches. With global small-loss discarding, the kept set is the
+        global batch's samples above its loss quantile: this rank's micro-batches are fetched
+        now, their per-sample losses computed once (BN statistics restored afterwards) and
+        allgathered, and the threshold and the kept count are fixed for the whole step."""
+        self._queue.clear()
+        d = self.spec.discard
+        if not (self.discarding and d is not None and d.scope == "global"):
+            return
+        with self.timed("data"):
+            self._queue.extend(self._to_device(next(self.train)) for _ in range(self.accum))
+        with self.timed("compute"), torch.no_grad(), frozen_bn_statistics(self.model):
+            losses = torch.cat([self.per_sample(x, y) for x, y in self._queue])
+        pool = self.hvd.allgather(losses)
+        m = int(d.fraction * pool.numel())
+        self._threshold = pool.kthvalue(m).values if m else torch.tensor(float("-inf"), device=pool.device)
+        self._kept_total = int((pool > self._threshold).sum())
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._queue:
+            return self._queue.pop(0)
         with self.timed("data"):
             batch = self._to_device(next(self.train))
         return batch
 
+    def per_sample(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample cross entropy (label smoothing as the run's), in float32 at least whatever the AMP."""
+        with self.autocast():
+            logits = self.forward(x)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.cross_entropy(logits, y, label_smoothing=self.spec.label_smoothing, reduction="none")
+
+    def micro_loss(self, per_sample: torch.Tensor) -> torch.Tensor:
+        """The micro-batch's training loss: the mean, or with small-loss discarding the mean over
+        the kept samples - per virtual worker (scope 'rank': its own quantile) or of the global
+        batch (scope 'global': K x this micro-batch's kept sum / the global kept count, so that
+        the average over the K virtual workers is the global kept mean)."""
+        d = self.spec.discard
+        if not self.discarding or d is None:
+            return per_sample.mean()
+        losses = per_sample.detach()
+        if d.scope == "global":
+            keep = losses > self._threshold
+            loss = (per_sample * keep).sum() * self.virtual_workers / self._kept_total
+        else:
+            m = int(d.fraction * losses.numel())
+            keep = losses > losses.kthvalue(m).values if m else torch.ones_like(losses, dtype=torch.bool)
+            loss = (per_sample * keep).sum() / keep.sum()
+        self.discarded += int((~keep).sum())
+        return loss
+
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
-        """Backpropagates scale x the micro-batch's mean loss into .grad (accumulating);
-        returns the unscaled loss."""
+        """Backpropagates scale x the micro-batch's training loss into .grad (accumulating);
+        returns the micro-batch's plain mean loss."""
         with self.timed("compute"):
-            with self.autocast():
-                logits = self.forward(x)
-            per_sample = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing, reduction="none")
-            if self.discarding:
-                keep = self._keep(per_sample.detach())
-                self.discarded += int((~keep).sum())
-                loss = (per_sample * keep).sum() / keep.sum()
-            else:
-                loss = per_sample.mean()
-            scaled = loss * scale
+            per_sample = self.per_sample(x, y)
+            scaled = self.micro_loss(per_sample) * scale
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             self.backward_passes += 1
         return per_sample.mean().detach()
-
-    def _keep(self, losses: torch.Tensor) -> torch.Tensor:
-        """Drop the fraction p of samples with the smallest loss: per micro-batch ('local', the
-        same whatever np is) or over this accumulation slot's micro-batches of all ranks
-        ('global', an allgather)."""
-        d = self.spec.discard
-        assert d is not None
-        pool = self.hvd.allgather(losses) if d.scope == "global" else losses
-        m = int(d.fraction * pool.numel())
-        if m == 0:
-            return torch.ones_like(losses, dtype=torch.bool)
-        threshold = pool.kthvalue(m).values
-        return losses > threshold
-
-    def forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with self.timed("compute"):
-            with self.autocast():
-                logits = self.forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing)
-        return loss
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -106,6 +129,10 @@ class Loop(LoopBase):
             self.allreduces += 1
         return float(reduced[-1])
 
+    def loss_scale(self) -> float:
+        """The fp16 loss scale the gradients are multiplied by (1 without one)."""
+        return float(self.scaler.get_scale()) if self.scaler else 1.0
+
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """optimizer.step(), through the fp16 loss scaler when there is one (it unscales the
         averaged gradients and skips the step on inf/NaN)."""
@@ -114,3 +141,17 @@ class Loop(LoopBase):
             self.scaler.update()
         else:
             optimizer.step()
+
+
+@contextmanager
+def frozen_bn_statistics(model: torch.nn.Module) -> Iterator[None]:
+    """Training-mode forwards inside leave the BN running statistics as they were."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    try:
+        yield
+    finally:
+        for m, (mean, var, count) in zip(bns, saved):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)

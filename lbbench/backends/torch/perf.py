@@ -44,12 +44,20 @@ def check(spec: RunSpec, device: torch.device) -> None:
             f"run {spec.run_id}: run.perf amp: fp16 needs loss scaling, which lbbench applies only to methods "
             f"with the standard update; {spec.method} updates the weights itself. Use amp: bf16 (no scaling)."
         )
+    if p.precision == "float64" and p.amp != "none":
+        raise PerfOptionError(f"run {spec.run_id}: run.perf precision: float64 and amp: {p.amp} exclude each other")
+
+
+def dtype(perf: PerfSpec) -> torch.dtype:
+    """The parameters' and the inputs' dtype (float64 only for the machine-independent tests)."""
+    return torch.float64 if perf.precision == "float64" else torch.float32
 
 
 def prepare_model(model: torch.nn.Module, perf: PerfSpec, device: torch.device):
     """Moves the model; returns (model, forward): ``forward`` is the compiled module when asked,
     while ``model`` stays the plain one (state dicts, hooks, parameters keep their names)."""
     model = model.to(device, memory_format=torch.channels_last if perf.channels_last else torch.preserve_format)
+    model = model.to(dtype(perf))
     forward = torch.compile(model) if perf.compile else model
     return model, forward
 
@@ -58,6 +66,8 @@ def to_device(batch, device: torch.device, perf: PerfSpec):
     x, y = batch
     if x.device != device:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if perf.precision == "float64":
+        x = x.double()
     if perf.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y

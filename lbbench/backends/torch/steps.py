@@ -59,16 +59,17 @@ class Standard:
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         accum = loop.accum
         diag = loop.diag if loop.diag and loop.diag.active(step) else None
+        loop.begin_step()
         loop.zero_grad()
         if diag:
             diag.begin_step(loop.params)
-        local = torch.zeros((), device=loop.device)
+        local = torch.zeros((), device=loop.device, dtype=loop.dtype)
         for a in range(accum):
             x, y = loop.next_batch()
             w = self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum
             local += loop.forward_backward(x, y, w) / accum
             if diag:
-                diag.after_micro(loop.params, accum)
+                diag.after_micro(loop.params, accum, loop.loss_scale())
         loss = loop.allreduce_grads(local)
         if math.isfinite(loss):
             before = [p.detach().clone() for p in loop.params] if diag else None
@@ -90,7 +91,6 @@ class ExtrapSGD(Standard):
         super().__init__(spec, model, rank, size)
         self.hp, self.model = spec.hparams, model
         self.bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        self.noise = extrap_method.noise_rng(spec.seed)
         self.order = list(model.parameters())  # the order noise is drawn in (the TF model's too)
 
     def step(self, loop: Loop, step: int, epoch: int) -> float:
@@ -99,8 +99,9 @@ class ExtrapSGD(Standard):
         gx = hp["extrap_scale"] * lr
         saved = [p.detach().clone() for p in params]
         h_sum = [torch.zeros_like(p) for p in params]
-        local = torch.zeros((), device=loop.device)
-        for _ in range(accum):
+        local = torch.zeros((), device=loop.device, dtype=loop.dtype)
+        loop.begin_step()
+        for a in range(accum):
             x, y = loop.next_batch()
             with torch.no_grad():
                 for p in params:
@@ -117,8 +118,9 @@ class ExtrapSGD(Standard):
                         p.grad = None
             else:
                 with torch.no_grad():
+                    rng = extrap_method.noise_rng(self.spec.seed, step, loop.virtual_worker(a))
                     drawn = extrap_method.draw_noise(
-                        self.noise, [tuple(q.shape) for q in self.order], hp["perturbation"], hp["noise_scale"]
+                        rng, [tuple(q.shape) for q in self.order], hp["perturbation"], hp["noise_scale"]
                     )
                     noise = {id(q): torch.from_numpy(z).to(q.device, q.dtype) for q, z in zip(self.order, drawn)}
                     for p in params:
@@ -134,12 +136,6 @@ class ExtrapSGD(Standard):
         if math.isfinite(loss):
             self.update(loop)
         return loss
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"noise_rng": self.noise.bit_generator.state}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.noise.bit_generator.state = state["noise_rng"]
 
     def _set_bn_momentum(self, value: float | None) -> None:
         for m in self.bns:
@@ -165,13 +161,15 @@ class CurvatureLR(Standard):
         from lbbench.backends.torch.optim.cblr import hutchinson_diag
 
         accum, params = loop.accum, loop.params
+        loop.begin_step()
         loop.zero_grad()
-        local = torch.zeros((), device=loop.device)
+        local = torch.zeros((), device=loop.device, dtype=loop.dtype)
         diag = [torch.zeros_like(p) for p in params]
         for a in range(accum):
             x, y = loop.next_batch()
             t0 = time.perf_counter()
-            loss = loop.forward_loss(x, y)
+            per_sample = loop.per_sample(x, y)
+            loss = loop.micro_loss(per_sample)  # small-loss discarding applies on refresh steps too
             grads = torch.autograd.grad(loss, params, create_graph=True)
             rng = cblr_method.probe_rng(self.spec.seed, step, loop.virtual_worker(a))
             with torch.no_grad():
@@ -184,7 +182,7 @@ class CurvatureLR(Standard):
                     d.add_(h, alpha=1.0 / accum)
             loop.backward_passes += 1 + self.samples
             loop.times["compute"] += time.perf_counter() - t0
-            local += loss.detach() / accum
+            local += per_sample.mean().detach() / accum
         self.optimizer.set_curvature(params, loop.hvd.grouped_allreduce(diag, op=loop.hvd.Average))
         loss = loop.allreduce_grads(local)
         if math.isfinite(loss):
@@ -216,8 +214,9 @@ class KFAC(Standard):
         capture = kfac_method.is_factor_step(step, self.hp)
         accum = loop.accum
         self.pre.begin(capture, 1.0 / accum)
+        loop.begin_step()
         loop.zero_grad()
-        local = torch.zeros((), device=loop.device)
+        local = torch.zeros((), device=loop.device, dtype=loop.dtype)
         for _ in range(accum):
             x, y = loop.next_batch()
             local += loop.forward_backward(x, y, 1.0 / accum) / accum
@@ -239,6 +238,10 @@ class KFAC(Standard):
                 g["momentum"] = mu
             self.prev_lr = group_lr
             self.optimizer.step()
+            if self.hp["weight_rescale"]:
+                from lbbench.backends.torch.kfac import rescale_weights
+
+                rescale_weights(self.pre.layers)
         return loss
 
 
