@@ -131,6 +131,10 @@ def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
         for w in per:
             if r[w] is not None:
                 per[w][key][r["global_batch"]] = r[w]
+        if r["samples_to_target"] is not None and train_samples:
+            # MLPerf's epochs are N samples; lbbench's are ceil(N / B) x B (up to +2.3% at 131,072):
+            # beside MLPerf's reference points, the epochs are the samples seen / N
+            per["epochs_to_target"][key][r["global_batch"]] = r["samples_to_target"] / train_samples
         if r["images_per_s"]:
             ips_b[key][r["global_batch"]] = r["images_per_s"]
     rcp = mlperf_rcps()

@@ -90,7 +90,7 @@ def to_target_vs_batch(
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     label = {
-        "epochs_to_target": "epochs to target",
+        "epochs_to_target": "epochs to target (samples / N)",
         "steps_to_target": "steps to target",
         "time_to_target_s": "time to target (s)",
     }[what]
