@@ -103,7 +103,7 @@ def run(
 ):
     """Run every cell of a suite (completed runs are skipped; interrupted ones resume)."""
     from lbbench.launch.commands import LAUNCHERS, LaunchOptions, local_gpu_present
-    from lbbench.launch.runner import run_all, select
+    from lbbench.launch.runner import Stopped, run_all, select
 
     if launcher not in LAUNCHERS:
         err.print(f"error: unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
@@ -158,7 +158,11 @@ def run(
                 ),
             )
         )
-    summaries = run_all(runs, results, launcher, console, timeout, opts)
+    try:
+        summaries = run_all(runs, results, launcher, console, timeout, opts)
+    except Stopped as e:
+        err.print(f"lbbench run: {e}; the current run is left resumable (run the same command to go on)")
+        raise typer.Exit(128 + e.signum) from None
     _print_report(results / s.name)
     bad = [x for x in summaries if x.status in ("failed", "timeout")]
     raise typer.Exit(1 if bad else 0)
@@ -209,8 +213,9 @@ def status(
     suite: Path = typer.Argument(..., help="suite YAML"),
     results: Path = typer.Option(Path("results"), help="results root"),
 ):
-    """Which runs of a suite are done, running, failed, resumable or not started."""
-    from lbbench.launch.runner import run_state
+    """Which runs of a suite are done, running, failed, damaged, resumable or not started, and what
+    `lbbench run` will do with each that is not done."""
+    from lbbench.launch.runner import describe, run_state, training_elsewhere
     from lbbench.store.files import run_dir
     from lbbench.store.summary import summary_or_damage
 
@@ -225,11 +230,13 @@ def status(
         counts[state] = counts.get(state, 0) + 1
         summ, damage = summary_or_damage(rdir)
         best = summ.best_top1 if summ else None
-        note = damage or (
-            (summ.reason or "")
-            if summ and state == "failed"
-            else (f"{summ.preemptions} preemption(s)" if summ and summ.preemptions else "")
-        )
+        if state == "running":
+            note = training_elsewhere(rdir) or "another lbbench run holds it"
+        elif state == "done":
+            note = f"{summ.preemptions} preemption(s)" if summ and summ.preemptions else ""
+        else:
+            why = damage or (summ.reason if summ and state == "failed" else None)
+            note = "; ".join(x for x in (why, describe(rdir, r)) if x)
         t.add_row(
             r.run_id,
             state,

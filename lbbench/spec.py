@@ -123,6 +123,7 @@ class RunSpec(Frozen):
     recipe: str = ""  # where per-batch hyperparameters came from, if a recipe
     recipe_not_reproduced: tuple[str, ...] = ()  # what of the recipe's source lbbench does not do
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); not part of the identity
+    keep_checkpoints: int = 2  # the newest verified checkpoints kept; not part of the identity
     perf: PerfSpec = PerfSpec()
 
     @property
@@ -137,6 +138,7 @@ class RunSpec(Frozen):
         d = self.model_dump(mode="json")
         d.pop("run_id")
         d.pop("checkpoint_every")
+        d.pop("keep_checkpoints")
         d["data"].pop("path")
         # Default speed options leave the id as it was before they existed (existing results
         # stay found); peak_tflops only changes a reported ratio.

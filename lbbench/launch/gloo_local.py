@@ -51,47 +51,63 @@ def main(argv: list[str]) -> int:
         "NCCL_SOCKET_IFNAME": "lo",
     }
     procs = []
+    # The workers stay in this launcher's process group: a signal to the group (what `lbbench run`
+    # sends to stop a cell) reaches every worker even if this launcher is killed outright.
     for slot in plan:
         p = subprocess.Popen(
             command,
             env={**base, **create_slot_env_vars(slot)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         threading.Thread(target=_pump, args=(p.stdout, slot.rank), daemon=True).start()
         procs.append(p)
 
-    def stop(*_: object) -> None:
+    def stop(sig: int = signal.SIGTERM) -> None:
         for p in procs:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+                p.send_signal(sig)
 
-    def stop_and_exit(*_: object) -> None:
+    def stop_and_exit(signum: int, frame: object) -> None:
         stop()
-        sys.exit(143)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sys.exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stop_and_exit)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, stop_and_exit)
     status = 0
     try:
         while any(p.poll() is None for p in procs):
             failed = [p for p in procs if p.poll() not in (None, 0)]
             if failed:
-                status = failed[0].returncode
-                print(
-                    f"lbbench: rank {procs.index(failed[0])} exited with status {status}; stopping the others",
-                    flush=True,
-                )
+                status = exit_status(failed[0].returncode)
+                rank = procs.index(failed[0])
+                print(f"lbbench: rank {rank} {describe_exit(failed[0].returncode)}; stopping the others", flush=True)
                 stop()
                 break
             time.sleep(0.2)
         for p in procs:
             p.wait()
-        status = status or next((p.returncode for p in procs if p.returncode), 0)
+        status = status or next((exit_status(p.returncode) for p in procs if p.returncode), 0)
     finally:
         stop()
         server.stop()
     return status
+
+
+def exit_status(rc: int) -> int:
+    """A worker's Popen return code as a shell would report it: 128 + N for signal N."""
+    return 128 - rc if rc < 0 else rc
+
+
+def describe_exit(rc: int) -> str:
+    if rc < 0:
+        return f"was killed by {signal.Signals(-rc).name}"
+    return f"exited with status {rc}"
 
 
 if __name__ == "__main__":

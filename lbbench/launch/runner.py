@@ -1,8 +1,18 @@
 """`lbbench run`: every cell of a suite through its launcher, with live progress.
 
-Completed runs (summary.json with a final status) are skipped; a per-run lock keeps two
-`lbbench run` processes on one results directory from running the same cell; a worker that
-dies without a summary gets a `failed` summary with the reason and the log tail.
+- Completed runs (a valid summary with a final status) are skipped.
+- Two locks keep a cell from ever training twice: the runner holds ``.lock`` while its launcher
+  runs, and the worker's rank 0 holds ``.train.lock`` while it trains (lbbench/worker/driver.py).
+  A second `lbbench run` skips a cell while either is held - also after the first runner was
+  killed while its workers still train; `lbbench status` says "running" for it.
+- A failed or interrupted run resumes from its newest verified checkpoint; without one, the
+  earlier attempt's files move to ``attempts/N/`` and the run starts again, never appending
+  to old logs.
+- SIGTERM, SIGINT and SIGHUP stop the current cell's launcher and workers (SIGTERM to their
+  process group, then SIGKILL after a grace period), leave the run resumable, and end
+  `lbbench run` with 128 + the signal's number.
+- A worker that dies without a summary gets a ``failed`` summary with the reason (a signal by
+  its name) and the log tail.
 """
 
 from __future__ import annotations
@@ -10,9 +20,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
+from types import FrameType
 
 from filelock import FileLock, Timeout
 from rich.console import Console
@@ -23,8 +35,29 @@ from lbbench.spec import RunSpec
 from lbbench.store.files import run_dir
 from lbbench.store.metrics import read_metrics
 from lbbench.store.summary import RunSummary, Status, is_done, summary_or_damage
+from lbbench.worker import checkpoints
 
-PARTIAL_FILES = ("metrics.jsonl", "mllog.txt", "summary.json", "worker.log")
+# What an attempt leaves in its run directory (moved aside, never deleted, when a run restarts)
+ATTEMPT_FILES = (
+    "mllog.txt",
+    "metrics.jsonl",
+    "summary.json",
+    "worker.log",
+    "final.pt",
+    "final.npz",
+    "kfac_factors.pt",
+    "ckpt",
+)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+GRACE_S = float(os.environ.get("LBBENCH_STOP_GRACE_S", "30"))
+
+
+class Stopped(Exception):
+    """`lbbench run` was told to stop (SIGTERM, SIGINT, SIGHUP); the cell is left resumable."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
 def select(runs: list[RunSpec], only: str | None) -> list[RunSpec]:
@@ -45,37 +78,87 @@ def run_all(
     timeout_s: float | None = None,
     opts: launch.LaunchOptions | None = None,
 ) -> list[RunSummary]:
+    """Runs the cells in order; raises Stopped (after stopping the current cell) on a signal."""
     console = console or Console()
     summaries = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        for k, spec in enumerate(runs, 1):
-            rdir = run_dir(results, spec.suite, spec.run_id)
-            head = f"run {k}/{len(runs)} {spec.run_id}"
-            done, damage = summary_or_damage(rdir)
-            if done and done.done:
-                progress.console.print(f"[dim]{head}: done before, skipped[/dim]")
-                summaries.append(done)
-                continue
-            if damage:
-                progress.console.print(f"[yellow]{head}: {damage}; running it again[/yellow]")
-            rdir.mkdir(parents=True, exist_ok=True)
-            try:
-                with FileLock(str(rdir / ".lock"), timeout=0):
-                    done, _ = summary_or_damage(rdir)
-                    if done and done.done:  # finished by another process while we waited
-                        summaries.append(done)
-                        continue
-                    summaries.append(_run_one(spec, rdir, launcher, progress, head, timeout_s, opts))
-            except Timeout:
-                progress.console.print(f"[yellow]{head}: running in another lbbench process, skipped[/yellow]")
+    stop: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            for k, spec in enumerate(runs, 1):
+                if stop:
+                    raise Stopped(stop[0])
+                summary = _cell(
+                    spec,
+                    run_dir(results, spec.suite, spec.run_id),
+                    launcher,
+                    progress,
+                    f"run {k}/{len(runs)} {spec.run_id}",
+                    timeout_s,
+                    opts,
+                    stop,
+                )
+                if summary is not None:
+                    summaries.append(summary)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return summaries
+
+
+def _cell(
+    spec: RunSpec,
+    rdir: Path,
+    launcher: str,
+    progress: Progress,
+    head: str,
+    timeout_s: float | None,
+    opts: launch.LaunchOptions | None,
+    stop: list[int],
+) -> RunSummary | None:
+    done, damage = summary_or_damage(rdir)
+    if done and done.done:
+        progress.console.print(f"[dim]{head}: done before, skipped[/dim]")
+        return done
+    if damage:
+        progress.console.print(f"[yellow]{head}: {damage}; running it again[/yellow]")
+    rdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(rdir / ".lock"), timeout=0):
+            if training_elsewhere(rdir):
+                progress.console.print(f"[yellow]{head}: {training_elsewhere(rdir)}; skipped[/yellow]")
+                return None
+            done, _ = summary_or_damage(rdir)
+            if done and done.done:  # finished by another process while we waited
+                return done
+            return _run_one(spec, rdir, launcher, progress, head, timeout_s, opts, stop)
+    except Timeout:
+        progress.console.print(f"[yellow]{head}: running in another lbbench process, skipped[/yellow]")
+        return None
+
+
+def training_elsewhere(rdir: Path) -> str | None:
+    """Why the cell's workers are still training (its training lock is held), or None."""
+    lock = rdir / ".train.lock"
+    if not lock.exists():
+        return None
+    try:
+        with FileLock(str(lock), timeout=0):
+            return None
+    except Timeout:
+        who = (rdir / ".train.owner").read_text().strip() if (rdir / ".train.owner").exists() else "a worker"
+        return f"still training ({who})"
 
 
 def run_state(rdir: Path, spec: RunSpec) -> str:
@@ -88,6 +171,8 @@ def run_state(rdir: Path, spec: RunSpec) -> str:
                 pass
         except Timeout:
             return "running"
+        if training_elsewhere(rdir):
+            return "running"
     if resumable(rdir, spec):
         return "resumable"
     summary, damage = summary_or_damage(rdir)
@@ -98,11 +183,39 @@ def run_state(rdir: Path, spec: RunSpec) -> str:
     return "not started"
 
 
+def describe(rdir: Path, spec: RunSpec) -> str:
+    """What `lbbench run` will do with a cell that is not done, in words (for `lbbench status`)."""
+    bad = [p.name for p in checkpoints.damaged(rdir)]
+    note = f"damaged checkpoint(s) {', '.join(bad)} will not be used; " if bad else ""
+    if resumable(rdir, spec):
+        return note + f"resumes after epoch {checkpoints.verified(rdir)[0][0]}"
+    leftovers = [n for n in ATTEMPT_FILES if (rdir / n).exists()]
+    if leftovers:
+        return note + f"restarts from epoch 1; the earlier attempt's {', '.join(leftovers)} move to attempts/"
+    return note.rstrip("; ")
+
+
 def resumable(rdir: Path, spec: RunSpec | None = None) -> bool:
-    """A checkpoint of the same RunSpec is there: the worker will resume from it."""
-    if not any((rdir / "ckpt").glob("epoch-*.p*")) or not (rdir / "run.yaml").exists():
+    """A verified checkpoint of the same RunSpec is there: the worker will resume from it."""
+    if not checkpoints.verified(rdir) or not (rdir / "run.yaml").exists():
         return False
-    return spec is None or RunSpec.load(rdir / "run.yaml").identity() == spec.identity()
+    try:
+        return spec is None or RunSpec.load(rdir / "run.yaml").identity() == spec.identity()
+    except Exception:  # an unreadable run.yaml is not this RunSpec's
+        return False
+
+
+def set_attempt_aside(rdir: Path, names: tuple[str, ...]) -> Path | None:
+    """Moves the named files of an earlier attempt into attempts/N/ (N = the next free number)."""
+    present = [n for n in names if (rdir / n).exists()]
+    if not present:
+        return None
+    n = 1 + max((int(p.name) for p in (rdir / "attempts").glob("*") if p.name.isdigit()), default=0)
+    dest = rdir / "attempts" / str(n)
+    dest.mkdir(parents=True)
+    for name in present:
+        shutil.move(str(rdir / name), str(dest / name))
+    return dest
 
 
 def _run_one(
@@ -112,39 +225,48 @@ def _run_one(
     progress: Progress,
     head: str,
     timeout_s: float | None,
-    opts: launch.LaunchOptions | None = None,
+    opts: launch.LaunchOptions | None,
+    stop: list[int],
 ) -> RunSummary:
-    resume = resumable(rdir, spec)
-    if resume:  # keep the logs and the checkpoint; the failed attempt's summary goes
-        (rdir / "summary.json").unlink(missing_ok=True)
-        progress.console.print(f"[cyan]{head}: resuming from its checkpoint[/cyan]")
-    else:  # a fresh attempt; nothing partial is ever read as a result
-        for name in PARTIAL_FILES:
-            (rdir / name).unlink(missing_ok=True)
-        shutil.rmtree(rdir / "ckpt", ignore_errors=True)
+    if resumable(rdir, spec):  # keep the logs and the checkpoints; the failed attempt's summary is set aside
+        set_attempt_aside(rdir, ("summary.json",))
+        progress.console.print(
+            f"[cyan]{head}: resuming from its checkpoint (after epoch {checkpoints.verified(rdir)[0][0]})[/cyan]"
+        )
+    elif moved := set_attempt_aside(rdir, ATTEMPT_FILES):  # a fresh attempt: nothing partial is read or extended
+        progress.console.print(
+            f"[cyan]{head}: no usable checkpoint; starting again, the earlier attempt is in {moved}[/cyan]"
+        )
     spec.save(rdir / "run.yaml")
     cmd = launch.command(launcher, spec, rdir, opts)
     task = progress.add_task(head, total=spec.max_epochs, info="starting")
     t0 = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(spec)}
+    reason = None
     with open(rdir / "worker.log", "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
+        # Its own process group, so that stopping reaches the launcher and every worker it started.
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        reason = None
-        while proc.poll() is None:
-            _show(progress, task, rdir)
+        while True:
+            try:
+                rc = proc.wait(timeout=1.0)  # returns as soon as the launcher exits
+                break
+            except subprocess.TimeoutExpired:
+                _show(progress, task, rdir)
+            if stop:
+                _stop(proc)
+                progress.update(task, info=f"[yellow]stopped by {signal.Signals(stop[0]).name}; resumable[/yellow]")
+                raise Stopped(stop[0])
             if timeout_s and time.time() - t0 > timeout_s:
                 reason = f"timeout after {timeout_s:.0f} s"
-                _kill(proc)
+                rc = _stop(proc)
                 break
-            time.sleep(0.5)
-        rc = proc.wait()
     _show(progress, task, rdir)
     summary, damage = summary_or_damage(rdir)
     if summary is None or rc != 0:
         tail = (rdir / "worker.log").read_text(errors="replace").splitlines()[-30:]
-        why = reason or f"worker exited with status {rc}" + (f" ({damage})" if damage else "")
+        why = reason or exit_reason(rc) + (f" ({damage})" if damage else "")
         summary = failed_summary(spec, "timeout" if reason else "failed", why, tail, time.time() - t0)
         summary.write(rdir)
     style = {"success": "green", "not_reached": "yellow"}.get(summary.status, "red")
@@ -155,6 +277,18 @@ def _run_one(
     if summary.status in ("failed", "timeout"):
         progress.console.print(f"[red]{head}: {summary.reason}; log: {rdir / 'worker.log'}[/red]")
     return summary
+
+
+def exit_reason(rc: int) -> str:
+    """A launcher's exit status in words: by its signal's name when a signal ended a process
+    (Popen: -N; shells and launchers: 128 + N)."""
+    for n in (-rc, rc - 128):
+        if n > 0:
+            try:
+                return f"worker exited with status {rc} (killed by {signal.Signals(n).name})"
+            except ValueError:
+                pass
+    return f"worker exited with status {rc}"
 
 
 def failed_summary(spec: RunSpec, status: Status, reason: str, log_tail: list[str], wall_s: float) -> RunSummary:
@@ -191,14 +325,15 @@ def _show(progress: Progress, task: TaskID, rdir: Path) -> None:
     progress.update(task, completed=len(epochs), info=" ".join(info) or "starting")
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM to the launcher's process group (the launcher and its workers), SIGKILL after
+    the grace period; returns the exit status."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        return proc.wait(timeout=GRACE_S)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        return proc.wait()

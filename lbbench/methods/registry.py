@@ -34,6 +34,9 @@ class StepKind:
     custom_update: bool
     # The hyperparameter holding the period of its periodic work (benchmarks amortise over it).
     period_hparam: str | None = None
+    # Can run with run.perf.compile (torch.compile / XLA)? Not CBLR (double backward through a
+    # compiled graph is unsupported) nor K-FAC (its capture hooks toggle per step: graph breaks).
+    compiles: bool = True
 
 
 STEP_KINDS: dict[str, StepKind] = {
@@ -41,8 +44,8 @@ STEP_KINDS: dict[str, StepKind] = {
     for k in (
         StepKind("standard", custom_update=False),
         StepKind("extrap", custom_update=True),
-        StepKind("curvature", custom_update=True, period_hparam="curvature_every"),
-        StepKind("kfac", custom_update=True, period_hparam="factor_every"),
+        StepKind("curvature", custom_update=True, period_hparam="curvature_every", compiles=False),
+        StepKind("kfac", custom_update=True, period_hparam="factor_every", compiles=False),
     )
 }
 

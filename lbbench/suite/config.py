@@ -97,6 +97,7 @@ class RunCfg(Strict):
     diag_every: int = Field(0, ge=0)  # 0: no per-tensor diagnostics
     eval_batch: int = Field(256, gt=0)
     checkpoint_every: int = Field(1, ge=0)  # epochs; 0 = never
+    keep_checkpoints: int = Field(2, ge=1)  # newest verified checkpoints kept (a damaged newest falls back)
     perf: PerfSpec = PerfSpec()  # speed options: amp, channels_last, dali_device, ...
 
 

@@ -216,6 +216,13 @@ def _resolve(suite: Suite, i: int, c: dict[str, Any], data: DataSpec, base: Work
         given, max_epochs = {}, w.max_epochs or base.max_epochs
         lrs = _lr_spec(suite, i, B, max_epochs)
     hp = resolve_hparams(mc.name, {**given, **mc.hparams})
+    if cfg.run.perf.compile and not info.step_kind.compiles:
+        raise suite.error(
+            ("run", "perf", "compile"),
+            f"method {mc.name!r} ({info.step} step) cannot run compiled: "
+            + ("its double backward" if info.step == "curvature" else "its factor-capture hooks")
+            + " do not work through torch.compile / XLA; leave compile off for this suite",
+        )
     local, accum, bn_span = _split(suite, B, n, where, recipe)
     source = recipe.source if recipe else ""
     if recipe and recipe.bn_span and bn_span != recipe.bn_span:
@@ -260,6 +267,7 @@ def _resolve(suite: Suite, i: int, c: dict[str, Any], data: DataSpec, base: Work
         recipe=source,
         recipe_not_reproduced=recipe.not_reproduced if recipe else (),
         checkpoint_every=cfg.run.checkpoint_every,
+        keep_checkpoints=cfg.run.keep_checkpoints,
         perf=cfg.run.perf,
     ).with_id()
 

@@ -13,12 +13,15 @@ the checkpoints; a restarted worker resumes from the newest checkpoint.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from filelock import FileLock, Timeout
 from mlperf_logging.mllog import constants as C
 
 from lbbench.spec import RunSpec
@@ -51,7 +54,7 @@ class Worker(Protocol):
 
 
 class CheckpointIO(Protocol):
-    def save(self, run_dir: Path, epoch: int, payload: dict[str, Any]) -> Path: ...
+    def save(self, run_dir: Path, epoch: int, payload: dict[str, Any], keep: int = 2) -> Path: ...
     def load_newest(self, run_dir: Path) -> dict[str, Any] | None: ...
 
 
@@ -74,7 +77,26 @@ MakeWorker = Callable[[dict[str, Any] | None, Progress, MetricsWriter], Worker]
 
 
 def run(spec: RunSpec, run_dir: Path, hvd: Any, io: CheckpointIO, make_worker: MakeWorker) -> int:
-    return Run(spec, run_dir, hvd, io).execute(make_worker)
+    if hvd.rank() != 0:
+        return Run(spec, run_dir, hvd, io).execute(make_worker)
+    # Rank 0 holds the run's training lock for its whole life (the OS releases it when the process
+    # dies, however it dies): while it is held, no other lbbench run starts workers for this cell.
+    lock = FileLock(str(run_dir / ".train.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = (run_dir / ".train.owner").read_text().strip() if (run_dir / ".train.owner").exists() else "?"
+        print(
+            f"lbbench: {run_dir} is being trained by another worker ({owner}); not starting a second one",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 3
+    try:
+        (run_dir / ".train.owner").write_text(f"worker pid {os.getpid()} on {socket.gethostname()}\n")
+        return Run(spec, run_dir, hvd, io).execute(make_worker)
+    finally:
+        lock.release()
 
 
 class Run:
@@ -114,6 +136,7 @@ class Run:
         gets it by broadcast."""
         ckpt = None
         if self.lead:
+            checkpoints.clean_temporaries(self.run_dir)
             ckpt = self.io.load_newest(self.run_dir)
             if ckpt is not None:
                 lost = lost_seconds(self.run_dir, ckpt["saved_at"])
@@ -229,7 +252,12 @@ class Run:
         self.p.backward_passes, self.p.allreduces = w.loop.backward_passes, w.loop.allreduces
         payload = w.checkpoint_payload()
         if self.lead:
-            self.io.save(self.run_dir, epoch, dict(payload, progress=asdict(self.p), saved_at=time.time()))
+            self.io.save(
+                self.run_dir,
+                epoch,
+                dict(payload, progress=asdict(self.p), saved_at=time.time()),
+                self.spec.keep_checkpoints,
+            )
 
     def _finish(self, w: Worker) -> None:
         spec, p, loop = self.spec, self.p, w.loop

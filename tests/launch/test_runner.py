@@ -183,6 +183,12 @@ def test_status_reports_done_resumable_and_not_started(tmp_path, digits_dir, mon
     rdir = r / "st" / spec.run_id
     (rdir / "ckpt").mkdir(parents=True)
     spec.save(rdir / "run.yaml")
-    (rdir / "ckpt" / "epoch-0001.pt").write_bytes(b"an interrupted attempt's checkpoint")
+    ckpt = rdir / "ckpt" / "epoch-0001.pt"
+    ckpt.write_bytes(b"an interrupted attempt's checkpoint")
+    p = lbbench("status", suite, "--results", r, env=env)   # no digest: not trusted
+    assert "1 done, 2 not started" in p.stdout and "damaged checkpoint(s) epoch-0001.pt" in p.stdout, p.stdout
+    from lbbench.worker.checkpoints import digest
+
+    (rdir / "ckpt" / "epoch-0001.pt.sha256").write_text(digest(ckpt) + "\n")
     p = lbbench("status", suite, "--results", r, env=env)
-    assert "1 done, 1 not started, 1 resumable" in p.stdout, p.stdout
+    assert "1 done, 1 not started, 1 resumable" in p.stdout and "resumes after epoch 1" in p.stdout, p.stdout

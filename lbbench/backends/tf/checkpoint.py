@@ -9,8 +9,8 @@ from typing import Any
 from lbbench.worker import checkpoints
 
 
-def save(run_dir: Path, epoch: int, payload: dict[str, Any]) -> Path:
-    return checkpoints.save(run_dir, epoch, payload)
+def save(run_dir: Path, epoch: int, payload: dict[str, Any], keep: int = 2) -> Path:
+    return checkpoints.save(run_dir, epoch, payload, keep=keep)
 
 
 def load_newest(run_dir: Path) -> dict[str, Any] | None:

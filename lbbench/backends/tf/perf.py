@@ -12,6 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from lbbench.methods import get_method
 from lbbench.spec import RunSpec
 
 
@@ -21,6 +22,9 @@ def refusals(spec: RunSpec, gpus: list[Any]) -> list[str]:
         out.append(f"{', '.join(spec.perf.gpu_only())} need a GPU and this TensorFlow worker sees none")
     if spec.perf.amp == "fp16":
         out.append("amp: fp16 needs loss scaling, which the TensorFlow backend does not implement; use amp: bf16")
+    kind = get_method(spec.method).step_kind
+    if spec.perf.compile and not kind.compiles:
+        out.append(f"compile: {spec.method}'s {kind.name} step cannot run under XLA")
     if spec.perf.precision == "float64" and spec.perf.amp != "none":
         out.append(f"precision: float64 and amp: {spec.perf.amp} exclude each other")
     return out

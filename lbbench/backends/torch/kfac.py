@@ -155,8 +155,9 @@ class KFACPreconditioner:
         """Factors and every rank's inverses, by layer index (checkpoints). Collective: each
         rank holds only the inverses it owns, so they are gathered."""
         idx = {m: i for i, m in enumerate(self.layers + self.bns)}
-        out = {
-            name: {idx[m]: v for m, v in store.items()}
+        cpu = lambda v: tuple(x.cpu() for x in v) if isinstance(v, tuple) else v.cpu()
+        out = {  # CPU copies: gathered as objects, every rank would otherwise allocate on every GPU
+            name: {idx[m]: cpu(v) for m, v in store.items()}
             for name, store in (("A", self.A), ("G", self.G), ("F", self.F), ("inv", self.inv))
         }
         if self.size > 1:
@@ -167,10 +168,16 @@ class KFACPreconditioner:
         return out
 
     def load_full_state(self, state: dict) -> None:
+        """Restores the factors and inverses onto each layer's device (checkpoints are on the CPU)."""
         mods = self.layers + self.bns
+
+        def dev(v, m):
+            d = m.weight.device
+            return tuple(x.to(d) for x in v) if isinstance(v, tuple) else v.to(d)
+
         for name, store in (("A", self.A), ("G", self.G), ("F", self.F), ("inv", self.inv)):
             store.clear()
-            store.update({mods[i]: v for i, v in state[name].items()})
+            store.update({mods[i]: dev(v, mods[i]) for i, v in state[name].items()})
 
     def state(self) -> dict:
         """The factors, in layer order (the same on every rank after ``reduce``)."""

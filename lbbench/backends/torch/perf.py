@@ -38,8 +38,13 @@ def check(spec: RunSpec, device: torch.device) -> None:
             "sees none (torch.cuda.is_available() is False). On CPU lbbench trains in fp32 with NCHW tensors "
             "and DALI on the CPU; remove the option(s) from the suite's run.perf or run on GPU nodes."
         )
+    kind = get_method(spec.method).step_kind
+    if p.compile and not kind.compiles:
+        raise PerfOptionError(
+            f"run {spec.run_id}: run.perf compile: {spec.method}'s {kind.name} step cannot run compiled"
+        )
     # fp16 loss scaling (unscale, skip on overflow) is wired only into the plain update path.
-    if p.amp == "fp16" and get_method(spec.method).step_kind.custom_update:
+    if p.amp == "fp16" and kind.custom_update:
         raise PerfOptionError(
             f"run {spec.run_id}: run.perf amp: fp16 needs loss scaling, which lbbench applies only to methods "
             f"with the standard update; {spec.method} updates the weights itself. Use amp: bf16 (no scaling)."
@@ -63,9 +68,11 @@ def prepare_model(model: torch.nn.Module, perf: PerfSpec, device: torch.device):
 
 
 def to_device(batch, device: torch.device, perf: PerfSpec):
+    """Images and labels on the worker's device, each moved on its own: a DALI "mixed" pipeline
+    hands the images over already on the GPU while its labels come from the CPU."""
     x, y = batch
-    if x.device != device:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    x = x if x.device == device else x.to(device, non_blocking=True)
+    y = y if y.device == device else y.to(device, non_blocking=True)
     if perf.precision == "float64":
         x = x.double()
     if perf.channels_last:

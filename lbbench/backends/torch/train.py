@@ -39,10 +39,12 @@ class TorchWorker:
             method.optimizer.load_state_dict(ckpt["optimizer"])
             method.load_state_dict(ckpt["method"])
             torch.set_rng_state(ckpt["rng"])
+            if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         else:
             hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         gpu = device.index if spec.perf.dali_device == "gpu" else None
-        self.model, self.method = model, method
+        self.model, self.method, self.torch_device = model, method, device
         self.loop = Loop(
             spec,
             model,
@@ -90,15 +92,19 @@ class TorchWorker:
             optimizer=self.method.optimizer.state_dict(),
             method=method_state,
             rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(self.torch_device) if self.torch_device.type == "cuda" else None,
         )
 
     def digest(self) -> str:
         return param_digest(self.model)
 
     def save_final(self, run_dir: Path) -> None:
-        torch.save(self.model.state_dict(), run_dir / "final.pt")
+        """CPU copies: readable on a login node without GPUs."""
+        from lbbench.backends.torch.checkpoint import to_cpu
+
+        torch.save(to_cpu(self.model.state_dict()), run_dir / "final.pt")
         if hasattr(self.method, "pre"):
-            torch.save(self.method.pre.state(), run_dir / "kfac_factors.pt")
+            torch.save(to_cpu(self.method.pre.state()), run_dir / "kfac_factors.pt")
 
 
 def main(run_dir: Path) -> int:
