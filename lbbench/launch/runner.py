@@ -188,7 +188,7 @@ def describe(rdir: Path, spec: RunSpec) -> str:
     bad = [p.name for p in checkpoints.damaged(rdir)]
     note = f"damaged checkpoint(s) {', '.join(bad)} will not be used; " if bad else ""
     if resumable(rdir, spec):
-        return note + f"resumes after epoch {checkpoints.verified(rdir)[0][0]}"
+        return note + f"resumes after epoch {checkpoints.usable(rdir)[0][0]}"
     leftovers = [n for n in ATTEMPT_FILES if (rdir / n).exists()]
     if leftovers:
         return note + f"restarts from epoch 1; the earlier attempt's {', '.join(leftovers)} move to attempts/"
@@ -196,8 +196,8 @@ def describe(rdir: Path, spec: RunSpec) -> str:
 
 
 def resumable(rdir: Path, spec: RunSpec | None = None) -> bool:
-    """A verified checkpoint of the same RunSpec is there: the worker will resume from it."""
-    if not checkpoints.verified(rdir) or not (rdir / "run.yaml").exists():
+    """A usable checkpoint of the same RunSpec is there: the worker will resume from it."""
+    if not checkpoints.usable(rdir) or not (rdir / "run.yaml").exists():
         return False
     try:
         return spec is None or RunSpec.load(rdir / "run.yaml").identity() == spec.identity()
@@ -231,7 +231,7 @@ def _run_one(
     if resumable(rdir, spec):  # keep the logs and the checkpoints; the failed attempt's summary is set aside
         set_attempt_aside(rdir, ("summary.json",))
         progress.console.print(
-            f"[cyan]{head}: resuming from its checkpoint (after epoch {checkpoints.verified(rdir)[0][0]})[/cyan]"
+            f"[cyan]{head}: resuming from its checkpoint (after epoch {checkpoints.usable(rdir)[0][0]})[/cyan]"
         )
     elif moved := set_attempt_aside(rdir, ATTEMPT_FILES):  # a fresh attempt: nothing partial is read or extended
         progress.console.print(

@@ -5,14 +5,17 @@ damaged checkpoint never poisons a run.
 Rank 0 writes ``ckpt/epoch-NNNN<suffix>`` atomically (temporary file, fsync, rename) at the end of
 every ``checkpoint_every``-th epoch - model (with BN buffers), optimizer and method state, the
 training position, the RNG, the run's bookkeeping and the byte lengths of mllog.txt and
-metrics.jsonl at that moment - and then ``epoch-NNNN<suffix>.sha256``, the digest of the file as
-written, re-read from disk. A checkpoint is *verified* when its digest file exists and matches;
-the digest is written last, so a verified checkpoint is complete. The newest ``keep`` verified
-checkpoints are kept: a predecessor is deleted only after its successor is verified.
+metrics.jsonl at that moment - and then ``epoch-NNNN<suffix>.meta.json``: the digest of the file
+as written, re-read from disk, and those log lengths. A checkpoint is *verified* when its meta
+file exists and the digest matches (written last: a verified checkpoint is complete), and
+*usable* when it is verified and the logs are still at least as long as it recorded (a
+truncated log cannot be rewound to it). The newest ``keep`` verified checkpoints are kept: a
+predecessor is deleted only after its successor is verified.
 
-On restart, rank 0 loads the newest verified checkpoint, skipping (and naming) any whose digest
-does not match - truncated, garbled, a torn write - and cuts the two logs back to the recorded
-lengths, so the MLLOG stays one run with a single run_start. A verified checkpoint that then
+On restart, rank 0 loads the newest usable checkpoint, naming any it skips - truncated,
+garbled, a torn write, logs shorter than recorded - and cuts the two logs back to the recorded
+lengths, so the MLLOG stays one run with a single run_start. The runner asks the same question
+(``usable``) before it decides between resuming and starting again. A verified checkpoint that then
 fails to load is not skipped: that is a real fault (a framework or device mismatch), raised,
 never turned into a silent restart from epoch 1. Torn temporary files are removed at the next
 start.
@@ -21,6 +24,7 @@ start.
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import re
 import sys
@@ -28,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from lbbench.store.files import atomic_write, atomic_write_text
+from lbbench.store.files import atomic_write, write_json
+from lbbench.worker import faults
 
 NAME = re.compile(r"^epoch-(\d+)(\.[A-Za-z0-9]+)$")
 
@@ -46,15 +51,28 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     found = []
     for p in (Path(run_dir) / "ckpt").glob("epoch-*"):
         m = NAME.match(p.name)
-        if m and m.group(2) != ".sha256":
+        if m:
             found.append((int(m.group(1)), p))
     return sorted(found, reverse=True)
 
 
-def is_verified(path: Path) -> bool:
-    sidecar = path.with_name(path.name + ".sha256")
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
+def meta(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's digest and recorded log lengths, when its meta file reads."""
     try:
-        return sidecar.read_text().strip() == digest(path)
+        data = json.loads(_meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_verified(path: Path) -> bool:
+    m = meta(path)
+    try:
+        return m is not None and m.get("sha256") == digest(path)
     except OSError:
         return False
 
@@ -64,9 +82,20 @@ def verified(run_dir: Path) -> list[tuple[int, Path]]:
     return [(e, p) for e, p in checkpoints(run_dir) if is_verified(p)]
 
 
+def usable(run_dir: Path) -> list[tuple[int, Path]]:
+    """Verified checkpoints whose recorded log lengths the logs still have, newest first."""
+    out = []
+    for e, p in verified(run_dir):
+        m = meta(p) or {}
+        if all(_size(Path(run_dir) / name) >= size for name, size in m.get("log_bytes", {}).items()):
+            out.append((e, p))
+    return out
+
+
 def damaged(run_dir: Path) -> list[Path]:
-    """Checkpoint files whose digest is missing or does not match: never loaded."""
-    return [p for _, p in checkpoints(run_dir) if not is_verified(p)]
+    """Checkpoint files that are not usable (digest missing or different, or logs cut shorter)."""
+    ok = {p for _, p in usable(run_dir)}
+    return [p for _, p in checkpoints(run_dir) if p not in ok]
 
 
 def save(
@@ -81,11 +110,17 @@ def save(
     ckdir.mkdir(exist_ok=True)
     payload = {**payload, "log_bytes": {n: _size(run_dir / n) for n in ("mllog.txt", "metrics.jsonl")}}
     final = ckdir / f"epoch-{epoch:04d}{suffix}"
-    atomic_write(final, lambda f: dump(payload, f), binary=True)
-    atomic_write_text(final.with_name(final.name + ".sha256"), digest(final) + "\n")
+
+    def write(f: IO[bytes]) -> None:
+        dump(payload, f)
+        faults.reach("checkpoint_write", 0)  # the tests' kill during a write (a torn temporary)
+
+    atomic_write(final, write, binary=True)
+    faults.reach("checkpoint_digest", 0)
+    write_json(_meta_path(final), {"sha256": digest(final), "epoch": epoch, "log_bytes": payload["log_bytes"]})
     if is_verified(final):  # re-read from disk: only then may older checkpoints go
         for _, old in verified(run_dir)[keep:]:
-            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+            _meta_path(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
     return final
 
@@ -93,12 +128,14 @@ def save(
 def load_newest(
     run_dir: Path, load: Callable[[IO[bytes]], Any] = pickle.load, suffix: str = ".pkl"
 ) -> dict[str, Any] | None:
-    """The newest verified checkpoint; damaged ones are named on stderr and skipped."""
+    """The newest usable checkpoint; the ones skipped are named on stderr."""
+    ok = {p for _, p in usable(run_dir)}
     for _, path in checkpoints(run_dir):
         if path.suffix != suffix:
             continue
-        if not is_verified(path):
-            print(f"lbbench: {path}: damaged checkpoint (digest missing or different), not used", file=sys.stderr)
+        if path not in ok:
+            why = "digest missing or different" if not is_verified(path) else "the logs are shorter than it recorded"
+            print(f"lbbench: {path}: not usable ({why}), skipped", file=sys.stderr)
             continue
         with open(path, "rb") as f:
             state: dict[str, Any] = load(f)

@@ -27,7 +27,7 @@ from mlperf_logging.mllog import constants as C
 from lbbench.spec import RunSpec
 from lbbench.store.metrics import MetricsWriter
 from lbbench.store.summary import RunSummary
-from lbbench.worker import checkpoints
+from lbbench.worker import checkpoints, faults
 from lbbench.worker.batch_schedule import epoch_batch, steps_in_epoch
 from lbbench.worker.batch_schedule import lr_at as batch_lr_at
 from lbbench.worker.health import accuracy_collapsed, loss_diverged
@@ -102,7 +102,8 @@ def run(spec: RunSpec, run_dir: Path, hvd: Any, io: CheckpointIO, make_worker: M
 class Run:
     def __init__(self, spec: RunSpec, run_dir: Path, hvd: Any, io: CheckpointIO):
         self.spec, self.run_dir, self.hvd, self.io = spec, run_dir, hvd, io
-        self.lead = hvd.rank() == 0
+        self.rank = hvd.rank()
+        self.lead = self.rank == 0
         self.log = RunLog(run_dir / "mllog.txt" if self.lead else None)
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl" if self.lead else None)
         self.p = Progress()
@@ -200,6 +201,8 @@ class Run:
             lr = batch_lr_at(spec, sched, epoch, t + 1, p.step)
             w.set_lr(lr)
             t_step = time.perf_counter()
+            if t == S_e // 2:
+                faults.reach("mid_epoch", self.rank)
             step_loss = w.method.step(loop, p.step, epoch)
             loop.sync()
             step_s += time.perf_counter() - t_step
@@ -228,6 +231,7 @@ class Run:
 
     def _evaluate(self, w: Worker, epoch: int, row: dict[str, Any]) -> tuple[float, str | None]:
         spec, p, log = self.spec, self.p, self.log
+        faults.reach("eval", self.rank)
         log.start(C.EVAL_START, epoch_num=epoch)
         te = time.perf_counter()
         top1 = w.evaluate()
@@ -262,6 +266,7 @@ class Run:
     def _finish(self, w: Worker) -> None:
         spec, p, loop = self.spec, self.p, w.loop
         self.log.end(C.RUN_STOP, status="success" if p.reached else "aborted")
+        faults.reach("after_run_stop", self.rank)
         # Data-parallel invariant: every rank must hold the same weights. Recorded (and checked by
         # the tests) rather than assumed.
         digests = self.hvd.allgather_object(w.digest())

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from lbbench.spec import RunSpec
 from lbbench.store.metrics import MetricsWriter
+from lbbench.worker import faults
 
 TIMED_PARTS = ("data", "compute", "allreduce", "optimizer")
 
@@ -41,6 +42,9 @@ class LoopBase:
         yield
         self.sync()
         self.times[part] += time.perf_counter() - t0
+
+    def before_allreduce(self) -> None:
+        faults.reach("allreduce", self.rank)
 
     def virtual_worker(self, a: int) -> int:
         """Micro-batch a of this rank is virtual worker k = rank x accum + a."""

@@ -185,10 +185,10 @@ def test_status_reports_done_resumable_and_not_started(tmp_path, digits_dir, mon
     spec.save(rdir / "run.yaml")
     ckpt = rdir / "ckpt" / "epoch-0001.pt"
     ckpt.write_bytes(b"an interrupted attempt's checkpoint")
-    p = lbbench("status", suite, "--results", r, env=env)   # no digest: not trusted
+    p = lbbench("status", suite, "--results", r, env=env)  # no digest: not trusted
     assert "1 done, 2 not started" in p.stdout and "damaged checkpoint(s) epoch-0001.pt" in p.stdout, p.stdout
     from lbbench.worker.checkpoints import digest
 
-    (rdir / "ckpt" / "epoch-0001.pt.sha256").write_text(digest(ckpt) + "\n")
+    (rdir / "ckpt" / "epoch-0001.pt.meta.json").write_text(json.dumps({"sha256": digest(ckpt), "log_bytes": {}}))
     p = lbbench("status", suite, "--results", r, env=env)
     assert "1 done, 1 not started, 1 resumable" in p.stdout and "resumes after epoch 1" in p.stdout, p.stdout

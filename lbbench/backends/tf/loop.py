@@ -133,6 +133,7 @@ class Loop(LoopBase):
 
     def allreduce(self, grads: list, local_loss) -> tuple[list, float]:
         """Average the gradients and the loss over ranks in one grouped allreduce."""
+        self.before_allreduce()
         with self.timed("allreduce"):
             compression = (
                 self.hvd.Compression.fp16 if self.spec.perf.compression == "fp16" else self.hvd.Compression.none

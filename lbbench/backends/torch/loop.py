@@ -116,6 +116,7 @@ class Loop(LoopBase):
 
     def allreduce_grads(self, local_loss: torch.Tensor) -> float:
         """Average .grad and the loss over ranks in one grouped allreduce; returns the loss."""
+        self.before_allreduce()
         with self.timed("allreduce"):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
             reduced = self.hvd.grouped_allreduce(
