@@ -35,6 +35,11 @@ class DataSpec(Frozen):
     train_samples: int
     eval_samples: int
     augment: Literal["imagenet", "none"]
+    # Class names + images and bytes per class (lbbench/data/layout.py); None for synthetic data
+    # or a plan made without the data. Part of the run id only when the data is not the
+    # workload's canonical set, so no other data set is ever mistaken for a finished run.
+    fingerprint: str | None = None
+    canonical: bool = True
 
 
 class LrSpec(Frozen):
@@ -140,6 +145,8 @@ class RunSpec(Frozen):
         d.pop("checkpoint_every")
         d.pop("keep_checkpoints")
         d["data"].pop("path")
+        if d["data"].pop("canonical"):
+            d["data"].pop("fingerprint")
         # Default speed options leave the id as it was before they existed (existing results
         # stay found); peak_tflops only changes a reported ratio.
         d["perf"].pop("peak_tflops")

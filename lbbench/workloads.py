@@ -18,10 +18,13 @@ class Workload:
     target_top1: float
     eval_every: int  # epochs between evaluations
     max_epochs: int
-    train_samples: int | None  # None: counted from the data directory
-    eval_samples: int | None
+    train_samples: int  # the canonical data set's images; a suite may name another set's counts
+    eval_samples: int
     augment: str  # "imagenet" (random-resized crop + flip) or "none"
     label_smoothing: float
+    # Digest of the canonical set's class names and images per class (lbbench/data/layout.py);
+    # None where only the counts are pinned (ImageNet: its 1,000 WordNet folders are not listed).
+    data_structure: str | None = None
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -49,9 +52,10 @@ WORKLOADS: dict[str, Workload] = {
         target_top1=0.95,
         eval_every=1,
         max_epochs=12,
-        train_samples=None,
-        eval_samples=None,
+        train_samples=1536,
+        eval_samples=261,
         augment="none",
         label_smoothing=0.0,
+        data_structure="2dbb6b6f92c56d7d",
     ),
 }

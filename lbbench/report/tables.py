@@ -76,7 +76,7 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _scaling_efficiency(runs: list[dict]) -> float | None:
+def _scaling_efficiency(runs: list[dict[str, Any]]) -> float | None:
     """images/s per worker at the largest np relative to the smallest, where a cell has several."""
     by_np: dict[int, list[float]] = defaultdict(list)
     for r in runs:
@@ -89,7 +89,7 @@ def _scaling_efficiency(runs: list[dict]) -> float | None:
 
 
 def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for s in summaries:
         groups[(s.get("label", s.get("method")), s["global_batch"], s["framework"])].append(s)
     out = []
@@ -143,7 +143,7 @@ def time_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     decomposition, lbbench/backends/torch/train.py), forward+backward-only vs end-to-end
     images/s (the gap is input stalls, allreduce and the optimizer), and the roofline figures.
     Runs from before the decomposition existed have no parts and are left out."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for s in summaries:
         if s.get("time_parts_s"):
             groups[(s.get("label", s.get("method")), s["global_batch"], s["framework"])].append(s)

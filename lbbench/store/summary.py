@@ -39,6 +39,7 @@ class RunSummary(BaseModel):
     division: str
     target_top1: float
     wall_s: float
+    data_fingerprint: str | None = None  # lbbench/data/layout.py; None for synthetic data
     # the result (None until a run has evaluated / reached the target)
     best_top1: float | None = None
     epochs_to_target: int | None = None

@@ -27,11 +27,11 @@ from lbbench.workloads import WORKLOADS, Workload
 class Suite:
     """A validated suite plus the bookkeeping needed to point errors at lines."""
 
-    def __init__(self, file: Path, cfg: SuiteCfg, lines: dict):
+    def __init__(self, file: Path, cfg: SuiteCfg, lines: dict[Any, Any]):
         self.file, self.cfg, self.lines = Path(file), cfg, lines
         self.name = cfg.name or self.file.stem
 
-    def error(self, path: tuple, message: str) -> SuiteError:
+    def error(self, path: tuple[Any, ...], message: str) -> SuiteError:
         return SuiteError(self.file, line_of(self.lines, path), fmt_path(path), message)
 
 
@@ -42,13 +42,13 @@ def expand_env(text: str) -> tuple[str | None, str | None]:
     """``${VAR}`` / ``${VAR:-default}``; returns (value, None) or (None, name of the unset var)."""
     missing: list[str] = []
 
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         val = os.environ.get(m.group(1))
         if val is None:
             if m.group(2) is None:
                 missing.append(m.group(1))
                 return ""
-            return m.group(2)
+            return str(m.group(2))
         return val
 
     out = _VAR.sub(sub, text)
@@ -126,42 +126,81 @@ def _lr_for(suite: Suite, i: int) -> LrCfg:
 
 
 def _data_spec(suite: Suite, check_data: bool) -> tuple[DataSpec, str | None]:
-    """Resolve the data block; returns the spec and a warning (data not checked) or raises."""
+    """Resolve the data block; returns the spec and a warning (data not checked) or raises.
+
+    A folder that is present is checked against what the runs will expect before anything
+    launches: the same classes in train/ and val/, as many as the model's outputs, and the
+    image counts (the suite's, else the workload's canonical set)."""
     w = suite.cfg.workload
     base = WORKLOADS[w.name]
     d = w.data
-    train, evals, warning, path = d.train_samples or base.train_samples, d.eval_samples or base.eval_samples, None, None
-    if d.kind == "folder":
-        if not d.path:
-            raise suite.error(("workload", "data"), "kind 'folder' needs a path")
-        path, unset = expand_env(d.path)
-        problem = None
-        if unset:
-            problem = f"environment variable {unset} is not set (data path {d.path!r})"
-        elif not (Path(path) / "train").is_dir() or not (Path(path) / "val").is_dir():
-            problem = f"data directory {path!r} does not exist or lacks train/ and val/"
-            if w.name == "digits":
-                problem += " (create it with `lbbench data digits`)"
-        if problem and (check_data or train is None or evals is None):
-            raise suite.error(("workload", "data", "path"), problem)
-        if problem:
-            warning = problem
-        else:
-            from lbbench.data.layout import count_images
-
-            train = train or count_images(Path(path) / "train")
-            evals = evals or count_images(Path(path) / "val")
-    elif train is None or evals is None:
-        raise suite.error(("workload", "data"), "synthetic data needs train_samples and eval_samples")
-    return DataSpec(
+    classes = w.classes or base.classes
+    train = d.train_samples or base.train_samples
+    evals = d.eval_samples or base.eval_samples
+    spec = dict(
         kind=d.kind,
-        path=path,
+        path=None,
         image_size=w.image_size or base.image_size,
-        classes=w.classes or base.classes,
+        classes=classes,
         train_samples=train,
         eval_samples=evals,
         augment=w.augment or base.augment,
-    ), warning
+    )
+    if d.kind == "synthetic":  # the workload's counts unless the suite names others
+        return DataSpec.model_validate(spec), None
+    if not d.path:
+        raise suite.error(("workload", "data"), "kind 'folder' needs a path")
+    path, unset = expand_env(d.path)
+    if path is None:
+        problem = f"environment variable {unset} is not set (data path {d.path!r})"
+    elif not (Path(path) / "train").is_dir() or not (Path(path) / "val").is_dir():
+        problem = f"data directory {path!r} does not exist or lacks train/ and val/"
+        if w.name == "digits":
+            problem += " (create it with `lbbench data digits`)"
+    else:
+        spec["path"] = path
+        spec |= _check_folder(suite, Path(path), base, classes, train, evals)
+        return DataSpec.model_validate(spec), None
+    if check_data:
+        raise suite.error(("workload", "data", "path"), problem)
+    spec["path"] = path
+    return DataSpec.model_validate(spec), problem
+
+
+def _check_folder(suite: Suite, root: Path, base: Workload, classes: int, train: int, evals: int) -> dict[str, Any]:
+    """Class folders and image counts against the expectation; the data's fingerprint."""
+    from lbbench.data.layout import data_stats
+
+    where = ("workload", "data", "path")
+    stats = data_stats(root)
+    for split, s in (("train", stats.train), ("val", stats.val)):
+        if len(s.classes) != classes:
+            raise suite.error(
+                where,
+                f"{root / split} holds {len(s.classes)} class folders but the model has {classes} outputs "
+                f"(workload {base.name!r}{', classes set by the suite' if suite.cfg.workload.classes else ''})",
+            )
+    if stats.train.classes != stats.val.classes:
+        only = sorted(set(stats.train.classes) ^ set(stats.val.classes))
+        raise suite.error(where, f"{root}/train and {root}/val have different class folders: {', '.join(only[:5])}")
+    for split, s, want in (("train", stats.train, train), ("val", stats.val, evals)):
+        if s.total != want:
+            source = (
+                "the suite's data block"
+                if suite.cfg.workload.data.model_fields_set & {"train_samples", "eval_samples"}
+                else f"workload {base.name!r}"
+            )
+            raise suite.error(
+                where,
+                f"{root / split} holds {s.total} images but {source} expects {want}; set "
+                "workload.data.train_samples/eval_samples to run on a different set",
+            )
+    canonical = (
+        classes == base.classes
+        and (train, evals) == (base.train_samples, base.eval_samples)
+        and (base.data_structure is None or stats.structure() == base.data_structure)
+    )
+    return {"fingerprint": stats.fingerprint(), "canonical": canonical}
 
 
 def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[str]]:
@@ -185,12 +224,12 @@ def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[
             cells.append(c)
     runs = []
     for c in cells:
-        i = labels.index(c["method"])
+        i = labels.index(str(c["method"]))
         runs.append(_resolve(suite, i, c, data, base))
     return runs, [warning] if warning else []
 
 
-def _matches(cell: dict, pattern: Any) -> bool:
+def _matches(cell: dict[str, Any], pattern: Any) -> bool:
     return all(cell[k] == v for k, v in pattern.model_dump(exclude_none=True).items())
 
 

@@ -287,6 +287,7 @@ class Run:
             seed=spec.seed,
             division=spec.division,
             target_top1=spec.target_top1,
+            data_fingerprint=spec.data.fingerprint,
             best_top1=p.best,
             epochs_run=p.epoch,
             steps_run=p.step,
