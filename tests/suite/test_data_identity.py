@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import lbbench, write_suite
 
 from lbbench.data.layout import FINGERPRINT_CACHE, data_stats
 from lbbench.suite import SuiteError, expand, load_suite
 from lbbench.workloads import WORKLOADS
+
+from helpers import lbbench, write_suite
 
 SUITE = """
 name: ident
