@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from lbbench.launch.commands import LaunchOptions
+    from lbbench.spec import RunSpec
+    from lbbench.suite.expand import Suite
 
 app = typer.Typer(
     add_completion=False,
@@ -22,7 +27,7 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _load(path: Path, check_data: bool, np: int | None = None):
+def _load(path: Path, check_data: bool, np: int | None = None) -> tuple[Suite, list[RunSpec]]:
     from lbbench.suite.expand import expand, load_suite
     from lbbench.suite.yamlpos import SuiteError
 
@@ -44,7 +49,7 @@ def plan(
     suite: Path = typer.Argument(..., help="suite YAML"),
     only: str | None = typer.Option(None, help="glob on run id or method label"),
     np: int | None = typer.Option(None, "--np", help="override the workers axis"),
-):
+) -> None:
     """Print the runs a suite expands to."""
     from lbbench.launch.runner import select
 
@@ -100,7 +105,7 @@ def run(
     time_limit: str | None = typer.Option(None, "--time", help="slurm --submit: job time limit (Slurm format)"),
     account: str | None = typer.Option(None, help="slurm --submit: account"),
     partition: str | None = typer.Option(None, help="slurm --submit: partition"),
-):
+) -> None:
     """Run every cell of a suite (completed runs are skipped; interrupted ones resume)."""
     from lbbench.launch.commands import LAUNCHERS, LaunchOptions, local_gpu_present
     from lbbench.launch.runner import Stopped, run_all, select
@@ -124,9 +129,9 @@ def run(
         raise typer.Exit(2)
     gpu_runs = [r for r in runs if r.perf.gpu_only()]
     if gpu_runs and launcher == "local" and not container and not local_gpu_present():
-        opts = sorted({o for r in gpu_runs for o in r.perf.gpu_only()})
+        gpu_opts = sorted({o for r in gpu_runs for o in r.perf.gpu_only()})
         err.print(
-            f"error: {suite}: run.perf {', '.join(opts)} need a CUDA GPU and this machine has none "
+            f"error: {suite}: run.perf {', '.join(gpu_opts)} need a CUDA GPU and this machine has none "
             f"(no nvidia-smi); {len(gpu_runs)} run(s) affected. Remove the option(s) or run on GPU nodes.",
             highlight=False,
             soft_wrap=True,
@@ -168,7 +173,15 @@ def run(
     raise typer.Exit(1 if bad else 0)
 
 
-def _submit(s, runs, results: Path, opts, dry_run: bool, wait: bool, overrides: dict) -> int:
+def _submit(
+    s: Suite,
+    runs: list[RunSpec],
+    results: Path,
+    opts: LaunchOptions,
+    dry_run: bool,
+    wait: bool,
+    overrides: dict[str, Any],
+) -> int:
     from lbbench.launch.slurm import JobResources, SlurmError, submit_runs
 
     cfg = s.cfg.slurm
@@ -212,7 +225,7 @@ def _submit(s, runs, results: Path, opts, dry_run: bool, wait: bool, overrides: 
 def status(
     suite: Path = typer.Argument(..., help="suite YAML"),
     results: Path = typer.Option(Path("results"), help="results root"),
-):
+) -> None:
     """Which runs of a suite are done, running, failed, damaged, resumable or not started, and what
     `lbbench run` will do with each that is not done."""
     from lbbench.launch.runner import describe, run_state, training_elsewhere
@@ -253,7 +266,7 @@ def status(
 def report(
     results_dir: Path = typer.Argument(..., help="a suite's results directory (or any tree of runs)"),
     format: str = typer.Option("md,csv,html", "--format", help="comma-separated: md, csv, html"),
-):
+) -> None:
     """Tables, figures and a text per method into RESULTS_DIR (report.md/.csv/.html, figures/)."""
     if not results_dir.is_dir():
         err.print(f"error: {results_dir} is not a directory")
@@ -290,7 +303,7 @@ def bench_optim(
     steps: int = typer.Option(3, help="timed steps per method (at least one period of periodic work)"),
     methods: str | None = typer.Option(None, help="comma-separated methods (default: all)"),
     out: Path | None = typer.Option(None, help="result JSON (default: results/bench/optim-MODEL-bBATCH.json)"),
-):
+) -> None:
     """Full training-step time of every method relative to SGD (PyTorch, this machine's device)."""
     from lbbench.bench.optim import run as bench_run
 
@@ -322,7 +335,7 @@ def bench_throughput(
     iters: int = typer.Option(5, help="timed iterations (the 95% interval is over these)"),
     batches_per_iter: int = typer.Option(2, help="steps per timed iteration"),
     out: Path | None = typer.Option(None, help="result JSON (default: results/bench/throughput-...json)"),
-):
+) -> None:
     """Training images/s per worker and in total (mean, 95% interval), the step-time decomposition,
     model FLOP utilisation, and scaling efficiency across --np; synthetic or DALI-fed data."""
     from pydantic import ValidationError
@@ -400,7 +413,7 @@ def compare(
         None, help="relative fall of images/s allowed (default: not checked)"
     ),
     eval_every: int = typer.Option(1, help="epochs between evaluations of the suite"),
-):
+) -> None:
     """Exit 1 when a cell regressed beyond tolerance (CI gate); prints what changed."""
     from lbbench.report.compare import Tolerance, cells_of
     from lbbench.report.compare import compare as do_compare
@@ -429,7 +442,7 @@ def make_baseline(
     results_dir: Path = typer.Argument(..., help="a suite's results directory"),
     out: Path = typer.Option(..., help="baseline JSON to write (results/baselines/<suite>-<machine>.json)"),
     machine: str | None = typer.Option(None, help="machine class name (default: arch-Ncpu)"),
-):
+) -> None:
     """Write a compact baseline of a result set, for `lbbench compare` and the CI gate."""
     from lbbench.report.compare import baseline
     from lbbench.store.files import write_json
@@ -447,7 +460,7 @@ def export_mlperf(
     ),
     submitter: str = typer.Option("lbbench", help="submitter name in systems/*.json"),
     custom_rcps: str = typer.Option("auto", help="auto (above MLPerf's largest RCP batch) | always | never"),
-):
+) -> None:
     """MLPerf package (results/<system>/resnet/result_N.txt, systems/<system>.json), checked by
     mlperf_logging's package_checker and result_summarizer (ruleset 4.0.0)."""
     from lbbench.mlperf.export import ExportError, export
@@ -473,7 +486,7 @@ def export_mlperf(
 
 
 @data_app.command("digits")
-def data_digits(out: Path = typer.Option(Path("data/digits"), help="output directory")):
+def data_digits(out: Path = typer.Option(Path("data/digits"), help="output directory")) -> None:
     """scikit-learn's bundled UCI digits in the ImageNet folder layout (1,536 train / 261 val)."""
     from lbbench.data.digits import write_digits
 
@@ -486,4 +499,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -15,7 +15,7 @@ from pathlib import Path
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG"}
 
 
-def list_split(split_dir: Path) -> tuple[list[str], list[int], list[str]]:
+def list_split(split_dir: str | Path) -> tuple[list[str], list[int], list[str]]:
     """(files, labels, class names), files sorted within sorted classes."""
     split_dir = Path(split_dir)
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())

@@ -22,8 +22,8 @@ PERFECT = 0.8  # "perfect scaling" regime: steps x B within 80% of the smallest 
 
 def method_summaries(table: list[dict[str, Any]]) -> dict[str, str]:
     """Per method: the largest batch that reached the target, and where it leaves perfect scaling."""
-    by: dict[str, list[dict]] = defaultdict(list)
-    frameworks: dict[str, set] = defaultdict(set)
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    frameworks: dict[str, set[str]] = defaultdict(set)
     for r in table:
         frameworks[r["method"]].add(r["framework"])
     for r in table:  # one text per method, per framework where a method ran on several
@@ -92,12 +92,12 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     return dict(table=table, texts=texts, figures=figures, written=written, times=times, damaged=damaged)
 
 
-def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
+def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[dict[str, Any]]:
     from lbbench.mlperf.rcps import mlperf_rcps
 
-    curves: dict[str, dict[int, list]] = defaultdict(dict)
-    noise: dict[str, list] = defaultdict(list)
-    ips_np: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    curves: dict[str, dict[int, list[tuple[int, float]]]] = defaultdict(dict)
+    noise: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    ips_np: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     target, train_samples = None, None
     for rdir in iter_run_dirs(results):
         s, _ = summary_or_damage(rdir)
@@ -124,7 +124,9 @@ def _figures(results: Path, table: list[dict], figdir: Path) -> list[dict]:
         if s is not None and s.images_per_s:
             ips_np[label][spec.np].append(s.images_per_s)
     figs = plots.top1_curves(curves, target or 0.0, figdir)
-    per = {w: defaultdict(dict) for w in ("epochs_to_target", "steps_to_target", "time_to_target_s")}
+    per: dict[str, dict[str, dict[int, float]]] = {
+        w: defaultdict(dict) for w in ("epochs_to_target", "steps_to_target", "time_to_target_s")
+    }
     ips_b: dict[str, dict[int, float]] = defaultdict(dict)
     for r in table:
         key = f"{r['method']} ({r['framework']})"
@@ -163,7 +165,12 @@ def _md_table_html(md: str) -> str:
 
 
 def _html(
-    name: str, table: list[dict], texts: dict[str, str], figures: list[dict], figdir: Path, times_md: str = ""
+    name: str,
+    table: list[dict[str, Any]],
+    texts: dict[str, str],
+    figures: list[dict[str, Any]],
+    figdir: Path,
+    times_md: str = "",
 ) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c, r[c]))}</td>" for c in COLUMNS) + "</tr>" for r in table)

@@ -36,12 +36,22 @@ class Tolerance:
     eval_every: int = 1  # epochs between evaluations (the resolution of epochs to target)
 
 
+Record = dict[str, Any]  # one run's fields (FIELDS) in a cell
+
+
+def _olympic(values: list[float]) -> float:
+    m = olympic_mean(values)
+    assert m is not None  # only called with values
+    return m
+
+
 def cells_of(source: Path) -> dict[str, Any]:
     """{"cells": {key: [per-run records]}, ...} from a results directory or a baseline file."""
     source = Path(source)
     if source.is_file():
-        return json.loads(source.read_text())
-    cells: dict[str, list] = defaultdict(list)
+        doc: dict[str, Any] = json.loads(source.read_text())
+        return doc
+    cells: dict[str, list[Record]] = defaultdict(list)
     for s in collect(source):
         key = f"{s.get('label', s.get('method'))}|{s['global_batch']}|{s['framework']}"
         cells[key].append({k: s.get(k) for k in FIELDS})
@@ -54,8 +64,9 @@ def baseline(results: Path, machine: str | None = None) -> dict[str, Any]:
     return out
 
 
-def compare(new: dict, base: dict, tol: Tolerance) -> tuple[list[dict], bool]:
-    rows, failed = [], False
+def compare(new: dict[str, Any], base: dict[str, Any], tol: Tolerance) -> tuple[list[Record], bool]:
+    rows: list[Record] = []
+    failed = False
     for key in sorted(set(new["cells"]) | set(base["cells"])):
         n, b = new["cells"].get(key), base["cells"].get(key)
         if n is None or b is None:
@@ -69,14 +80,14 @@ def compare(new: dict, base: dict, tol: Tolerance) -> tuple[list[dict], bool]:
     return rows, failed
 
 
-def _judge(n: list[dict], b: list[dict], tol: Tolerance) -> list[str]:
+def _judge(n: list[Record], b: list[Record], tol: Tolerance) -> list[str]:
     out = []
     ne = [r["epochs_to_target"] for r in n if r["status"] == "success"]
     be = [r["epochs_to_target"] for r in b if r["status"] == "success"]
     if be and not ne:
         out.append(f"no longer reaches the target (baseline: {len(be)}/{len(b)} runs did)")
     elif be and ne:
-        mn, mb = olympic_mean(ne), olympic_mean(be)
+        mn, mb = _olympic(ne), _olympic(be)
         if len(ne) >= 3 and len(be) >= 3:
             p = one_sided_welch_p(ne, be)
             if p < 0.05 and mn > mb:
@@ -97,8 +108,8 @@ def _judge(n: list[dict], b: list[dict], tol: Tolerance) -> list[str]:
     return out
 
 
-def _brief(n: list[dict], b: list[dict]) -> str:
-    def s(rs):
+def _brief(n: list[Record], b: list[Record]) -> str:
+    def s(rs: list[Record]) -> str:
         e = [r["epochs_to_target"] for r in rs if r["status"] == "success"]
         t = [r["best_top1"] for r in rs if r.get("best_top1") is not None]
         return (f"{olympic_mean(e):.1f} ep" if e else "not reached") + (

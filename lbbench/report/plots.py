@@ -13,7 +13,7 @@ from lbbench.workloads import WORKLOADS
 IMAGENET_TRAIN = WORKLOADS["imagenet"].train_samples
 
 
-def _plt():
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,11 +21,11 @@ def _plt():
     from cycler import cycler
 
     # 20 distinct colours: a suite easily has more than the default cycle's 10 methods
-    plt.rcParams["axes.prop_cycle"] = cycler(color=plt.cm.tab20.colors)
+    plt.rcParams["axes.prop_cycle"] = cycler(color=[plt.get_cmap("tab20")(i) for i in range(20)])
     return plt
 
 
-def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> dict[str, Any]:
+def _save(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str) -> dict[str, Any]:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -48,9 +48,12 @@ def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> dict[str
     return meta
 
 
-def top1_curves(curves: dict[str, dict[int, list[tuple[int, float]]]], target: float, out: Path) -> list[dict]:
+def top1_curves(
+    curves: dict[str, dict[int, list[tuple[int, float]]]], target: float, out: Path
+) -> list[dict[str, Any]]:
     """One figure per method: top-1 vs epoch, a line per global batch (first seed)."""
-    plt, metas = _plt(), []
+    plt = _plt()
+    metas: list[dict[str, Any]] = []
     for method, by_batch in sorted(curves.items()):
         fig, ax = plt.subplots(figsize=(6, 4))
         for B, pts in sorted(by_batch.items()):
@@ -64,9 +67,9 @@ def to_target_vs_batch(
     cells: dict[str, dict[int, float]],
     what: str,
     out: Path,
-    rcp: list[dict] | None = None,
+    rcp: list[dict[str, Any]] | None = None,
     train_samples: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """epochs/steps/time to target vs global batch, log-log, a line per method; for steps the
     perfect-scaling line (steps x B constant from the smallest batch, Shallue et al.); MLPerf's
     RCPs overlaid where the workload is ImageNet."""
@@ -97,7 +100,7 @@ def to_target_vs_batch(
     return _save(fig, ax, out / f"{what}.png", f"{label} vs global batch", "global batch", label)
 
 
-def throughput(cells: dict[str, dict[int, float]], xlabel: str, out: Path, name: str) -> dict:
+def throughput(cells: dict[str, dict[int, float]], xlabel: str, out: Path, name: str) -> dict[str, Any]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, by_x in sorted(cells.items()):
@@ -107,7 +110,7 @@ def throughput(cells: dict[str, dict[int, float]], xlabel: str, out: Path, name:
     return _save(fig, ax, out / f"{name}.png", f"images/s vs {xlabel}", xlabel, "images/s")
 
 
-def noise_scale(cells: dict[str, list[tuple[int, float]]], out: Path) -> dict:
+def noise_scale(cells: dict[str, list[tuple[int, float]]], out: Path) -> dict[str, Any]:
     """B_simple (critical-batch estimate) over training, a line per method."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -117,5 +120,5 @@ def noise_scale(cells: dict[str, list[tuple[int, float]]], out: Path) -> dict:
     return _save(fig, ax, out / "noise_scale.png", "gradient-noise scale B_simple", "step", "B_simple")
 
 
-def defaultdicts():
+def defaultdicts() -> defaultdict[Any, dict[Any, Any]]:
     return defaultdict(dict)

@@ -12,6 +12,7 @@ gradient is the PyTorch one up to that permutation, hence the same update.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import tensorflow as tf
 import tf_keras as keras
@@ -81,7 +82,7 @@ class KFACPreconditioner:
             dtype = tf.float64 if a.dtype == tf.float64 else tf.float32
             a, d = tf.cast(a, dtype), tf.cast(d, dtype) / scale
             if isinstance(layer, SpanBatchNorm):
-                stat = (_bn_unit_fisher(layer, a, d * n),)
+                stat: tuple[Any, ...] = (_bn_unit_fisher(layer, a, d * n),)
             else:
                 # A: patches summed over output locations, averaged over samples; G: averaged over both
                 rows, drows = input_rows(layer, a), tf.reshape(d, [-1, d.shape[-1]]) * n

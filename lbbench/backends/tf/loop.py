@@ -56,6 +56,10 @@ class Loop(LoopBase):
         d = self.spec.discard
         return d.scope if self.discarding and d is not None else "none"
 
+    def _discard_fraction(self) -> float:
+        assert self.spec.discard is not None  # only asked while discarding
+        return self.spec.discard.fraction
+
     def _make_grad_fn(self, mode: str):
         model, spec = self.model, self.spec
 
@@ -79,7 +83,7 @@ class Loop(LoopBase):
             return tf.reduce_mean(per), tf.constant(0)
         losses = tf.stop_gradient(per)
         if mode == "rank":
-            m = int(self.spec.discard.fraction * int(per.shape[0]))
+            m = int(self._discard_fraction() * int(per.shape[0]))
             threshold = tf.sort(losses)[m - 1] if m else tf.constant(float("-inf"), per.dtype)
         keep = tf.cast(losses > tf.cast(threshold, per.dtype), per.dtype)
         kept = tf.reduce_sum(keep)
@@ -109,7 +113,7 @@ class Loop(LoopBase):
             for v, s in zip(stats, saved):
                 v.assign(s)
         pool = self.hvd.allgather(losses).numpy()
-        m = int(self.spec.discard.fraction * pool.size)
+        m = int(self._discard_fraction() * pool.size)
         threshold = float(sorted(pool)[m - 1]) if m else float("-inf")
         self._threshold = tf.constant(threshold, losses.dtype)
         self._kept_total = float((pool > threshold).sum())

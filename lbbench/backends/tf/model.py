@@ -112,7 +112,7 @@ class ResNet(keras.Model):
 
     def call(self, x, training=False):
         x = tf.nn.relu(self.stem(x, training=training))
-        if not self.small_stem:  # after a ReLU, zero padding = PyTorch's -inf padding for the max
+        if self.pool_pad is not None:  # after a ReLU, zero padding = PyTorch's -inf padding for the max
             x = tf.nn.max_pool2d(self.pool_pad(x), 3, 2, "VALID")
         for b in self.blocks:
             x = b(x, training=training)

@@ -53,7 +53,7 @@ class Standard:
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         accum = loop.accum
         acc, local = None, tf.zeros([], loop.dtype)
-        micro = [] if loop.diag_active(step) else None
+        micro: list[float] | None = [] if loop.diag_active(step) else None
         loop.begin_step()
         for a in range(accum):
             x, y = loop.next_batch()
@@ -63,11 +63,12 @@ class Standard:
                 micro.append(sum(float(tf.reduce_sum(tf.square(gi * accum))) for gi in g))
             acc = g if acc is None else [s + gi for s, gi in zip(acc, g)]
             local += loss / accum
+        assert acc is not None  # accum >= 1
         grads, loss = loop.allreduce(acc, local)
         if math.isfinite(loss):
             before = [tf.identity(v) for v in loop.vars] if micro is not None else None
             loop.update(grads)
-            if micro is not None:
+            if micro is not None and before is not None:
                 write_diag(loop, step, loss, grads, before, micro)
         return loss
 
@@ -152,6 +153,7 @@ class CurvatureLR(Standard):
             loop.times["compute"] += time.perf_counter() - t0
             local += loss / accum
         self.optimizer.set_curvature(loop.hvd.grouped_allreduce(diag, op=loop.hvd.Average))
+        assert acc is not None  # accum >= 1
         grads, loss = loop.allreduce(acc, local)
         if math.isfinite(loss):
             loop.update(grads)
@@ -210,6 +212,7 @@ class KFAC(Standard):
                 loss, g = loop.forward_backward(x, y, 1.0 / accum)
             acc = g if acc is None else [s + gi for s, gi in zip(acc, g)]
             local += loss / accum
+        assert acc is not None  # accum >= 1
         grads, loss = loop.allreduce(acc, local)
         if not math.isfinite(loss):
             return loss

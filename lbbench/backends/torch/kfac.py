@@ -7,6 +7,9 @@ hook keeps the layer input and hangs a hook on the output's gradient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,29 +28,39 @@ def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_dec
     )
 
 
-def input_rows(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
+Layer = nn.Conv2d | nn.Linear  # the layers K-FAC preconditions with Kronecker factors
+BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+def _grad(p: torch.Tensor | None) -> torch.Tensor:
+    assert p is not None and p.grad is not None  # preconditioning follows a backward pass
+    return p.grad
+
+
+def input_rows(module: Layer, a: torch.Tensor) -> torch.Tensor:
     """Rows whose outer products make A: Linear inputs, or Conv im2col patches; + 1 for a bias."""
     if isinstance(module, nn.Conv2d):
-        a = F.unfold(a, module.kernel_size, module.dilation, module.padding, module.stride)
+        padding = cast(tuple[int, ...], module.padding)  # lbbench's convs pad by numbers, never "same"
+        a = F.unfold(a, module.kernel_size, module.dilation, padding, module.stride)
         a = a.transpose(1, 2).reshape(-1, a.shape[1])
     if module.bias is not None:
         a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
     return a
 
 
-def output_rows(module: nn.Module, d: torch.Tensor) -> torch.Tensor:
+def output_rows(module: Layer, d: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.Conv2d):
         return d.permute(0, 2, 3, 1).reshape(-1, d.shape[1])
     return d
 
 
-def grad_matrix(module: nn.Module, extra_wd: float) -> torch.Tensor:
+def grad_matrix(module: Layer, extra_wd: float) -> torch.Tensor:
     """The layer's gradient as an (out, in[+1]) matrix, weight decay added to the weight."""
-    g = module.weight.grad.reshape(module.weight.shape[0], -1) + extra_wd * module.weight.detach().reshape(
+    g = _grad(module.weight).reshape(module.weight.shape[0], -1) + extra_wd * module.weight.detach().reshape(
         module.weight.shape[0], -1
     )
     if module.bias is not None:
-        g = torch.cat([g, module.bias.grad.reshape(-1, 1)], dim=1)
+        g = torch.cat([g, _grad(module.bias).reshape(-1, 1)], dim=1)
     return g
 
 
@@ -89,7 +102,7 @@ class KFACPreconditioner:
         dtype = torch.promote_types(a.dtype, torch.float32)
         a, d = a.to(dtype), d.to(dtype)
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            stat = (_bn_unit_fisher(m, a, d * n),)
+            stat: tuple[torch.Tensor, ...] = (_bn_unit_fisher(m, a, d * n),)
         else:
             # A sums the patches over the output locations and averages over the samples, G
             # averages the output gradients over both (chainerkfac's scale, the KFC paper's).
@@ -138,23 +151,27 @@ class KFACPreconditioner:
         for m, p in zip(self.layers, out):
             p = p * nu
             if m.bias is not None:
-                m.bias.grad.copy_(p[:, -1])
+                _grad(m.bias).copy_(p[:, -1])
                 p = p[:, :-1]
-            m.weight.grad.copy_(p.reshape(m.weight.shape))
-        for m in self.bns:
-            if m in self.F:
-                Fm = self.F[m] + self.hp["bn_damping_scale"] * max(wd, self.hp["damping"]) * torch.eye(
-                    2, dtype=self.F[m].dtype, device=self.F[m].device
+            _grad(m.weight).copy_(p.reshape(m.weight.shape))
+        for bn in self.bns:
+            if bn in self.F:
+                Fm = self.F[bn] + self.hp["bn_damping_scale"] * max(wd, self.hp["damping"]) * torch.eye(
+                    2, dtype=self.F[bn].dtype, device=self.F[bn].device
                 )
-                g = torch.stack([m.weight.grad, m.bias.grad], dim=1).unsqueeze(-1)
+                g = torch.stack([_grad(bn.weight), _grad(bn.bias)], dim=1).unsqueeze(-1)
                 p = torch.linalg.solve(Fm, g).squeeze(-1) * nu
-                m.weight.grad.copy_(p[:, 0])
-                m.bias.grad.copy_(p[:, 1])
+                _grad(bn.weight).copy_(p[:, 0])
+                _grad(bn.bias).copy_(p[:, 1])
+
+    def modules(self) -> list[nn.Module]:
+        """Every preconditioned module, in the order checkpoints index them."""
+        return [*self.layers, *self.bns]
 
     def full_state(self) -> dict:
         """Factors and every rank's inverses, by layer index (checkpoints). Collective: each
         rank holds only the inverses it owns, so they are gathered."""
-        idx = {m: i for i, m in enumerate(self.layers + self.bns)}
+        idx = {m: i for i, m in enumerate(self.modules())}
         cpu = lambda v: tuple(x.cpu() for x in v) if isinstance(v, tuple) else v.cpu()
         out = {  # CPU copies: gathered as objects, every rank would otherwise allocate on every GPU
             name: {idx[m]: cpu(v) for m, v in store.items()}
@@ -169,7 +186,7 @@ class KFACPreconditioner:
 
     def load_full_state(self, state: dict) -> None:
         """Restores the factors and inverses onto each layer's device (checkpoints are on the CPU)."""
-        mods = self.layers + self.bns
+        mods = self.modules()
 
         def dev(v, m):
             d = m.weight.device
@@ -188,12 +205,12 @@ class KFACPreconditioner:
         }
 
 
-def input_rows_dim(m: nn.Module) -> int:
+def input_rows_dim(m: Layer) -> int:
     d = m.weight[0].numel()
     return d + (1 if m.bias is not None else 0)
 
 
-def _bn_unit_fisher(m, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+def _bn_unit_fisher(m: BatchNorm, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     """Mean over samples of the per-channel 2x2 outer product of (dL/dgamma, dL/dbeta) per sample,
     with x-hat from the batch (or BN-span) statistics the training forward used."""
     n = x.shape[0]
@@ -209,7 +226,7 @@ def _bn_unit_fisher(m, x: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def rescale_weights(layers: list[nn.Module]) -> None:
+def rescale_weights(layers: Sequence[Layer]) -> None:
     """chainerkfac's weight rescaling (its ImageNet recipes' ``normalize_weight``): after every
     update, each Conv/Linear weight is scaled down to the norm sqrt(2 x out channels) when it
     exceeds it - SP-NGD's replacement for weight decay."""

@@ -148,11 +148,10 @@ class Loop(LoopBase):
 def frozen_bn_statistics(model: torch.nn.Module) -> Iterator[None]:
     """Training-mode forwards inside leave the BN running statistics as they were."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    bufs = [b for m in bns for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in bufs]
     try:
         yield
     finally:
-        for m, (mean, var, count) in zip(bns, saved):
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(count)
+        for b, s in zip(bufs, saved):
+            b.copy_(s)

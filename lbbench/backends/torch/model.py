@@ -41,12 +41,14 @@ class SpanBatchNorm2d(nn.BatchNorm2d):
         mean = xs.mean(dim=(1, 3, 4), keepdim=True)
         var = xs.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
         y = ((xs - mean) / torch.sqrt(var + self.eps)).reshape_as(x)
+        assert self.running_mean is not None and self.running_var is not None and self.momentum is not None
+        assert self.num_batches_tracked is not None  # GhostBN always tracks running statistics
         with torch.no_grad():
             m = self.momentum
             count = self.span * x.shape[2] * x.shape[3]
             self.running_mean.mul_(1 - m).add_(m * mean.mean(dim=0).flatten())
             self.running_var.mul_(1 - m).add_(m * var.mean(dim=0).flatten() * count / max(count - 1, 1))
-            self.num_batches_tracked += 1
+            self.num_batches_tracked.add_(1)
         return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
 
 

@@ -61,7 +61,8 @@ def dtype(perf: PerfSpec) -> torch.dtype:
 def prepare_model(model: torch.nn.Module, perf: PerfSpec, device: torch.device):
     """Moves the model; returns (model, forward): ``forward`` is the compiled module when asked,
     while ``model`` stays the plain one (state dicts, hooks, parameters keep their names)."""
-    model = model.to(device, memory_format=torch.channels_last if perf.channels_last else torch.preserve_format)
+    fmt = torch.channels_last if perf.channels_last else torch.preserve_format
+    model = model.to(device, memory_format=fmt)  # type: ignore[call-overload]  # torch's stub lacks it
     model = model.to(dtype(perf))
     forward = torch.compile(model) if perf.compile else model
     return model, forward

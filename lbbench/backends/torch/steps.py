@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -74,7 +74,7 @@ class Standard:
         if math.isfinite(loss):
             before = [p.detach().clone() for p in loop.params] if diag else None
             self.update(loop)
-            if diag:
+            if diag and before is not None:
                 loop.metrics.write(
                     "diag",
                     step=step,
@@ -91,6 +91,7 @@ class ExtrapSGD(Standard):
         super().__init__(spec, model, rank, size)
         self.hp, self.model = spec.hparams, model
         self.bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self._bn_momenta: list[float | None] = []
         self.order = list(model.parameters())  # the order noise is drawn in (the TF model's too)
 
     def step(self, loop: Loop, step: int, epoch: int) -> float:
@@ -138,11 +139,13 @@ class ExtrapSGD(Standard):
         return loss
 
     def _set_bn_momentum(self, value: float | None) -> None:
+        if value is None:
+            for m, saved in zip(self.bns, self._bn_momenta):
+                m.momentum = saved
+            return
+        self._bn_momenta = [m.momentum for m in self.bns]
         for m in self.bns:
-            if value is None:
-                m.momentum = m._lbbench_momentum
-            else:
-                m._lbbench_momentum, m.momentum = m.momentum, value
+            m.momentum = value
 
 
 class CurvatureLR(Standard):
@@ -158,7 +161,7 @@ class CurvatureLR(Standard):
     def step(self, loop: Loop, step: int, epoch: int) -> float:
         if not cblr_method.is_curvature_step(step, self.spec.hparams):
             return super().step(loop, step, epoch)
-        from lbbench.backends.torch.optim.cblr import hutchinson_diag
+        from lbbench.backends.torch.optim.cblr import CBLR, hutchinson_diag
 
         accum, params = loop.accum, loop.params
         loop.begin_step()
@@ -183,11 +186,11 @@ class CurvatureLR(Standard):
             loop.backward_passes += 1 + self.samples
             loop.times["compute"] += time.perf_counter() - t0
             local += per_sample.mean().detach() / accum
-        self.optimizer.set_curvature(params, loop.hvd.grouped_allreduce(diag, op=loop.hvd.Average))
-        loss = loop.allreduce_grads(local)
-        if math.isfinite(loss):
+        cast(CBLR, self.optimizer).set_curvature(params, loop.hvd.grouped_allreduce(diag, op=loop.hvd.Average))
+        total = loop.allreduce_grads(local)
+        if math.isfinite(total):
             self.update(loop)
-        return loss
+        return total
 
 
 class KFAC(Standard):

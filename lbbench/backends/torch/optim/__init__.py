@@ -35,7 +35,8 @@ def rule(name: str) -> Callable[[Builder], Builder]:
 
 def param_groups(model: nn.Module, exclude_bn_bias: bool = True) -> list[dict[str, Any]]:
     """Two groups: regular tensors, and excluded ones (BN scale/shift and every bias)."""
-    regular, excluded = [], []
+    regular: list[nn.Parameter] = []
+    excluded: list[nn.Parameter] = []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             is_excl = isinstance(module, nn.modules.batchnorm._BatchNorm) or name == "bias"
