@@ -48,7 +48,7 @@ def _load(path: Path, check_data: bool, np: int | None = None) -> tuple[Suite, l
 def plan(
     suite: Path = typer.Argument(..., help="suite YAML"),
     only: str | None = typer.Option(None, help="glob on run id or method label"),
-    np: int | None = typer.Option(None, "--np", help="override the workers axis"),
+    np: int | None = typer.Option(None, "--np", min=1, help="override the workers axis"),
 ) -> None:
     """Print the runs a suite expands to."""
     from lbbench.launch.runner import select
@@ -87,7 +87,7 @@ def plan(
 def run(
     suite: Path = typer.Argument(..., help="suite YAML"),
     only: str | None = typer.Option(None, help="glob on run id or method label"),
-    np: int | None = typer.Option(None, "--np", help="override the workers axis"),
+    np: int | None = typer.Option(None, "--np", min=1, help="override the workers axis"),
     launcher: str = typer.Option("local", help="local (Horovod Gloo, one node) | horovodrun | mpirun | slurm"),
     results: Path = typer.Option(Path("results"), help="results root"),
     timeout: float | None = typer.Option(None, help="per-run time limit in seconds"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from lbbench.spec import PerfSpec
 
@@ -83,10 +83,10 @@ class MethodCfg(Strict):
 
 class MatrixCfg(Strict):
     methods: list[MethodCfg] = Field(min_length=1)
-    global_batch: list[int] = Field(min_length=1)
-    frameworks: list[Literal["torch", "tf"]] = ["torch"]
-    seeds: list[int] = [0]
-    workers: list[int] = [1]  # np, Horovod processes
+    global_batch: list[PositiveInt] = Field(min_length=1)
+    frameworks: list[Literal["torch", "tf"]] = Field(["torch"], min_length=1)
+    seeds: list[NonNegativeInt] = Field([0], min_length=1)
+    workers: list[PositiveInt] = Field([1], min_length=1)  # np, Horovod processes
     local_batch: int | None = Field(None, gt=0)  # per-worker micro-batch; accum derived
     accum: int | None = Field(None, gt=0)  # micro-batches per worker; local derived
     bn_span: int | None = Field(None, gt=0)  # samples per BN statistic; default local
@@ -120,10 +120,10 @@ class Cell(Strict):
     """An include/exclude entry: any subset of the matrix axes."""
 
     method: str | None = None  # a method label
-    global_batch: int | None = None
+    global_batch: PositiveInt | None = None
     framework: Literal["torch", "tf"] | None = None
-    seed: int | None = None
-    np: int | None = None
+    seed: NonNegativeInt | None = None
+    np: PositiveInt | None = None
 
 
 class SuiteCfg(Strict):

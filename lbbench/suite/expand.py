@@ -6,13 +6,14 @@ file, the line and the field path.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from lbbench.methods import get_method, resolve_hparams
 from lbbench.methods.registry import BadHParam, UnknownMethod
@@ -63,16 +64,47 @@ def load_suite(file: str | Path) -> Suite:
     try:
         cfg = SuiteCfg.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
+        # An unknown key first: a typo ("matirx") otherwise shows up as the missing field it
+        # was meant to be, which names neither the typo nor its line.
+        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        err = errors[0]
         loc = tuple(err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        if err["type"] == "missing":
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(loc)
+        elif err["type"] == "missing":
             msg = "required field is missing"
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        else:
+            msg = err["msg"]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise SuiteError(file, line_of(lines, loc), fmt_path(loc), msg + more) from None
     suite = Suite(file, cfg, lines)
     _check(suite)
     return suite
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """ "; did you mean 'matrix'?" when an unknown key is close to a field of its block."""
+    model: type[BaseModel] | None = SuiteCfg
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``list[MethodCfg] | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _check(suite: Suite) -> None:
@@ -222,6 +254,9 @@ def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[
         c = {**defaults, **inc.model_dump(exclude_none=True)}
         if c not in cells:
             cells.append(c)
+    if not cells:
+        where = ("exclude",) if cfg.exclude else ("matrix",)
+        raise suite.error(where, "the suite expands to no runs (every cell of the matrix is excluded)")
     runs = []
     for c in cells:
         i = labels.index(str(c["method"]))

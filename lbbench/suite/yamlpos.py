@@ -43,9 +43,16 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
 
 def load_with_lines(file: Path) -> tuple[Any, dict[Path_, int]]:
     try:
-        text = file.read_text()
+        data = file.read_bytes()
     except OSError as e:
         raise SuiteError(file, None, "", f"cannot read suite: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SuiteError(
+            file, line, "", f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save the suite as UTF-8"
+        ) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:

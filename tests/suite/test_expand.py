@@ -90,6 +90,19 @@ BAD = [
     ),
     ("lr: {rule: linear", "lr: {rule: linear: x", 5, "", "bad YAML syntax"),
     ("base_lr: 0.1,", "base_lr: fast,", 5, "lr.base_lr", "valid number"),
+    # once planned and launched: a negative LR, then a DALI error (a negative batch), a
+    # ZeroDivisionError (0), "matrix: required field is missing" (the typo), 0 runs with exit 0
+    ("global_batch: [64, 256]", "global_batch: [-64, 256]", 10, "matrix.global_batch[0]", "greater than 0"),
+    ("global_batch: [64, 256]", "global_batch: [64, 0]", 10, "matrix.global_batch[1]", "greater than 0"),
+    ("workers: [2]", "workers: [0]", 12, "matrix.workers[0]", "greater than 0"),
+    ("matrix:\n", "matirx:\n", 6, "matirx", "unknown key; did you mean 'matrix'?"),
+    (
+        "  workers: [2]\n",
+        "  workers: [2]\nexclude: [{global_batch: 64}, {global_batch: 256}]\n",
+        13,
+        "exclude",
+        "no runs",
+    ),
 ]
 
 
@@ -107,6 +120,22 @@ def test_bad_input_names_file_line_field(tmp_path, old, new, line, field, fragme
     assert p.returncode == 2, p.stderr
     assert f"bad.yaml:{line}" in p.stderr and fragment in p.stderr.replace("\n", "")
     assert not results.exists()
+
+
+def test_non_utf8_suite_names_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.replace("name: t", "name: t\ndescription: caf\xe9").encode("latin-1"))
+    p = lbbench("plan", path)
+    assert p.returncode == 2
+    assert "latin1.yaml:2: not UTF-8 text (byte 0xe9" in p.stderr
+
+
+def test_cli_values_name_the_option_not_a_suite_line(tmp_path):
+    path = write_suite(tmp_path / "s.yaml", GOOD)
+    p = lbbench("run", path, "--np", "0", "--results", tmp_path / "r")
+    assert p.returncode == 2
+    assert "'--np'" in p.stderr and "s.yaml:" not in p.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_env_var_is_named(tmp_path, monkeypatch):
