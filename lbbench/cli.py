@@ -494,6 +494,30 @@ def data_digits(out: Path = typer.Option(Path("data/digits"), help="output direc
     console.print(f"{out}: {n_train} training and {n_val} validation images")
 
 
+@data_app.command("check")
+def data_check(
+    directory: Path = typer.Argument(..., help="a data directory (train/ and val/) or any tree of images"),
+    workers: int | None = typer.Option(None, min=1, help="decoding processes (default: every core)"),
+) -> None:
+    """Decode every image with Pillow, in parallel; name every file that does not decode (exit 1)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from lbbench.data.check import check_tree, image_files
+
+    if not directory.is_dir():
+        err.print(f"error: {directory} is not a directory")
+        raise typer.Exit(2)
+    total = len(image_files(directory))
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(f"decoding {directory}", total=total)
+        n, bad = check_tree(directory, workers, progress=lambda k: bar.advance(task, k))
+    for path, why in bad:
+        console.print(f"{path}: {why}", highlight=False, soft_wrap=True)
+    console.print(f"{n} images checked, {len(bad)} damaged", highlight=False)
+    raise typer.Exit(1 if bad else 0)
+
+
 def main() -> None:
     app(prog_name="lbbench")
 

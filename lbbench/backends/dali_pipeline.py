@@ -9,12 +9,25 @@ and "mixed" (GPU) on clusters.
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
 
+from lbbench.data.check import UndecodableImage, culprit, header_problem
+
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+def _read(path: str) -> np.ndarray:
+    """A file's bytes, refused when visibly damaged: DALI would fail (or crash) without a name."""
+    data = np.fromfile(path, dtype=np.uint8)
+    why = header_problem(data)
+    if why:
+        raise UndecodableImage(path, why)
+    return data
 
 
 class FileBatches:
@@ -22,10 +35,16 @@ class FileBatches:
 
     def __init__(self, files: list[str], labels: list[int], indices: Iterator[np.ndarray]):
         self.files, self.labels, self.indices = files, np.asarray(labels, dtype=np.int32), indices
+        self.fed: deque[np.ndarray] = deque(maxlen=8)  # DALI prefetches a few batches, never 8
 
     def __call__(self):
         idx = next(self.indices)
-        return ([np.fromfile(self.files[i], dtype=np.uint8) for i in idx], [self.labels[i : i + 1] for i in idx])
+        self.fed.append(idx)
+        return ([_read(self.files[i]) for i in idx], [self.labels[i : i + 1] for i in idx])
+
+    def recent_files(self) -> list[str]:
+        """The files of the batches DALI may be decoding, newest first (to name a culprit)."""
+        return [self.files[i] for idx in reversed(self.fed) for i in idx]
 
 
 class SampleSource:
@@ -47,11 +66,29 @@ class SampleSource:
         return int(self.batches[info.iteration][info.idx_in_batch])
 
     def encoded(self, info) -> np.ndarray:
-        return np.fromfile(self.files[self._index(info)], dtype=np.uint8)
+        return _read(self.files[self._index(info)])
 
     def label(self, info) -> np.ndarray:
         i = self._index(info)
         return self.labels[i : i + 1]
+
+    def recent_files(self) -> list[str]:
+        return [self.files[i] for it in sorted(self.batches, reverse=True) for i in self.batches[it]]
+
+
+def named_failure(error: BaseException, source: FileBatches | SampleSource) -> BaseException:
+    """The error to raise for a failed DALI run: ours where the source refused a file (it may
+    arrive wrapped in DALI's or TensorFlow's error), else the file Pillow cannot decode among
+    the recent batches, else the original error."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, UndecodableImage):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    named = re.search(r"cannot decode (\S+): ([^\n]*)", str(error))
+    if named:  # through TensorFlow only the message survives
+        return UndecodableImage(named[1], named[2])
+    return culprit(source.recent_files()) or error
 
 
 def pipeline(

@@ -34,7 +34,7 @@ from lbbench.launch import commands as launch
 from lbbench.spec import RunSpec
 from lbbench.store.files import run_dir
 from lbbench.store.metrics import read_metrics
-from lbbench.store.summary import RunSummary, Status, is_done, summary_or_damage
+from lbbench.store.summary import ERROR_PREFIX, RunSummary, Status, is_done, summary_or_damage
 from lbbench.worker import checkpoints
 
 # What an attempt leaves in its run directory (moved aside, never deleted, when a run restarts)
@@ -244,6 +244,7 @@ def _run_one(
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(spec)}
     reason = None
     with open(rdir / "worker.log", "a") as out:
+        log_start = out.tell()  # this attempt's part of the log
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
         # Its own process group, so that stopping reaches the launcher and every worker it started.
@@ -265,8 +266,11 @@ def _run_one(
     _show(progress, task, rdir)
     summary, damage = summary_or_damage(rdir)
     if summary is None or rc != 0:
-        tail = (rdir / "worker.log").read_text(errors="replace").splitlines()[-30:]
-        why = reason or exit_reason(rc) + (f" ({damage})" if damage else "")
+        with open(rdir / "worker.log", errors="replace") as f:
+            f.seek(log_start)
+            lines = f.read().splitlines()
+        tail = lines[-30:]
+        why = reason or named_error(lines) or exit_reason(rc) + (f" ({damage})" if damage else "")
         summary = failed_summary(spec, "timeout" if reason else "failed", why, tail, time.time() - t0)
         summary.write(rdir)
     style = {"success": "green", "not_reached": "yellow"}.get(summary.status, "red")
@@ -279,16 +283,34 @@ def _run_one(
     return summary
 
 
+def named_error(lines: list[str]) -> str | None:
+    """The first reason a worker named itself (a line with ERROR_PREFIX, maybe behind the
+    launcher's "[rank]<stderr>:" prefix), e.g. the damaged image a decoder failed on."""
+    for line in lines:
+        if ERROR_PREFIX in line:
+            return line.split(ERROR_PREFIX, 1)[1].strip()
+    return None
+
+
 def exit_reason(rc: int) -> str:
     """A launcher's exit status in words: by its signal's name when a signal ended a process
-    (Popen: -N; shells and launchers: 128 + N)."""
-    for n in (-rc, rc - 128):
+    (Popen: -N; shells and launchers: 128 + N; MPI launchers pass a rank's -N on as 256 - N,
+    e.g. 245 for SIGSEGV)."""
+    for n in (-rc, rc - 128 if rc <= 128 + 64 else 256 - rc):
         if n > 0:
             try:
-                return f"worker exited with status {rc} (killed by {signal.Signals(n).name})"
+                name = signal.Signals(n).name
             except ValueError:
-                pass
+                continue
+            hint = SIGNAL_HINTS.get(name, "")
+            return f"worker exited with status {rc} (killed by {name}{hint})"
     return f"worker exited with status {rc}"
+
+
+SIGNAL_HINTS = {
+    "SIGSEGV": "; a crash in native code - a damaged image can cause it: `lbbench data check DIR`",
+    "SIGKILL": "; by the out-of-memory killer, a scheduler or a user",
+}
 
 
 def failed_summary(spec: RunSpec, status: Status, reason: str, log_tail: list[str], wall_s: float) -> RunSummary:

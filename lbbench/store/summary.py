@@ -22,6 +22,11 @@ Status = Literal["success", "not_reached", "diverged", "failed", "timeout"]
 DONE_STATUSES = frozenset({"success", "not_reached", "diverged"})
 
 
+# A worker that fails for a reason it can name prints one line starting with this; the runner
+# records that line as the failed run's reason (instead of an exit status).
+ERROR_PREFIX = "lbbench: error: "
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

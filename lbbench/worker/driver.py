@@ -24,9 +24,10 @@ from typing import Any, Protocol, cast
 from filelock import FileLock, Timeout
 from mlperf_logging.mllog import constants as C
 
+from lbbench.data.check import UndecodableImage
 from lbbench.spec import RunSpec
 from lbbench.store.metrics import MetricsWriter
-from lbbench.store.summary import RunSummary
+from lbbench.store.summary import ERROR_PREFIX, RunSummary
 from lbbench.worker import checkpoints, faults
 from lbbench.worker.batch_schedule import epoch_batch, steps_in_epoch
 from lbbench.worker.batch_schedule import lr_at as batch_lr_at
@@ -76,9 +77,18 @@ def block_start(spec: RunSpec, epoch: int) -> int:
 MakeWorker = Callable[[dict[str, Any] | None, Progress, MetricsWriter], Worker]
 
 
+def _execute(r: Run, make_worker: MakeWorker) -> int:
+    try:
+        return r.execute(make_worker)
+    except UndecodableImage as e:
+        # The line the runner takes the failure's reason from (lbbench/launch/runner.py).
+        print(f"{ERROR_PREFIX}{e} (check the data with `lbbench data check`)", file=sys.stderr, flush=True)
+        return 1
+
+
 def run(spec: RunSpec, run_dir: Path, hvd: Any, io: CheckpointIO, make_worker: MakeWorker) -> int:
     if hvd.rank() != 0:
-        return Run(spec, run_dir, hvd, io).execute(make_worker)
+        return _execute(Run(spec, run_dir, hvd, io), make_worker)
     # Rank 0 holds the run's training lock for its whole life (the OS releases it when the process
     # dies, however it dies): while it is held, no other lbbench run starts workers for this cell.
     lock = FileLock(str(run_dir / ".train.lock"), timeout=0)
@@ -94,7 +104,7 @@ def run(spec: RunSpec, run_dir: Path, hvd: Any, io: CheckpointIO, make_worker: M
         return 3
     try:
         (run_dir / ".train.owner").write_text(f"worker pid {os.getpid()} on {socket.gethostname()}\n")
-        return Run(spec, run_dir, hvd, io).execute(make_worker)
+        return _execute(Run(spec, run_dir, hvd, io), make_worker)
     finally:
         lock.release()
 

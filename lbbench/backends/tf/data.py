@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lbbench.backends.dali_pipeline import SampleSource, pipeline
+from lbbench.backends.dali_pipeline import SampleSource, named_failure, pipeline
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
 from lbbench.worker.sampling import eval_plan, synthetic_eval_seed, synthetic_train_seed, train_plan
@@ -33,11 +33,20 @@ def _dataset(spec: RunSpec, source: SampleSource, batch: int, train: bool, seed:
 class _Batches:
     """``next(loader)`` -> (images NHWC float32, labels int64) as TF tensors."""
 
-    def __init__(self, dataset):
-        self.it = iter(dataset)
+    def __init__(self, dataset, source: SampleSource):
+        self.source = source
+        try:  # TensorFlow's iterator already runs the source (prefetching)
+            self.it = iter(dataset)
+        except Exception as e:
+            raise named_failure(e, source) from e
 
     def __next__(self):
-        x, y = next(self.it)
+        try:
+            x, y = next(self.it)
+        except StopIteration:
+            raise
+        except Exception as e:  # a damaged image: name the file (lbbench/data/check.py)
+            raise named_failure(e, self.source) from e
         return x, tf.cast(tf.reshape(y, [-1]), tf.int64)
 
 
@@ -47,9 +56,8 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = Non
         return _Synthetic(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
-    return _Batches(
-        _dataset(spec, SampleSource(files, labels, stream), spec.local_batch, True, spec.seed * 1000 + rank, gpu)
-    )
+    source = SampleSource(files, labels, stream)
+    return _Batches(_dataset(spec, source, spec.local_batch, True, spec.seed * 1000 + rank, gpu), source)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
@@ -68,7 +76,8 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
             for s in shards:
                 yield np.concatenate([s, np.repeat(s[:1], spec.eval_batch - len(s))])
 
-    loader = _Batches(_dataset(spec, SampleSource(files, labels, forever()), spec.eval_batch, False, spec.seed, gpu))
+    source = SampleSource(files, labels, forever())
+    loader = _Batches(_dataset(spec, source, spec.eval_batch, False, spec.seed, gpu), source)
 
     def one_pass():
         for s in shards:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lbbench.backends.dali_pipeline import FileBatches, pipeline
+from lbbench.backends.dali_pipeline import FileBatches, named_failure, pipeline
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
 from lbbench.worker.sampling import eval_plan, synthetic_eval_seed, synthetic_train_seed, train_plan
@@ -21,11 +21,14 @@ class DaliLoader:
     """``next(loader)`` -> (images NCHW float32, labels int64) as torch tensors; with a GPU
     pipeline the images stay on that GPU (copied device to device, not through the host)."""
 
-    def __init__(self, pipe, count: int | None = None, gpu: int | None = None):
-        self.pipe, self.count, self.gpu = pipe, count, gpu
+    def __init__(self, pipe, source: FileBatches, gpu: int | None = None):
+        self.pipe, self.source, self.gpu = pipe, source, gpu
 
     def __next__(self):
-        images, labels = self.pipe.run()
+        try:
+            images, labels = self.pipe.run()
+        except Exception as e:  # a damaged image: name the file (lbbench/data/check.py)
+            raise named_failure(e, self.source) from e
         y = torch.from_numpy(np.array(labels.as_tensor()).reshape(-1).astype(np.int64))
         if self.gpu is not None and hasattr(images, "as_cpu"):
             from nvidia.dali.plugin.pytorch import feed_ndarray
@@ -45,8 +48,9 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
+    source = FileBatches(files, labels, stream)
     pipe = pipeline(
-        FileBatches(files, labels, stream),
+        source,
         spec.local_batch,
         spec.data.image_size,
         True,
@@ -54,7 +58,7 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
         seed=spec.seed * 1000 + rank,
         gpu=gpu,
     )
-    return DaliLoader(pipe, gpu=gpu)
+    return DaliLoader(pipe, source, gpu=gpu)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
@@ -71,8 +75,9 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
         while True:
             yield from shards
 
+    source = FileBatches(files, labels, forever())
     pipe = pipeline(
-        FileBatches(files, labels, forever()),
+        source,
         spec.eval_batch,
         spec.data.image_size,
         False,
@@ -80,7 +85,7 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
         seed=spec.seed,
         gpu=gpu,
     )
-    loader = DaliLoader(pipe, gpu=gpu)
+    loader = DaliLoader(pipe, source, gpu=gpu)
     return lambda: (next(loader) for _ in shards)
 
 
