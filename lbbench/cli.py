@@ -208,9 +208,11 @@ def _submit(
     if dry_run:
         for _, path, script in out.scripts:
             console.print(f"# {path}\n{script}", highlight=False, markup=False, soft_wrap=True)
+    for rid, job in out.queued:
+        console.print(f"{rid}: already queued or running as job {job}, not submitted again", highlight=False)
     for rid, job in out.jobs:
         console.print(f"{rid}: submitted as job {job}", highlight=False)
-    if wait and out.jobs:
+    if wait and (out.jobs or out.queued):
         _print_report(results / s.name)
         if out.unfinished:
             err.print(

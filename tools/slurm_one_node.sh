@@ -10,17 +10,19 @@
 # spool, log and pid path is under DIR, so it does not collide with a real installation.
 set -euo pipefail
 
-PKGS="slurmctld slurmd slurm-client munge libpmix2"
+# libpmix-dev: Slurm's mpi/pmix plugin dlopens the unversioned libpmix.so, which only the -dev
+# package ships (without it: "pmi/pmix: can not load PMIx library").
+PKGS="slurmctld slurmd slurm-client munge libpmix2 libpmix-dev"
 
 install() {
   if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
-     && command -v munged >/dev/null && ls /usr/lib/*/libpmix.so.2* >/dev/null 2>&1; then
+     && command -v munged >/dev/null && ls /usr/lib/*/libpmix.so >/dev/null 2>&1; then
     return 0
   fi
   [ "$(id -u)" = 0 ] || { echo "slurm_one_node: installing $PKGS needs root" >&2; exit 3; }
   command -v apt-get >/dev/null || { echo "slurm_one_node: no apt-get on this machine" >&2; exit 3; }
   export DEBIAN_FRONTEND=noninteractive
-  # libpmix2 goes in with the rest, before slurmd first starts (else its pmix plugin fails to load)
+  # libpmix goes in with the rest, before slurmd first starts (else its pmix plugin fails to load)
   apt-get install -y -q $PKGS >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $PKGS >/dev/null; }
 }
 

@@ -265,6 +265,11 @@ def _run_one(
                 break
     _show(progress, task, rdir)
     summary, damage = summary_or_damage(rdir)
+    if rc != 0 and reason is None and _stopped_meanwhile(stop):
+        # scancel (and a batch system's preemption) signals the launcher and this process at
+        # once: the launcher's death is the stop's doing, not a failure of the run.
+        progress.update(task, info=f"[yellow]stopped by {signal.Signals(stop[0]).name}; resumable[/yellow]")
+        raise Stopped(stop[0])
     if summary is None or rc != 0:
         with open(rdir / "worker.log", errors="replace") as f:
             f.seek(log_start)
@@ -345,6 +350,14 @@ def _show(progress: Progress, task: TaskID, rdir: Path) -> None:
     if tops:
         info.append(f"top-1 {tops[-1]:.3f}")
     progress.update(task, completed=len(epochs), info=" ".join(info) or "starting")
+
+
+def _stopped_meanwhile(stop: list[int], within_s: float = 2.0) -> bool:
+    """Whether a stop signal arrived, or arrives within ``within_s`` of the launcher's exit."""
+    deadline = time.time() + within_s
+    while not stop and time.time() < deadline:
+        time.sleep(0.05)
+    return bool(stop)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:

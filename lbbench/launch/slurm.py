@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lbbench.launch.commands import LaunchOptions, worker_argv
@@ -139,6 +139,18 @@ def wait(job_ids: list[str], poll_s: float = 2.0, timeout_s: float | None = None
         time.sleep(poll_s)
 
 
+def queued_job(run_id: str) -> str | None:
+    """The id of this user's pending or running job for the run, if any (jobs are named
+    lbbench-RUN_ID), so a resubmission never queues a second job for a run in flight."""
+    p = subprocess.run(
+        [_tool("squeue"), "-h", "--me", "-o", "%i", "--name", f"lbbench-{run_id}"], capture_output=True, text=True
+    )
+    if p.returncode != 0:
+        raise SlurmError(f"squeue failed: {(p.stderr or p.stdout).strip()}")
+    ids = p.stdout.split()
+    return ids[0] if ids else None
+
+
 def _tool(name: str) -> str:
     return shutil.which(name) or name
 
@@ -157,6 +169,7 @@ class Submission:
     scripts: list[tuple[str, Path, str]]  # (run id, script path, script text)
     jobs: list[tuple[str, str]]  # (run id, job id)
     unfinished: list[str]
+    queued: list[tuple[str, str]] = field(default_factory=list)  # (run id, job id) already in the queue
 
 
 def submit_runs(
@@ -180,6 +193,9 @@ def submit_runs(
         if is_done(rdir):
             out.skipped.append(r.run_id)
             continue
+        if not dry_run and (job := queued_job(r.run_id)):
+            out.queued.append((r.run_id, job))
+            continue
         script = sbatch_script(r, rdir, suite_file, results, res, opts)
         out.scripts.append((r.run_id, rdir / "job.sbatch", script))
         if dry_run:
@@ -187,7 +203,8 @@ def submit_runs(
         rdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(rdir / "job.sbatch", script)
         out.jobs.append((r.run_id, submit(rdir / "job.sbatch")))
-    if wait_for_jobs and out.jobs:
-        wait([j for _, j in out.jobs])
-        out.unfinished = [rid for rid, _ in out.jobs if not is_done(run_dir(results, suite_name, rid))]
+    in_flight = out.jobs + out.queued
+    if wait_for_jobs and in_flight:
+        wait([j for _, j in in_flight])
+        out.unfinished = [rid for rid, _ in in_flight if not is_done(run_dir(results, suite_name, rid))]
     return out

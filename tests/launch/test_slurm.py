@@ -20,7 +20,7 @@ SCRIPT = ROOT / "tools" / "slurm_one_node.sh"
 
 TINY = """
 name: slurmy
-workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}}, max_epochs: 2, target_top1: 0.8}}
+workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}}, max_epochs: 4, target_top1: 0.8}}
 lr: {{rule: linear, base_lr: 0.1, base_batch: 64, schedule: poly, warmup_epochs: 1}}
 matrix: {{methods: [{{name: sgd}}], global_batch: [64, 128], workers: [{np}]}}
 slurm: {{time: "00:20:00", partition: debug}}
@@ -166,3 +166,54 @@ def test_slurm_launcher_outside_an_allocation_says_what_to_do(tmp_path, digits_d
     assert p.returncode == 2 and "SLURM_JOB_ID" in p.stderr and "--submit" in p.stderr
     p = lbbench("run", suite, "--submit")
     assert p.returncode == 2 and "--launcher slurm" in p.stderr
+
+
+LONG = """
+name: cancelled
+workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}}, max_epochs: 6, target_top1: 0.999}}
+lr: {{rule: linear, base_lr: 0.1, base_batch: 64, schedule: poly, warmup_epochs: 1}}
+matrix: {{methods: [{{name: sgd}}], global_batch: [64], workers: [2]}}
+slurm: {{time: "00:20:00", partition: debug}}
+"""
+
+
+@pytest.mark.slow
+def test_scancel_leaves_the_run_resumable_and_a_resubmission_never_doubles_it(
+    slurm_cluster, tmp_path, digits_dir, monkeypatch
+):
+    import time
+
+    from lbbench.launch.slurm import queued_job
+
+    suite = write_suite(tmp_path / "cancelled.yaml", LONG.format(data=digits_dir))
+    env = {**slurm_cluster, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])  # for queued_job / squeue below
+    res = tmp_path / "res"
+    first = lbbench("run", suite, "--launcher", "slurm", "--submit", "--results", res, env=env)
+    assert first.returncode == 0 and first.stdout.count("submitted as job") == 1, first.stdout + first.stderr
+    (rdir,) = (res / "cancelled").glob("sgd-*")
+    job = first.stdout.split("submitted as job")[1].split()[0]
+    deadline = time.time() + 300
+    while not list((rdir / "ckpt").glob("epoch-0002.pt.meta.json")):
+        assert time.time() < deadline, (
+            (rdir / "worker.log").read_text()[-3000:] if (rdir / "worker.log").exists() else ""
+        )
+        time.sleep(0.5)
+    subprocess.run(["scancel", job], check=True, env={**os.environ, **slurm_cluster})
+    while queued_job(rdir.name):
+        assert time.time() < deadline
+        time.sleep(0.5)
+    # cancelled mid-run: no summary, the checkpoints kept, no worker left holding the cell
+    assert read_summary(rdir) is None
+    st = lbbench("status", suite, "--results", res, env=env)
+    assert "resumable" in st.stdout and "running" not in st.stdout, st.stdout
+    # resubmitted twice: one job; the second submission finds it queued
+    again = lbbench("run", suite, "--launcher", "slurm", "--submit", "--results", res, env=env)
+    assert again.stdout.count("submitted as job") == 1, again.stdout + again.stderr
+    twice = lbbench("run", suite, "--launcher", "slurm", "--submit", "--wait", "--results", res, env=env, timeout=900)
+    assert "already queued or running as job" in twice.stdout and "submitted as job" not in twice.stdout, twice.stdout
+    assert twice.returncode == 0, twice.stdout[-3000:] + twice.stderr[-3000:]
+    s = read_summary(rdir)
+    assert s is not None and s.epochs_run == 6 and s.ranks_agree
+    log = (rdir / "mllog.txt").read_text()
+    assert log.count('"key": "run_start"') == 1 and log.count('"key": "run_stop"') == 1
