@@ -170,7 +170,8 @@ def test_slurm_launcher_outside_an_allocation_says_what_to_do(tmp_path, digits_d
 
 LONG = """
 name: cancelled
-workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}}, max_epochs: 6, target_top1: 0.999}}
+workload: {{name: digits, model: resnet_tiny, data: {{kind: folder, path: "{data}"}},
+           max_epochs: 6, target_top1: 0.999}}
 lr: {{rule: linear, base_lr: 0.1, base_batch: 64, schedule: poly, warmup_epochs: 1}}
 matrix: {{methods: [{{name: sgd}}], global_batch: [64], workers: [2]}}
 slurm: {{time: "00:20:00", partition: debug}}
