@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import numpy as np
 
 from lbbench.data.check import UndecodableImage, culprit, header_problem
+from lbbench.spec import RunSpec
+from lbbench.worker.sampling import augment_seed, epoch_feeds, epoch_micro_batches
 
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
@@ -74,6 +77,25 @@ class SampleSource:
 
     def recent_files(self) -> list[str]:
         return [self.files[i] for it in sorted(self.batches, reverse=True) for i in self.batches[it]]
+
+
+class EpochLoaders:
+    """Training input under random augmentation: a pipeline per epoch, seeded by (seed, epoch,
+    rank) (lbbench/worker/sampling.py augment_seed), so that a run resumed at an epoch boundary
+    equals the uninterrupted one. ``make(feed, seed)`` builds a backend's loader."""
+
+    def __init__(self, spec: RunSpec, rank: int, epoch: int, make: Callable[[Iterator[np.ndarray], int], Any]):
+        self.spec, self.rank, self.make = spec, rank, make
+        self.feeds = epoch_feeds(spec, rank, epoch)
+        self.left, self.current = 0, cast(Any, None)
+
+    def __next__(self) -> Any:
+        if self.left == 0:
+            epoch, feed = next(self.feeds)
+            self.current = self.make(feed, augment_seed(self.spec, epoch, self.rank))
+            self.left = epoch_micro_batches(self.spec, epoch)
+        self.left -= 1
+        return next(self.current)
 
 
 def named_failure(error: BaseException, source: FileBatches | SampleSource) -> BaseException:

@@ -13,6 +13,7 @@ seeds are here too, so both backends' synthetic inputs follow one rule.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,30 @@ def train_plan(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0) -> Itera
     return planned_stream(
         spec.data.train_samples, spec.seed, rank, spec.np, lambda e: epoch_batch(spec, e), epoch, step
     )
+
+
+def epoch_micro_batches(spec: RunSpec, epoch: int) -> int:
+    """How many micro-batches one rank draws in an epoch."""
+    B, accum = epoch_batch(spec, epoch)
+    return steps_per_epoch(spec.data.train_samples, B) * accum
+
+
+def augment_seed(spec: RunSpec, epoch: int, rank: int) -> int:
+    """The seed of an epoch's random augmentation on a rank. Drawn afresh per epoch (not one
+    stream over the run) so that a run resumed at an epoch boundary draws the same crops and
+    flips as the uninterrupted one."""
+    return int(np.random.default_rng([spec.seed, epoch, rank, 0xA06]).integers(2**31 - 1))
+
+
+def epoch_feeds(spec: RunSpec, rank: int, epoch: int) -> Iterator[tuple[int, Iterator[NDArray[Any]]]]:
+    """(epoch, that epoch's micro-batches on this rank, then the last one repeated) from
+    ``epoch`` on: the feed of a per-epoch input pipeline. The repeats only fill the pipeline's
+    prefetch; the loader takes exactly ``epoch_micro_batches`` from each."""
+    stream = train_plan(spec, rank, epoch)
+    while True:
+        batches = [next(stream) for _ in range(epoch_micro_batches(spec, epoch))]
+        yield epoch, itertools.chain(batches, itertools.repeat(batches[-1]))
+        epoch += 1
 
 
 def eval_plan(spec: RunSpec, rank: int, size: int) -> list[NDArray[Any]]:

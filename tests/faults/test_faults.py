@@ -253,3 +253,40 @@ def test_two_staggered_runs_train_the_cell_once(suite, reference, tmp_path):
     rdir = _run_dir(tmp_path)
     _assert_finished_like(rdir, reference)
     assert (rdir / "worker.log").read_text().count("$ ") == 1
+
+
+AUGMENTED = SUITE.replace("  max_epochs: 3\n", "  max_epochs: 3\n  augment: imagenet\n").replace(
+    "workers: [2]}}", "workers: [2], frameworks: [{fw}]}}"
+)
+
+
+def _final(rdir: Path, fw: str) -> dict[str, object]:
+    if fw == "torch":
+        return dict(torch.load(rdir / "final.pt"))
+    import numpy as np
+
+    with np.load(rdir / "final.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _equal(a: object, b: object) -> bool:
+    import numpy as np
+
+    return bool(torch.equal(a, b)) if isinstance(a, torch.Tensor) else bool(np.array_equal(a, b))
+
+
+@pytest.mark.parametrize("fw", ["torch", "tf"])
+def test_a_resumed_run_with_random_augmentation_equals_the_uninterrupted_one(fw, tmp_path, digits_dir, reference):
+    """Random crops and flips are drawn per (seed, epoch, rank): a worker killed halfway through
+    epoch 2 resumes after epoch 1 and draws what the uninterrupted run drew."""
+    suite = write_suite(tmp_path / "aug.yaml", AUGMENTED.format(data=digits_dir, fw=fw))
+    clean = lbbench("run", suite, "--results", tmp_path / "clean")
+    assert clean.returncode == 0, clean.stdout[-3000:]
+    killed = lbbench("run", suite, "--results", tmp_path / "killed", env={"LBBENCH_FAULT": "mid_epoch:0:2"})
+    assert killed.returncode == 1, killed.stdout[-3000:]
+    again = lbbench("run", suite, "--results", tmp_path / "killed")
+    assert again.returncode == 0 and "resum" in again.stdout, again.stdout[-3000:]
+    a, b = (_final(next((tmp_path / r / "faults").glob("sgd-*")), fw) for r in ("clean", "killed"))
+    assert a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if fw == "torch":  # the augmentation is on: training differs from the un-augmented reference
+        assert not all(_equal(a[k], reference[k]) for k in reference)

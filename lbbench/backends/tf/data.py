@@ -9,10 +9,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lbbench.backends.dali_pipeline import SampleSource, named_failure, pipeline
+from lbbench.backends.dali_pipeline import EpochLoaders, SampleSource, named_failure, pipeline
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
-from lbbench.worker.sampling import eval_plan, synthetic_eval_seed, synthetic_train_seed, train_plan
+from lbbench.worker.sampling import (
+    eval_plan,
+    synthetic_eval_seed,
+    synthetic_train_seed,
+    train_plan,
+)
 
 
 def _dataset(spec: RunSpec, source: SampleSource, batch: int, train: bool, seed: int, gpu: int | None):
@@ -56,8 +61,14 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = Non
         return _Synthetic(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
-    source = SampleSource(files, labels, stream)
-    return _Batches(_dataset(spec, source, spec.local_batch, True, spec.seed * 1000 + rank, gpu), source)
+
+    def loader(feed, seed: int) -> _Batches:
+        source = SampleSource(files, labels, feed)
+        return _Batches(_dataset(spec, source, spec.local_batch, True, seed, gpu), source)
+
+    if spec.data.augment == "none":  # nothing random: one pipeline for the whole run
+        return loader(stream, spec.seed * 1000 + rank)
+    return EpochLoaders(spec, rank, epoch, loader)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):

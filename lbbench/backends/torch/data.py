@@ -11,10 +11,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lbbench.backends.dali_pipeline import FileBatches, named_failure, pipeline
+from lbbench.backends.dali_pipeline import EpochLoaders, FileBatches, named_failure, pipeline
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
-from lbbench.worker.sampling import eval_plan, synthetic_eval_seed, synthetic_train_seed, train_plan
+from lbbench.worker.sampling import (
+    eval_plan,
+    synthetic_eval_seed,
+    synthetic_train_seed,
+    train_plan,
+)
 
 
 class DaliLoader:
@@ -48,17 +53,16 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
-    source = FileBatches(files, labels, stream)
-    pipe = pipeline(
-        source,
-        spec.local_batch,
-        spec.data.image_size,
-        True,
-        spec.data.augment,
-        seed=spec.seed * 1000 + rank,
-        gpu=gpu,
-    )
-    return DaliLoader(pipe, source, gpu=gpu)
+
+    def loader(feed, seed: int) -> DaliLoader:
+        source = FileBatches(files, labels, feed)
+        pipe = pipeline(source, spec.local_batch, spec.data.image_size, True, spec.data.augment, seed=seed, gpu=gpu)
+        return DaliLoader(pipe, source, gpu=gpu)
+
+    if spec.data.augment == "none":  # nothing random: one pipeline for the whole run
+        return loader(stream, spec.seed * 1000 + rank)
+    assert step == 0, "runs resume at epoch boundaries"
+    return EpochLoaders(spec, rank, epoch, loader)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
