@@ -415,20 +415,32 @@ def compare(
         None, help="relative fall of images/s allowed (default: not checked)"
     ),
     eval_every: int = typer.Option(1, help="epochs between evaluations of the suite"),
+    match: str = typer.Option(
+        "method,batch,framework", help="what makes two cells the same: method, batch and/or framework"
+    ),
+    time: bool = typer.Option(False, "--time", help="also show MLPerf's time to train and accelerator-hours"),
+    time_tolerance: float | None = typer.Option(
+        None, help="relative rise of MLPerf's time to train allowed (default: not judged)"
+    ),
 ) -> None:
-    """Exit 1 when a cell regressed beyond tolerance (CI gate); prints what changed."""
-    from lbbench.report.compare import Tolerance, cells_of
+    """Exit 1 when a cell regressed beyond tolerance (CI gate), 2 when no cell is on both sides;
+    prints what changed. Either side may hold runs imported with `lbbench import-mlperf`."""
+    from lbbench.report.compare import NoMatch, Tolerance, cells_of
     from lbbench.report.compare import compare as do_compare
 
     for p in (new, baseline):
         if not p.exists():
             err.print(f"error: {p} does not exist")
             raise typer.Exit(2)
-    rows, failed = do_compare(
-        cells_of(new), cells_of(baseline), Tolerance(epochs_tolerance, top1_tolerance, images_tolerance, eval_every)
-    )
+    keys = tuple(m.strip() for m in match.split(",") if m.strip())
+    tol = Tolerance(epochs_tolerance, top1_tolerance, images_tolerance, eval_every, time_tolerance, time)
+    try:
+        rows, failed = do_compare(cells_of(new), cells_of(baseline), tol, keys)
+    except (NoMatch, ValueError) as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     t = Table(title=f"{new} vs {baseline}")
-    for col in ("cell (method|batch|framework)", "verdict", "details"):
+    for col in (f"cell ({'|'.join(keys)})", "verdict", "details"):
         t.add_column(col)
     for r in rows:
         style = "red" if r["verdict"] == "REGRESSED" else ("yellow" if r["verdict"].startswith("missing") else "")
@@ -485,6 +497,35 @@ def export_mlperf(
         mark = "[green]PASS[/green]" if v.passed else "[red]FAIL[/red]"
         console.print(f"{mark} {v.tool}: {v.message} (log: {v.log})", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if all(v.passed for v in res["verdicts"]) else 1)
+
+
+@app.command("import-mlperf")
+def import_mlperf(
+    paths: list[Path] = typer.Argument(..., help="MLPerf Training result files, system folders or whole submissions"),
+    results: Path = typer.Option(Path("results"), help="results root (runs go to RESULTS/mlperf-v<round>/)"),
+    ruleset: str | None = typer.Option(None, help="the round's ruleset, e.g. 4.0.0 (default: from the path)"),
+) -> None:
+    """Published MLPerf results as lbbench runs (checked by MLPerf's compliance checker,
+    scored as MLPerf scores them), to report and compare beside your own."""
+    from lbbench.mlperf.importer import ImportError_, import_paths
+
+    try:
+        systems = import_paths(paths, results, ruleset)
+    except ImportError_ as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for s in systems:
+        sc = s["score"]
+        score = "no score" if sc.minutes is None else f"{sc.minutes:.{3 if sc.minutes >= 1 else 5}f} min"
+        rcp = f", RCP factor {sc.rcp_factor:.4f} ({sc.rcp_verdict})" if s["division"] == "closed" else ""
+        console.print(
+            f"{s['system']} (ruleset {s['ruleset']}): {len(s['runs'])} runs, {sc.converged} converged; "
+            f"MLPerf score {score}{rcp}" + (f"; {sc.note}" if sc.note else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        for rdir in s["runs"]:
+            console.print(f"  {rdir}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("digits")

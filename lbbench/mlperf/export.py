@@ -14,7 +14,6 @@ Framework-free: reads only the files a run leaves.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import shutil
@@ -54,6 +53,10 @@ class Cell:
 
     @property
     def system(self) -> str:
+        if _published(self):  # exported under the name it was published with
+            from lbbench.mlperf.importer import provenance
+
+            return str(provenance(self.runs[0][0])["system"])
         return re.sub(
             r"[^A-Za-z0-9_.-]", "_", f"lbbench_{self.label}_b{self.global_batch}_{self.framework}_np{self.np}"
         )
@@ -65,6 +68,12 @@ class CheckerVerdict:
     passed: bool
     log: Path
     message: str
+
+
+def _published(c: Cell) -> bool:
+    from lbbench.mlperf.importer import is_published
+
+    return bool(c.runs) and is_published(c.runs[0][0])
 
 
 def find_cells(results: Path) -> list[Cell]:
@@ -121,13 +130,18 @@ def export(
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty; choose a new directory (nothing was overwritten)")
     limit = largest_rcp_batch()
-    rcp_cells = [c for c in cells if custom_rcps == "always" or (custom_rcps == "auto" and c.global_batch > limit)]
+    descs = {c.name: system_description(c, submitter) for c in cells}  # refuses before writing anything
+    rcp_cells = [
+        c
+        for c in cells
+        if not _published(c) and (custom_rcps == "always" or (custom_rcps == "auto" and c.global_batch > limit))
+    ]
     for c in cells:
         bench = out / "results" / c.system / "resnet"
         bench.mkdir(parents=True)
         for i, (rdir, _) in enumerate(c.runs[:RESULTS_PER_CELL]):
             shutil.copyfile(rdir / "mllog.txt", bench / f"result_{i}.txt")
-        write_json(out / "systems" / f"{c.system}.json", system_description(c, submitter))
+        write_json(out / "systems" / f"{c.system}.json", descs[c.name])
     rcp_file = out / "rcps" / "custom_rcps_resnet.json"
     if rcp_cells:
         write_json(rcp_file, custom_rcp_records(rcp_cells))
@@ -146,33 +160,48 @@ def export(
 
 
 def system_description(c: Cell, submitter: str) -> dict[str, Any]:
-    """Every field the 4.0.0 system-description checker requires; the hardware is described from
-    the machine that exports (hw_notes says so: edit it when the runs were elsewhere)."""
-    cpu = _cpu_model()
-    gpus = _gpus()
-    divisions = {s.division for _, s in c.runs}
-    fw_pkg = {"torch": "torch", "tf": "tensorflow-cpu"}[c.framework]
+    """The system description, from the runs' own records: a published run's is the one it was
+    imported with; an lbbench run's is built from what its summary recorded (accelerator type
+    and count, nodes, framework) with every field the 4.0.0 checker requires. Runs without such
+    a record (from before lbbench recorded it) are refused: the exporting host is not the
+    machine the runs used."""
+    from lbbench.mlperf.importer import is_published, provenance
+
+    rdir, s = c.runs[0]
+    if is_published(rdir):
+        desc = provenance(rdir).get("system_description")
+        if not desc:
+            raise ExportError(f"{c.name}: the imported runs came without a systems/*.json; nothing to export")
+        return dict(desc)
+    missing = [str(d) for d, r in c.runs if not r.accelerator or not r.accelerators]
+    if missing:
+        raise ExportError(
+            f"{c.name}: runs without a record of their accelerators (trained before lbbench recorded "
+            f"them): {', '.join(missing[:3])}; re-run them, or export other cells"
+        )
+    nodes = s.nodes or 1
+    divisions = {r.division for _, r in c.runs}
     return {
         "submitter": submitter,
         "division": "closed" if divisions == {"closed"} else "open",
         "status": AVAILABILITY,
         "system_name": c.system,
-        "number_of_nodes": "1",
-        "host_processors_per_node": "1",
-        "host_processor_model_name": cpu,
-        "host_processor_core_count": str(os.cpu_count() or ""),
-        "host_processor_vcpu_count": str(os.cpu_count() or ""),
+        "number_of_nodes": str(nodes),
+        "host_processors_per_node": "",
+        "host_processor_model_name": "",
+        "host_processor_core_count": "",
+        "host_processor_vcpu_count": "",
         "host_processor_frequency": "",
         "host_processor_caches": "",
         "host_processor_interconnect": "",
-        "host_memory_capacity": _memory(),
+        "host_memory_capacity": "",
         "host_storage_type": "",
         "host_storage_capacity": "",
         "host_networking": "",
         "host_networking_topology": "",
         "host_memory_configuration": "",
-        "accelerators_per_node": str(len(gpus)),
-        "accelerator_model_name": gpus[0] if gpus else "none (CPU)",
+        "accelerators_per_node": str(max(1, (s.accelerators or 1) // nodes)),
+        "accelerator_model_name": s.accelerator,
         "accelerator_host_interconnect": "",
         "accelerator_frequency": "",
         "accelerator_on-chip_memories": "",
@@ -181,10 +210,10 @@ def system_description(c: Cell, submitter: str) -> dict[str, Any]:
         "accelerator_interconnect": "",
         "accelerator_interconnect_topology": "",
         "cooling": "",
-        "hw_notes": f"described from the exporting host; runs used np={c.np} Horovod worker(s)",
-        "framework": f"{fw_pkg} {_version(fw_pkg)}, horovod {_version('horovod')}, lbbench {_version('lbbench')}",
+        "hw_notes": f"from the runs' records: {s.accelerators} Horovod worker(s) on {nodes} node(s)",
+        "framework": f"{c.framework} (lbbench {_version('lbbench')}, horovod {_version('horovod')})",
         "other_software_stack": f"python {platform.python_version()}, nvidia-dali {_version('nvidia-dali-cuda120')}",
-        "operating_system": platform.platform(),
+        "operating_system": platform.system(),
         "sw_notes": f"lbbench method {c.label}, global batch {c.global_batch}",
     }
 
@@ -271,31 +300,6 @@ def rcp_checker(bench_dir: Path, rcp_file: Path, log: Path) -> CheckerVerdict:
     ok = p.returncode == 0 and "RCP test PASSED" in text
     line = next((ln for ln in text.splitlines() if "RCP test" in ln), text[-300:])
     return CheckerVerdict(f"rcp_checker ({bench_dir.parent.name})", ok, log, line.strip())
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory() -> str:
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        return f"{kb / 2**20:.0f} GB"
-    except (OSError, ValueError, IndexError):
-        return ""
-
-
-def _gpus() -> list[str]:
-    if not shutil.which("nvidia-smi"):
-        return []
-    p = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
-    return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()] if p.returncode == 0 else []
 
 
 def _version(dist: str) -> str:

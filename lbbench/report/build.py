@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from lbbench.report import plots
-from lbbench.report.tables import COLUMNS, _fmt, collect, markdown, rows, time_markdown, time_rows, to_csv
+from lbbench.report.tables import COLUMNS, OWN, _fmt, collect, markdown, rows, time_markdown, time_rows, to_csv
 from lbbench.spec import RunSpec
 from lbbench.store.files import atomic_write_text, iter_run_dirs
 from lbbench.store.metrics import read_metrics
-from lbbench.store.summary import summary_or_damage
+from lbbench.store.summary import RunSummary, summary_or_damage
 
 PERFECT = 0.8  # "perfect scaling" regime: steps x B within 80% of the smallest batch's
 
@@ -101,15 +101,15 @@ def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[d
     target, train_samples = None, None
     for rdir in iter_run_dirs(results):
         s, _ = summary_or_damage(rdir)
-        try:
-            spec = RunSpec.load(rdir / "run.yaml")
-        except Exception:
+        cell = _cell(rdir, s)
+        if cell is None:
             continue
-        target, train_samples = spec.target_top1, spec.data.train_samples
+        label, B, framework, n, run_target, run_train = cell
+        if run_train is not None:  # an imported MLPerf run sets neither (it is ImageNet)
+            target, train_samples = run_target, run_train
         rows_ = read_metrics(rdir / "metrics.jsonl")
-        label, B = spec.label, spec.global_batch
-        if spec.framework != "torch":  # side by side with the PyTorch series of the method
-            label = f"{label} ({spec.framework})"
+        if framework != "torch":  # side by side with the PyTorch series of the method
+            label = f"{label} ({framework})"
         pts = [(r["epoch"], r["top1"]) for r in rows_ if r["kind"] == "epoch" and r.get("top1") is not None]
         if pts and B not in curves[label]:
             curves[label][B] = pts
@@ -122,14 +122,18 @@ def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[d
             if g2 > 0 and tr > 0:
                 noise[f"{label} B={B}"].append((r["step"], tr / g2))
         if s is not None and s.images_per_s:
-            ips_np[label][spec.np].append(s.images_per_s)
+            ips_np[label][n].append(s.images_per_s)
+    if train_samples is None and any(r["source"] != OWN for r in table):
+        from lbbench.mlperf.importer import IMAGENET_TRAIN, TARGETS
+
+        train_samples, target = IMAGENET_TRAIN, TARGETS["resnet"]  # only published MLPerf runs
     figs = plots.top1_curves(curves, target or 0.0, figdir)
     per: dict[str, dict[str, dict[int, float]]] = {
         w: defaultdict(dict) for w in ("epochs_to_target", "steps_to_target", "time_to_target_s")
     }
     ips_b: dict[str, dict[int, float]] = defaultdict(dict)
     for r in table:
-        key = f"{r['method']} ({r['framework']})"
+        key = f"{r['method']} ({r['framework']})" + ("" if r["source"] == OWN else f" [{r['source']}]")
         for w in per:
             if r[w] is not None:
                 per[w][key][r["global_batch"]] = r[w]
@@ -155,6 +159,23 @@ def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[d
     if noise:
         figs.append(plots.noise_scale(noise, figdir))
     return figs
+
+
+def _cell(rdir: Path, s: RunSummary | None) -> tuple[str, int, str, int, float, int | None] | None:
+    """(label, global batch, framework, np, target, training-set size) of a run: from its
+    run.yaml, or - for a run imported from MLPerf - from its summary, marked as published."""
+    from lbbench.mlperf.importer import is_published
+
+    if is_published(rdir):
+        if s is None:
+            return None
+        label = f"{s.label} [published {s.accelerators} x {s.accelerator}]"
+        return label, s.global_batch, s.framework, s.np, s.target_top1, None
+    try:
+        spec = RunSpec.load(rdir / "run.yaml")
+    except Exception:
+        return None
+    return spec.label, spec.global_batch, spec.framework, spec.np, spec.target_top1, spec.data.train_samples
 
 
 def _md_table_html(md: str) -> str:

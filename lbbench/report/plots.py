@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,8 @@ def top1_curves(
         for B, pts in sorted(by_batch.items()):
             ax.plot([e for e, _ in pts], [a for _, a in pts], marker=".", label=f"B={B}")
         ax.axhline(target, color="grey", ls="--", lw=1, label="_target")
-        metas.append(_save(fig, ax, out / f"top1_{method}.png", f"{method}: top-1 vs epoch", "epoch", "top-1"))
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", method).strip("_")  # labels may hold spaces and brackets
+        metas.append(_save(fig, ax, out / f"top1_{name}.png", f"{method}: top-1 vs epoch", "epoch", "top-1"))
     return metas
 
 

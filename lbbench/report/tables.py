@@ -18,6 +18,7 @@ from lbbench.store.summary import summary_or_damage
 
 COLUMNS = [
     "method",
+    "source",
     "global_batch",
     "framework",
     "np",
@@ -29,10 +30,15 @@ COLUMNS = [
     "steps_to_target",
     "samples_to_target",
     "time_to_target_s",
+    "mlperf_minutes",
     "best_top1",
     "images_per_s",
+    "accelerators",
+    "images_per_s_per_accelerator",
+    "accelerator_hours_to_target",
     "scaling_efficiency",
 ]
+OWN = "lbbench"  # the source of runs lbbench trained; imported ones name their MLPerf round and system
 
 
 def collect(results: Path) -> list[dict[str, Any]]:
@@ -42,7 +48,7 @@ def collect(results: Path) -> list[dict[str, Any]]:
     for rdir in iter_run_dirs(results):
         s, damage = summary_or_damage(rdir)
         if s is not None:
-            out.append(s.model_dump())
+            out.append(s.model_dump() | _source(rdir))
         else:
             out.append(
                 {
@@ -53,6 +59,19 @@ def collect(results: Path) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def _source(rdir: Path) -> dict[str, Any]:
+    """Where a run comes from: lbbench, or a published MLPerf submission (with its RCP factor)."""
+    from lbbench.mlperf.importer import is_published, provenance
+
+    if not is_published(rdir):
+        return {"source": OWN, "rcp_factor": 1.0}
+    p = provenance(rdir)
+    return {
+        "source": f"published: MLPerf v{p['round']} {p['submitter']} {p['system_name']}",
+        "rcp_factor": p.get("rcp_factor", 1.0),
+    }
 
 
 def _from_spec(rdir: Path) -> dict[str, Any]:
@@ -76,6 +95,27 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _mlperf_minutes(runs: list[dict[str, Any]]) -> float | None:
+    """MLPerf's score of the cell's runs (lbbench/mlperf/scoring.py): runs that did not reach the
+    target count as infinite; a published system's RCP factor applies."""
+    from lbbench.mlperf.scoring import olympic
+
+    finished = [r for r in runs if r["status"] in ("success", "not_reached", "diverged")]
+    if not finished:
+        return None
+    minutes = [
+        r["time_to_train_s"] / 60 if r["status"] == "success" and r.get("time_to_train_s") else None for r in finished
+    ]
+    mean = olympic(minutes)
+    return None if mean is None else mean * finished[0].get("rcp_factor", 1.0)
+
+
+def _accelerators(runs: list[dict[str, Any]]) -> str | None:
+    """ "8 x NVIDIA H100-SXM5-80GB" (several values joined where the cell's runs differ)."""
+    seen = sorted({(r["accelerators"], r.get("accelerator") or "?") for r in runs if r.get("accelerators")})
+    return ", ".join(f"{n} x {name}" for n, name in seen) or None
+
+
 def _scaling_efficiency(runs: list[dict[str, Any]]) -> float | None:
     """images/s per worker at the largest np relative to the smallest, where a cell has several."""
     by_np: dict[int, list[float]] = defaultdict(list)
@@ -91,9 +131,11 @@ def _scaling_efficiency(runs: list[dict[str, Any]]) -> float | None:
 def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for s in summaries:
-        groups[(s.get("label", s.get("method")), s["global_batch"], s["framework"])].append(s)
+        groups[(s.get("label", s.get("method")), s["global_batch"], s["framework"], s.get("source", OWN))].append(s)
     out = []
-    for (label, batch, fw), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    for (label, batch, fw, source), runs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])
+    ):
         ok = [r for r in runs if r["status"] == "success"]
         counts: dict[str, int] = defaultdict(int)
         for r in runs:
@@ -102,6 +144,7 @@ def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             dict(
                 method=label,
+                source=source,
                 global_batch=batch,
                 framework=fw,
                 np="/".join(str(n) for n in sorted({r["np"] for r in runs})),
@@ -116,8 +159,24 @@ def rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 time_to_target_s=olympic_mean(
                     [r["time_to_target_s"] for r in ok if r.get("time_to_target_valid", True)]
                 ),
+                mlperf_minutes=_mlperf_minutes(runs),
                 best_top1=_mean([r["best_top1"] for r in runs if r.get("best_top1") is not None]),
                 images_per_s=_mean([r["images_per_s"] for r in runs if r.get("images_per_s")]),
+                accelerators=_accelerators(runs),
+                images_per_s_per_accelerator=_mean(
+                    [
+                        r["images_per_s"] / r["accelerators"]
+                        for r in runs
+                        if r.get("images_per_s") and r.get("accelerators")
+                    ]
+                ),
+                accelerator_hours_to_target=olympic_mean(
+                    [
+                        r["time_to_target_s"] * r["accelerators"] / 3600
+                        for r in ok
+                        if r.get("time_to_target_s") and r.get("accelerators") and r.get("time_to_target_valid", True)
+                    ]
+                ),
                 scaling_efficiency=_scaling_efficiency(runs),
             )
         )
@@ -197,10 +256,14 @@ def _fmt(key: str, v: Any) -> str:
         return f"{v:.2f}"
     if key in ("epochs_to_target",):
         return f"{v:.1f}" if v != int(v) else str(int(v))
-    if key in ("steps_to_target", "samples_to_target", "images_per_s"):
+    if key in ("steps_to_target", "samples_to_target", "images_per_s", "images_per_s_per_accelerator"):
         return f"{v:,.0f}"
     if key == "time_to_target_s":
         return f"{v:.1f}"
+    if key == "mlperf_minutes":
+        return f"{v:.3f}"
+    if key == "accelerator_hours_to_target":
+        return f"{v:.3g}"
     return str(v)
 
 

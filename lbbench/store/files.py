@@ -41,6 +41,7 @@ def run_dir(results: Path, suite: str, run_id: str) -> Path:
 
 
 def iter_run_dirs(results: Path) -> Iterator[Path]:
-    """Every directory under ``results`` that holds a run.yaml (any depth: a suite or a tree)."""
-    for spec in sorted(Path(results).rglob("run.yaml")):
-        yield spec.parent
+    """Every directory under ``results`` that holds a run.yaml, or a published.json (a run imported
+    from MLPerf, lbbench/mlperf/importer.py), at any depth: a suite or a tree."""
+    found = {p.parent for name in ("run.yaml", "published.json") for p in Path(results).rglob(name)}
+    yield from sorted(found)

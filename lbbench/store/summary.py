@@ -53,6 +53,8 @@ class RunSummary(BaseModel):
     time_to_target_s: float | None = None
     # MLPerf's clock may not pause: a resumed run's time to target is not valid
     time_to_target_valid: bool | None = None
+    # MLPerf's score of one run: run_start to run_stop (None unless it converged)
+    time_to_train_s: float | None = None
     # what the run did
     epochs_run: int | None = None
     steps_run: int | None = None
@@ -63,6 +65,13 @@ class RunSummary(BaseModel):
     allreduces: int | None = None
     preemptions: int | None = None
     time_lost_s: float | None = None
+    # what it ran on: accelerators (GPUs; CPU workers count as "CPU" accelerators) and how many
+    accelerator: str | None = None
+    accelerators: int | None = None
+    nodes: int | None = None
+    # imported from a published MLPerf submission (lbbench/mlperf/importer.py; provenance in
+    # the run dir's published.json), not trained by lbbench
+    published: bool = False
     # where the time went and the roofline (lbbench/worker/progress.py, roofline.py)
     device: str | None = None
     perf: dict[str, Any] | None = None

@@ -308,6 +308,11 @@ class Run:
             backward_passes=loop.backward_passes,
             allreduces=loop.allreduces,
             device=w.device,
+            # one Horovod worker per accelerator (a GPU; on CPU nodes, a worker's share of the cores)
+            accelerator=w.device,
+            accelerators=spec.np,
+            nodes=int(self.hvd.cross_size()) if hasattr(self.hvd, "cross_size") else None,
+            time_to_train_s=time.time() - self.t_start if p.reached and p.preemptions == 0 else None,
             perf=spec.perf.model_dump(mode="json"),
             time_parts_s=p.parts,
             compute_images_per_s=p.samples / max(p.parts.get("compute", 0.0), 1e-9),
