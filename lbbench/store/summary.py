@@ -69,6 +69,8 @@ class RunSummary(BaseModel):
     accelerator: str | None = None
     accelerators: int | None = None
     nodes: int | None = None
+    host_cpu: str | None = None  # rank 0's host: CPU model and logical CPUs (MLPerf's system description)
+    host_cpus: int | None = None
     # imported from a published MLPerf submission (lbbench/mlperf/importer.py; provenance in
     # the run dir's published.json), not trained by lbbench
     published: bool = False

@@ -13,6 +13,7 @@ the checkpoints; a restarted worker resumes from the newest checkpoint.
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import sys
 import time
@@ -75,6 +76,16 @@ def block_start(spec: RunSpec, epoch: int) -> int:
 
 
 MakeWorker = Callable[[dict[str, Any] | None, Progress, MetricsWriter], Worker]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _execute(r: Run, make_worker: MakeWorker) -> int:
@@ -312,6 +323,8 @@ class Run:
             accelerator=w.device,
             accelerators=spec.np,
             nodes=int(self.hvd.cross_size()) if hasattr(self.hvd, "cross_size") else None,
+            host_cpu=cpu_model(),
+            host_cpus=os.cpu_count(),
             time_to_train_s=time.time() - self.t_start if p.reached and p.preemptions == 0 else None,
             perf=spec.perf.model_dump(mode="json"),
             time_parts_s=p.parts,
