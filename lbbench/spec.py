@@ -89,6 +89,9 @@ class PerfSpec(Frozen):
     # float64 model, data and optimizer state: the equivalence tests use it so that a real
     # difference (>= 1e-6) stands out from rounding (~1e-13) on any CPU; refused with amp.
     precision: Literal["float32", "float64"] = "float32"
+    # deterministic GPU kernels (TensorFlow's op determinism; CPUs always are): opt-in, since
+    # several ops have no deterministic GPU kernel
+    deterministic: bool = False
 
     def gpu_only(self) -> list[str]:
         """The options set here that only a CUDA worker can honour."""

@@ -5,7 +5,11 @@ live."""
 from __future__ import annotations
 
 import configparser
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from helpers import ROOT
 
@@ -24,8 +28,56 @@ def test_recipes_build_through_the_bootstrap_in_gpu_mode():
     for text in (DEF, DOCKER):
         assert re.search(r"LBBENCH_GPU=1 .*bash tools/bootstrap.sh", text, re.S)
         assert "python3.11" in text and "cuda:12." in text  # DALI cuda120 needs CUDA 12
-        assert "horovodrun --check-build" in text and "lbbench plan" in text
-    assert "%test" in DEF and "apptainer exec --nv" in DEF
+        # the self-test checks the stack it built (horovodrun --check-build exits 0 whatever it finds)
+        assert "tools/gpu_selftest.py" in text and "lbbench plan" in text
+        assert "LBBENCH_VENV=/opt/venv" in text  # never the checkout's .venv
+    assert "%test" in DEF and "rm -rf /opt/lbbench/.venv" in DEF
+
+
+def test_the_build_context_leaves_out_the_checkouts_environment_and_data():
+    ignored = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if not ln.startswith("#")}
+    assert {".venv", "data", "results/demo", ".git"} <= ignored
+
+
+def test_the_bootstrap_stamp_includes_the_gpu_mode():
+    """A CPU venv must never count as an up-to-date GPU one."""
+
+    def stamp(gpu: str) -> str:
+        env = {**os.environ, "LBBENCH_GPU": gpu}
+        return subprocess.run(
+            ["bash", str(ROOT / "tools" / "bootstrap.sh"), "--stamp"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    assert stamp("0") != stamp("1") and len(stamp("1")) == 16
+
+
+def test_gpu_selftest_fails_on_a_cpu_stack_naming_each_gap():
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_selftest.py")], capture_output=True, text=True)
+    assert p.returncode == 1 and "FAILED" in p.stdout
+    assert "is a CPU build (torch.version.cuda is None)" in p.stderr
+    assert "Horovod was built without NCCL" in p.stderr and "built without CUDA" in p.stderr
+
+
+def test_nccl_paths_give_horovod_one_nccl_with_an_unversioned_link(tmp_path):
+    root = tmp_path / "nvidia" / "nccl"
+    (root / "include").mkdir(parents=True)
+    (root / "include" / "nccl.h").write_text("/* */")
+    (root / "lib").mkdir()
+    (root / "lib" / "libnccl.so.2").write_bytes(b"ELF")
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "nccl_paths.py"), str(tmp_path / "link"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    include, lib = p.stdout.split()
+    assert include == str(root / "include")
+    assert (Path(lib) / "libnccl.so").resolve() == (root / "lib" / "libnccl.so.2").resolve()
+    assert "HOROVOD_NCCL_INCLUDE" in BOOT and "HOROVOD_NCCL_LIB" in BOOT and "HOROVOD_NCCL_HOME" not in BOOT
 
 
 def test_bootstrap_gpu_mode_builds_horovod_with_nccl_and_the_same_edit():

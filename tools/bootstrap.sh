@@ -20,9 +20,13 @@ HOROVOD_VERSION=$(build_cfg horovod)
 TF_KERAS_VERSION=$(build_cfg tf-keras)
 DALI_TF_PLUGIN=$(build_cfg dali-tf-plugin)
 
-# Everything the result depends on; unchanged inputs + a working install = nothing to do.
+# Everything the result depends on - the GPU mode included: a CPU venv must never pass for a
+# GPU one - so unchanged inputs + a working install = nothing to do.
+GPU=${LBBENCH_GPU:-0}
 STAMP="$VENV/.lbbench-bootstrap"
-INPUTS=$(cat "$ROOT/setup.cfg" "$ROOT/tools/bootstrap.sh" "$ROOT/tools/horovod_cxx17.py" | sha256sum | cut -c1-16)
+INPUTS=$( (cat "$ROOT/setup.cfg" "$ROOT/tools/bootstrap.sh" "$ROOT/tools/horovod_cxx17.py"; echo "gpu=$GPU") \
+  | sha256sum | cut -c1-16)
+if [[ "${1:-}" == "--stamp" ]]; then echo "$INPUTS"; exit 0; fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$INPUTS" ]] && "$VENV/bin/python" -c "import horovod.torch" 2>/dev/null; then
   log "up to date ($VENV)"; exit 0
 fi
@@ -31,7 +35,6 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 export PATH="$VENV/bin:$PATH"   # mpicc/mpirun from the PyPI Open MPI, horovodrun
 
-GPU=${LBBENCH_GPU:-0}
 TF_EXTRA=tf; [[ "$GPU" == 1 ]] && TF_EXTRA=tf-gpu
 log "installing lbbench and pinned stacks (GPU=$GPU)"
 "${PIP[@]}" install -q -e "$ROOT[torch,$TF_EXTRA,dali,horovod,mpi,data,test,lint]"
@@ -63,9 +66,13 @@ build_horovod() {
   "$VENV/bin/python" "$ROOT/tools/horovod_cxx17.py" "$src/horovod-$HOROVOD_VERSION" >/dev/null
   # System CMake 3.x (CMake >= 4 refuses gloo's old minimum); MPI from the venv's Open MPI.
   local gpu_env=()
-  if [[ "$GPU" == 1 ]]; then   # NCCL from the nvidia-nccl-cu12 wheel that CUDA torch depends on
-    local nccl; nccl=$("$VENV/bin/python" -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))')
-    gpu_env=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_HOME="$nccl" HOROVOD_NCCL_LINK=SHARED)
+  if [[ "$GPU" == 1 ]]; then
+    # One NCCL, named explicitly: the nvidia-nccl wheel CUDA torch depends on. Its lib/ has only
+    # libnccl.so.2, and Horovod's FindNCCL looks for libnccl.so (a CUDA devel image would then
+    # silently link its own NCCL against the wheel's header): tools/nccl_paths.py makes the link.
+    local inc lib
+    read -r inc lib < <("$VENV/bin/python" "$ROOT/tools/nccl_paths.py" "$src/nccl-link")
+    gpu_env=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_INCLUDE="$inc" HOROVOD_NCCL_LIB="$lib" HOROVOD_NCCL_LINK=SHARED)
   fi
   env "${gpu_env[@]}" HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
   HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \

@@ -42,13 +42,24 @@ def worker_argv(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None)
     return [*container_prefix(opts), python, "-m", f"lbbench.backends.{spec.framework}.train", str(run_dir)]
 
 
-def worker_env(spec: RunSpec) -> dict[str, str]:
+def worker_env(spec: RunSpec, opts: LaunchOptions | None = None) -> dict[str, str]:
     """Environment a run's workers need beyond the caller's: Horovod reads its tensor-fusion
-    buffer size from the environment only."""
+    buffer size from the environment only; PMIx inside an Apptainer/Singularity image cannot
+    use the host's shared-memory datastore or its munge-based security plugin, so a containerised
+    worker is told to use the hash datastore and native security (else PMIx_Init fails)."""
     env = {}
     if spec.perf.fusion_threshold_mb is not None:
         env["HOROVOD_FUSION_THRESHOLD"] = str(spec.perf.fusion_threshold_mb * 2**20)
+    if opts and opts.container:
+        env.setdefault("PMIX_MCA_gds", os.environ.get("PMIX_MCA_gds", "hash"))
+        env.setdefault("PMIX_MCA_psec", os.environ.get("PMIX_MCA_psec", "native"))
     return env
+
+
+# Forwarded to every rank by mpirun (-x): a fixed list, plus every variable with one of these
+# prefixes (NCCL tuning, Horovod knobs, CUDA selection, XLA flags, PMIx settings).
+FORWARD_VARS = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "LBBENCH_PLATFORM", "TF_USE_LEGACY_KERAS")
+FORWARD_PREFIXES = ("NCCL_", "HOROVOD_", "CUDA_", "XLA_FLAGS", "PMIX_", "LBBENCH_", "OMP_", "TF_")
 
 
 def _tool(name: str) -> str:
@@ -87,17 +98,9 @@ def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = No
         cmd += ["--oversubscribe"]
     if os.geteuid() == 0:
         cmd += ["--allow-run-as-root"]
-    for var in (
-        "PATH",
-        "LD_LIBRARY_PATH",
-        "PYTHONPATH",
-        "VIRTUAL_ENV",
-        "LBBENCH_PLATFORM",
-        "TF_USE_LEGACY_KERAS",
-        "HOROVOD_FUSION_THRESHOLD",
-        "NCCL_DEBUG",
-    ):
-        if var in os.environ or var in worker_env(spec):
+    names = {*os.environ, *worker_env(spec, opts)}
+    for var in sorted(names):
+        if var in FORWARD_VARS or var.startswith(FORWARD_PREFIXES):
             cmd += ["-x", var]
     return cmd + worker_argv(spec, run_dir, opts)
 

@@ -241,7 +241,7 @@ def _run_one(
     cmd = launch.command(launcher, spec, rdir, opts)
     task = progress.add_task(head, total=spec.max_epochs, info="starting")
     t0 = time.time()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(spec)}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(spec, opts)}
     reason = None
     with open(rdir / "worker.log", "a") as out:
         log_start = out.tell()  # this attempt's part of the log

@@ -58,11 +58,15 @@ def srun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None
             "is not set: add --submit to write and submit sbatch jobs, or run inside salloc/sbatch"
         )
     mpi = opts.srun_mpi if opts else "pmix"
+    # Since Slurm 22.05 a step does not inherit the job's --cpus-per-task: without it every
+    # worker (and its DALI threads) gets one CPU.
+    cpus = os.environ.get("SRUN_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_PER_TASK")
     return [
         _tool("srun"),
         f"--mpi={mpi}",
         "--ntasks",
         str(spec.np),
+        *([f"--cpus-per-task={cpus}"] if cpus else []),
         "--kill-on-bad-exit=1",
         "--export=ALL",
         *worker_argv(spec, run_dir, opts),

@@ -35,7 +35,7 @@ from lbbench.worker.batch_schedule import lr_at as batch_lr_at
 from lbbench.worker.health import accuracy_collapsed, loss_diverged
 from lbbench.worker.mllog import RunLog
 from lbbench.worker.progress import PARTS, Progress, decomposition, lost_seconds
-from lbbench.worker.roofline import peak_tflops, utilisation
+from lbbench.worker.roofline import peak_note, peak_tflops, utilisation
 from lbbench.worker.schedules import Schedule, make_schedule
 
 
@@ -295,6 +295,9 @@ class Run:
             return
         w.save_final(self.run_dir)
         ips = p.samples / max(p.train_s, 1e-9)
+        note = peak_note(w.device, spec.perf.amp, spec.perf.peak_tflops)
+        if note:
+            print(f"lbbench: {note}", file=sys.stderr, flush=True)
         summary = RunSummary(
             run_id=spec.run_id,
             suite=spec.suite,
@@ -330,7 +333,7 @@ class Run:
             time_parts_s=p.parts,
             compute_images_per_s=p.samples / max(p.parts.get("compute", 0.0), 1e-9),
             train_gflop_per_image=w.train_gflop,
-            **utilisation(w.train_gflop, ips, peak_tflops(w.device, spec.perf.amp, spec.perf.peak_tflops)),
+            **utilisation(w.train_gflop, ips, peak_tflops(w.device, spec.perf.amp, spec.perf.peak_tflops), spec.np),
             param_digests=digests,
             ranks_agree=len(set(digests)) == 1,
             preemptions=p.preemptions,

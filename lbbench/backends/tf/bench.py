@@ -41,7 +41,7 @@ def bench_throughput(
     for v, value in zip(model.variables, hvd.broadcast_object([v.numpy() for v in model.variables], 0)):
         v.assign(value)
     method = build_method(spec, model, hvd.rank(), hvd.size())
-    gpu = 0 if (gpus and spec.perf.dali_device == "gpu") else None
+    gpu = perf.dali_gpu(spec, hvd, gpus)
     loop = Loop(
         spec, model, method.optimizer, train_loader(spec, hvd.rank(), gpu=gpu), hvd, hvd.rank(), MetricsWriter(None)
     )

@@ -25,7 +25,8 @@ def _dataset(spec: RunSpec, source: SampleSource, batch: int, train: bool, seed:
 
     size = spec.data.image_size
     pipe = pipeline(source, batch, size, train, spec.data.augment, seed=seed, gpu=gpu, layout="HWC", build=False)
-    with tf.device("/cpu:0" if gpu is None else f"/gpu:{gpu}"):
+    # gpu: the physical GPU (DALI's device_id); TensorFlow sees only that one, as /gpu:0
+    with tf.device("/cpu:0" if gpu is None else "/gpu:0"):
         return dali_tf.experimental.DALIDatasetWithInputs(
             pipeline=pipe,
             batch_size=batch,

@@ -17,6 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from lbbench.backends.tf.optim import Optimizer
+from lbbench.backends.tf.perf import average_args
 from lbbench.spec import RunSpec
 from lbbench.store.metrics import MetricsWriter
 from lbbench.worker.loop import LoopBase
@@ -139,11 +140,8 @@ class Loop(LoopBase):
         """Average the gradients and the loss over ranks in one grouped allreduce."""
         self.before_allreduce()
         with self.timed("allreduce"):
-            compression = (
-                self.hvd.Compression.fp16 if self.spec.perf.compression == "fp16" else self.hvd.Compression.none
-            )
             reduced = self.hvd.grouped_allreduce(
-                list(grads) + [tf.reshape(local_loss, [])], op=self.hvd.Average, compression=compression
+                list(grads) + [tf.reshape(local_loss, [])], **average_args(self.hvd, self.spec.perf)
             )
             self.allreduces += 1
             loss = float(reduced[-1])

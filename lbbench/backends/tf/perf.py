@@ -13,7 +13,7 @@ from typing import Any
 import tensorflow as tf
 
 from lbbench.methods import get_method
-from lbbench.spec import RunSpec
+from lbbench.spec import PerfSpec, RunSpec
 
 
 def refusals(spec: RunSpec, gpus: list[Any]) -> list[str]:
@@ -31,23 +31,54 @@ def refusals(spec: RunSpec, gpus: list[Any]) -> list[str]:
 
 
 def configure(spec: RunSpec, hvd: Any, deterministic: bool) -> list[Any]:
-    """Sets this rank's device up; returns the GPUs TensorFlow sees (empty on CPU)."""
+    """Sets this rank's device up; returns this rank's GPU as a one-element list (empty on CPU).
+    Op determinism: always on a CPU (a resumed run redoes the same steps bit for bit); on a GPU
+    only with ``run.perf.deterministic`` (several ops have no deterministic GPU kernel and then
+    raise UnimplementedError)."""
     gpus = tf.config.list_physical_devices("GPU")
     if spec.perf.precision == "float64":  # before any layer exists: Keras reads it at build time
         tf.keras.backend.set_floatx("float64")
-    if deterministic:  # a resumed run must redo the same steps: deterministic kernels
+    if deterministic and (not gpus or spec.perf.deterministic):
         tf.config.experimental.enable_op_determinism()
     if gpus:
-        gpu = gpus[hvd.local_rank() % len(gpus)]
+        gpu = gpus[gpu_index(hvd, gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
         if spec.perf.amp == "bf16":
             tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        return [gpu]
     else:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
         tf.config.threading.set_inter_op_parallelism_threads(1)
     return gpus
 
 
+def average_args(hvd: Any, perf: PerfSpec) -> dict[str, Any]:
+    """Keyword arguments of an averaging allreduce: with fp16 compression, each rank's part is
+    scaled by 1/np before the fp16 sum (which np full-range values would overflow), as in the
+    PyTorch backend's perf.average_args."""
+    if perf.compression == "fp16":
+        return dict(op=hvd.Sum, prescale_factor=1.0 / hvd.size(), compression=hvd.Compression.fp16)
+    return dict(op=hvd.Average, compression=hvd.Compression.none)
+
+
+def gpu_index(hvd: Any, gpus: list[Any]) -> int:
+    """This rank's physical GPU (CUDA ordinal): DALI's device_id, which TensorFlow's visible-device
+    renumbering (the chosen GPU is TensorFlow's /gpu:0) does not change."""
+    return int(hvd.local_rank()) % len(gpus)
+
+
+def dali_gpu(spec: RunSpec, hvd: Any, gpus: list[Any]) -> int | None:
+    """The physical GPU DALI decodes on (``dali_device: gpu``), else None (CPU decoding)."""
+    if not gpus or spec.perf.dali_device != "gpu":
+        return None
+    return gpu_index(hvd, tf.config.list_physical_devices("GPU"))
+
+
 def device_name(gpus: list[Any]) -> str:
-    return gpus[0].name if gpus else f"cpu ({os.cpu_count()} cores)"
+    """The GPU's model ("NVIDIA H100 80GB HBM3", what the peak table matches; a PhysicalDevice's
+    name is only "/physical_device:GPU:0"), or the CPU."""
+    if not gpus:
+        return f"cpu ({os.cpu_count()} cores)"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return str(details.get("device_name") or gpus[0].name)

@@ -11,6 +11,7 @@ broadcast of the global variables; lbbench's model creates them before the first
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ class TFWorker:
         from lbbench.backends.tf.flops import forward_gflop_per_image
         from lbbench.backends.tf.loop import Loop
         from lbbench.backends.tf.model import build_model
-        from lbbench.backends.tf.perf import device_name
+        from lbbench.backends.tf.perf import dali_gpu, device_name
         from lbbench.backends.tf.steps import build_method
         from lbbench.worker.roofline import TRAIN_FACTOR
 
@@ -46,7 +47,7 @@ class TFWorker:
             initial = hvd.broadcast_object([v.numpy() for v in model.variables], 0, name="lbbench.initial_weights")
             for v, value in zip(model.variables, initial):
                 v.assign(value)
-        gpu = 0 if (gpus and spec.perf.dali_device == "gpu") else None
+        gpu = dali_gpu(spec, hvd, gpus)
         self.loop = Loop(
             spec,
             model,
@@ -107,7 +108,8 @@ def main(run_dir: Path) -> int:
     import horovod.tensorflow as hvd
 
     from lbbench.backends.tf import checkpoint, perf
-    from lbbench.worker import driver
+    from lbbench.store.summary import ERROR_PREFIX
+    from lbbench.worker import devices, driver
 
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
@@ -117,7 +119,13 @@ def main(run_dir: Path) -> int:
     if refused:
         print(f"lbbench: run {spec.run_id}: run.perf: {'; '.join(refused)}", file=sys.stderr, flush=True)
         return 2
+    # configure first: the placement check's allgather starts TensorFlow's runtime, after which
+    # its thread pools can no longer be sized
     gpus = perf.configure(spec, hvd, deterministic=True)
+    problem = devices.placement_problem(hvd, os.environ, len(tf.config.list_physical_devices("GPU")), "TensorFlow")
+    if problem:
+        print(f"{ERROR_PREFIX}{problem}", file=sys.stderr, flush=True)
+        return 2
     return driver.run(
         spec,
         run_dir,

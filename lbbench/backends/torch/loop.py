@@ -40,7 +40,7 @@ class Loop(LoopBase):
         self.dtype = perf.dtype(spec.perf)
         self.autocast = lambda: perf.autocast(spec.perf, self.device)
         self.scaler = perf.grad_scaler(spec.perf, self.device)
-        self.compression = perf.compression(hvd, spec.perf)
+        self.average = perf.average_args(hvd, spec.perf)
         self._to_device = lambda b: perf.to_device(b, self.device, spec.perf)
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.diag = Diagnostics(model, optimizer, spec.diag_every) if spec.diag_every else None
@@ -119,9 +119,7 @@ class Loop(LoopBase):
         self.before_allreduce()
         with self.timed("allreduce"):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            reduced = self.hvd.grouped_allreduce(
-                grads + [local_loss.to(grads[0].device)], op=self.hvd.Average, compression=self.compression
-            )
+            reduced = self.hvd.grouped_allreduce(grads + [local_loss.to(grads[0].device)], **self.average)
             for p, g in zip(self.params, reduced):
                 if p.grad is None:
                     p.grad = g

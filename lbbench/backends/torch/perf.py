@@ -91,8 +91,13 @@ def grad_scaler(perf: PerfSpec, device: torch.device):
     return torch.amp.GradScaler(device.type) if perf.amp == "fp16" else None
 
 
-def compression(hvd, perf: PerfSpec):
-    return hvd.Compression.fp16 if perf.compression == "fp16" else hvd.Compression.none
+def average_args(hvd, perf: PerfSpec) -> dict:
+    """Keyword arguments of an averaging allreduce. With fp16 compression the sum itself runs in
+    fp16, and np fp16-loss-scaled gradients (up to 65,504 each) overflow it: each rank's part is
+    scaled by 1/np before the sum instead of the sum after (Horovod's prescale)."""
+    if perf.compression == "fp16":
+        return dict(op=hvd.Sum, prescale_factor=1.0 / hvd.size(), compression=hvd.Compression.fp16)
+    return dict(op=hvd.Average, compression=hvd.Compression.none)
 
 
 def synchronizer(device: torch.device):
