@@ -378,8 +378,9 @@ def bench_throughput(
     t = Table(title=f"training throughput: {model}, batch {batch}/worker, {data} data ({out})")
     for col in (
         "np",
-        "img/s per worker",
-        "img/s total",
+        "img/s (images / time)",
+        "per worker, per iteration",
+        "total, per iteration",
         "scaling eff.",
         "s/step",
         "data",
@@ -394,6 +395,7 @@ def bench_throughput(
         w, tot, d = r["images_per_s_per_worker"], r["images_per_s_total"], r["decomposition_s_per_step"]
         t.add_row(
             str(r["np"]),
+            f"{r['images_per_s']:,.1f}",
             f"{w['mean']:,.1f} ± {w['ci95']:,.1f}",
             f"{tot['mean']:,.1f} ± {tot['ci95']:,.1f}",
             f"{r['scaling_efficiency']:.2f}",

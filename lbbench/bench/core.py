@@ -123,13 +123,15 @@ def stats(xs: list[float]) -> dict[str, float]:
 
 
 def summarize(
-    per_rank: list[list[float]], parts: list[dict[str, float]], total_s: float, iters: int, per_iter: int
+    per_rank: list[list[float]], parts: list[dict[str, float]], total_s: float, iters: int, per_iter: int, batch: int
 ) -> dict[str, Any]:
-    """Per worker and total images/s, seconds per step, and the decomposition per step
-    (mean over ranks)."""
+    """The headline - every worker's images over the timed seconds (images / time, not a mean of
+    per-iteration rates, which one fast round inflates) - then per worker and total images/s per
+    iteration (their spread), seconds per step, and the decomposition per step (mean over ranks)."""
     totals = [sum(r[i] for r in per_rank) for i in range(iters)]
     steps = iters * per_iter
     return dict(
+        images_per_s=len(per_rank) * batch * steps / total_s,
         images_per_s_per_worker=stats([x for r in per_rank for x in r]),
         images_per_s_total=stats(totals),
         step_s=total_s / steps,

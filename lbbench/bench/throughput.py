@@ -63,9 +63,7 @@ def sweep(
             runs.append(json.loads(part.read_text()))
     base = runs[0]
     for r in runs:
-        r["scaling_efficiency"] = (r["images_per_s_total"]["mean"] / r["np"]) / (
-            base["images_per_s_total"]["mean"] / base["np"]
-        )
+        r["scaling_efficiency"] = (r["images_per_s"] / r["np"]) / (base["images_per_s"] / base["np"])
     return dict(
         benchmark="throughput",
         framework=framework,

@@ -57,10 +57,14 @@ def required_runs(benchmark: str, usage: str = "training") -> int:
 
 
 def olympic(minutes: Sequence[float | None], benchmark: str = "resnet") -> float | None:
-    """MLPerf's olympic mean; ``None`` entries are runs that did not converge (infinite)."""
+    """MLPerf's olympic mean; ``None`` entries are runs that did not converge (infinite). With
+    fewer runs than the round requires there is nothing to drop (compute_score then skips the
+    olympic rule): the plain mean, infinite if any run missed."""
     from mlperf_logging.result_summarizer.result_summarizer import _compute_olympic_average
 
     dropped = sum(m is None for m in minutes)
+    if len(minutes) < required_runs(benchmark):
+        return None if dropped or not minutes else sum(m for m in minutes if m is not None) / len(minutes)
     if dropped > max_failures(benchmark):
         return None
     avg = _compute_olympic_average(sorted(m for m in minutes if m is not None), dropped, max_failures(benchmark))

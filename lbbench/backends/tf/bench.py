@@ -64,7 +64,7 @@ def bench_throughput(
         spec,
         "tf",
         perf.device_name(gpus),
-        summarize(per_rank, parts, total, iters, per_iter),
+        summarize(per_rank, parts, total, iters, per_iter, batch),
         gflop,
         warmup,
         iters,

@@ -148,7 +148,7 @@ def bench_throughput(
         spec,
         "torch",
         perf.device_name(device),
-        summarize(per_rank, parts, total, iters, per_iter),
+        summarize(per_rank, parts, total, iters, per_iter, batch),
         gflop,
         warmup,
         iters,
