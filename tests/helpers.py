@@ -33,6 +33,30 @@ def lbbench(
     )
 
 
+def assert_mlperf_compliant(mllog: Path | str) -> None:
+    """MLPerf's compliance checker (training, ruleset 4.0.0) passes the log. It runs in a
+    temporary folder: the checker writes its own log files into its working directory."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlperf_logging.compliance_checker",
+                "--usage",
+                "training",
+                "--ruleset",
+                "4.0.0",
+                str(mllog),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
+    assert p.returncode == 0, (p.stdout + p.stderr)[-2000:]
+
+
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -9,10 +9,14 @@ two ranks share one. Both are refused before any work, with the cause named.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from lbbench.store.summary import ERROR_PREFIX
 
 # What schedulers set when a job step was given GPUs. (Not NVIDIA_VISIBLE_DEVICES: CUDA base
 # images set it to "all" whether or not the machine has a GPU.)
@@ -76,3 +80,12 @@ def placement_problem(hvd: Any, env: Mapping[str, str], visible: int, framework:
     every = hvd.allgather_object(mine) if hvd.size() > 1 else [mine]
     first = next((p for _, _, p in every if p), None)
     return first or sharing_problem([(h, g) for h, g, _ in every])
+
+
+def refused(hvd: Any, visible: int, framework: str) -> bool:
+    """``placement_problem`` for this process's environment, printed as the run's failure
+    reason (the runner records the line); True when the worker must stop (exit 2)."""
+    problem = placement_problem(hvd, os.environ, visible, framework)
+    if problem:
+        print(f"{ERROR_PREFIX}{problem}", file=sys.stderr, flush=True)
+    return problem is not None

@@ -14,7 +14,7 @@ import pytest
 
 from lbbench.store.summary import read_summary
 
-from helpers import ROOT, lbbench, spec_from, write_suite
+from helpers import ROOT, assert_mlperf_compliant, lbbench, spec_from, write_suite
 
 SCRIPT = ROOT / "tools" / "slurm_one_node.sh"
 
@@ -66,22 +66,7 @@ def test_submit_runs_real_sbatch_jobs_with_srun_pmix(slurm_cluster, tmp_path, di
         log = (rdir / "worker.log").read_text()
         assert "srun --mpi=pmix --ntasks 2" in log  # the job's lbbench launched through srun
         assert list(rdir.glob("slurm-*.out")) and (rdir / "job.sbatch").exists()
-        check = subprocess.run(
-            [
-                str(ROOT / ".venv" / "bin" / "python"),
-                "-m",
-                "mlperf_logging.compliance_checker",
-                "--usage",
-                "training",
-                "--ruleset",
-                "4.0.0",
-                str(rdir / "mllog.txt"),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+        assert_mlperf_compliant(rdir / "mllog.txt")
     # Submitting again submits nothing: every run is done.
     again = lbbench("run", suite, "--launcher", "slurm", "--submit", "--results", tmp_path / "res", env=env)
     assert again.returncode == 0 and "submitted as job" not in again.stdout and again.stdout.count("done before") == 2

@@ -4,8 +4,6 @@ schedules (docs/methods.md section 6)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from lbbench.worker.batch_schedule import epoch_batch, lr_at, steps_in_epoch
 from lbbench.worker.sampling import GlobalBatchSampler, planned_stream
 from lbbench.worker.schedules import make_schedule
 
-from helpers import final_weights, run_single, run_worker, spec_from
+from helpers import assert_mlperf_compliant, final_weights, run_single, run_worker, spec_from
 
 SUITE = """
 name: feat
@@ -172,18 +170,4 @@ def test_batch_schedule_run_changes_batch_and_logs_it(tmp_path, digits_dir):
     assert s.steps_run == 12 + 6 + 3 and s.samples_run == 12 * 128 + 6 * 256 + 3 * 512
     log = (tmp_path / "run" / "mllog.txt").read_text()
     assert log.count("lbbench_batch_change") == 2
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlperf_logging.compliance_checker",
-            "--usage",
-            "training",
-            "--ruleset",
-            "4.0.0",
-            str(tmp_path / "run" / "mllog.txt"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
+    assert_mlperf_compliant(tmp_path / "run" / "mllog.txt")

@@ -11,7 +11,6 @@ broadcast of the global variables; lbbench's model creates them before the first
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -108,7 +107,6 @@ def main(run_dir: Path) -> int:
     import horovod.tensorflow as hvd
 
     from lbbench.backends.tf import checkpoint, perf
-    from lbbench.store.summary import ERROR_PREFIX
     from lbbench.worker import devices, driver
 
     spec = RunSpec.load(run_dir / "run.yaml")
@@ -122,9 +120,7 @@ def main(run_dir: Path) -> int:
     # configure first: the placement check's allgather starts TensorFlow's runtime, after which
     # its thread pools can no longer be sized
     gpus = perf.configure(spec, hvd, deterministic=True)
-    problem = devices.placement_problem(hvd, os.environ, len(tf.config.list_physical_devices("GPU")), "TensorFlow")
-    if problem:
-        print(f"{ERROR_PREFIX}{problem}", file=sys.stderr, flush=True)
+    if devices.refused(hvd, len(tf.config.list_physical_devices("GPU")), "TensorFlow"):
         return 2
     return driver.run(
         spec,

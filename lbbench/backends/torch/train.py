@@ -111,16 +111,13 @@ def main(run_dir: Path) -> int:
     import horovod.torch as hvd
 
     from lbbench.backends.torch import checkpoint, perf
-    from lbbench.store.summary import ERROR_PREFIX
     from lbbench.worker import devices, driver
 
     spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
     if hvd.size() != spec.np:
         raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {hvd.size()}")
-    problem = devices.placement_problem(hvd, os.environ, torch.cuda.device_count(), "PyTorch")
-    if problem:
-        print(f"{ERROR_PREFIX}{problem}", file=sys.stderr, flush=True)
+    if devices.refused(hvd, torch.cuda.device_count(), "PyTorch"):
         return 2
     device = perf.pick_device(hvd.local_rank())
     try:
