@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +50,20 @@ def plan(
     suite: Path = typer.Argument(..., help="suite YAML"),
     only: str | None = typer.Option(None, help="glob on run id or method label"),
     np: int | None = typer.Option(None, "--np", min=1, help="override the workers axis"),
+    format: str = typer.Option("table", "--format", help="table | json (every run's resolved RunSpec) | csv"),
 ) -> None:
-    """Print the runs a suite expands to."""
+    """Print the runs a suite expands to (tuning trials included)."""
     from lbbench.launch.runner import select
+    from lbbench.suite.plan_output import as_csv, as_json
 
+    if format not in ("table", "json", "csv"):
+        err.print(f"error: --format {format!r}: expected table, json or csv")
+        raise typer.Exit(2)
     s, runs = _load(suite, check_data=False, np=np)
     runs = select(runs, only)
+    if format != "table":  # plain text on stdout, for scripts: no colour, no wrapping
+        sys.stdout.write(as_json(runs) if format == "json" else as_csv(runs))
+        return
     t = Table(title=f"{s.name}: {len(runs)} runs ({s.file})")
     for col in (
         "run id",
@@ -64,6 +73,7 @@ def plan(
         "bn span",
         "framework",
         "seed",
+        "trial",
         "peak lr",
         "division",
     ):
@@ -77,6 +87,7 @@ def plan(
             str(r.bn_span),
             r.framework,
             str(r.seed),
+            "-" if r.trial is None else f"{r.study}.{r.trial}",
             f"{r.lr.peak_lr:g}",
             r.division,
         )

@@ -133,6 +133,10 @@ class RunSpec(Frozen):
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); not part of the identity
     keep_checkpoints: int = 2  # the newest verified checkpoints kept; not part of the identity
     perf: PerfSpec = PerfSpec()
+    # a tuning study's trial (lbbench/suite/tuning.py): its study, index and sampled values
+    study: int | None = None
+    trial: int | None = None
+    tuned: dict[str, Any] | None = None
 
     @property
     def virtual_workers(self) -> int:
@@ -147,6 +151,9 @@ class RunSpec(Frozen):
         d.pop("run_id")
         d.pop("checkpoint_every")
         d.pop("keep_checkpoints")
+        for key in ("study", "trial", "tuned"):  # untuned runs keep the ids they had
+            if d[key] is None:
+                d.pop(key)
         d["data"].pop("path")
         if d["data"].pop("canonical"):
             d["data"].pop("fingerprint")

@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lbbench.report import plots
+from lbbench.report import plots, selection
 from lbbench.report.tables import COLUMNS, OWN, _fmt, collect, markdown, rows, time_markdown, time_rows, to_csv
 from lbbench.spec import RunSpec
 from lbbench.store.files import atomic_write_text, iter_run_dirs
@@ -51,7 +51,8 @@ def method_summaries(table: list[dict[str, Any]]) -> dict[str, str]:
 def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> dict[str, Any]:
     results = Path(results)
     summaries = collect(results)
-    table = rows(summaries)
+    tuned = selection.tuning_rows(summaries)
+    table = rows(selection.winners_only(summaries))  # a tuned cell's row is its winning trial
     figdir = results / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     figures = _figures(results, table, figdir) if summaries else []
@@ -61,6 +62,17 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     written = []
     if "md" in formats:
         md = [f"# lbbench report: {results.name}", "", markdown(table)]
+        if tuned:
+            md += [
+                "## Tuning studies",
+                "",
+                "Per cell: trials run and reaching the target, the winner (fewest steps to target; "
+                "ties: fewer epochs, then higher top-1) with its sampled values, and AlgoPerf's "
+                "median over studies of the fastest trial (a study that never reached it: inf). "
+                "The table above shows each tuned cell's winning trial.",
+                "",
+                selection.markdown(tuned),
+            ]
         if damaged:
             md += ["## Damaged runs (left out of every figure; `lbbench run` redoes them)", ""]
             md += [f"- {d}" for d in damaged] + [""]
@@ -89,7 +101,7 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
         )
         written.append(results / "report.html")
     atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
-    return dict(table=table, texts=texts, figures=figures, written=written, times=times, damaged=damaged)
+    return dict(table=table, texts=texts, figures=figures, written=written, times=times, damaged=damaged, tuning=tuned)
 
 
 def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[dict[str, Any]]:

@@ -45,6 +45,10 @@ class RunSummary(BaseModel):
     target_top1: float
     wall_s: float
     data_fingerprint: str | None = None  # lbbench/data/layout.py; None for synthetic data
+    # a tuning study's trial (lbbench/suite/tuning.py): study, index, sampled values
+    study: int | None = None
+    trial: int | None = None
+    tuned: dict[str, Any] | None = None
     # the result (None until a run has evaluated / reached the target)
     best_top1: float | None = None
     epochs_to_target: int | None = None

@@ -69,6 +69,28 @@ class BatchScheduleCfg(Strict):
     max_batch: int | None = Field(None, gt=0)
 
 
+class Distribution(Strict):
+    """One searched hyperparameter: exactly one of these, a [low, high] range or a list."""
+
+    log_uniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int_uniform: tuple[int, int] | None = None
+    one_minus_log_uniform: tuple[float, float] | None = None  # 1 - x log-uniform: momenta, betas
+    choice: list[Any] | None = Field(None, min_length=1)
+
+
+class TuningCfg(Strict):
+    """A tuning study per cell (method x global batch x framework x np): quasi-random trials
+    over a declared search space, the same budget for every method unless a method says
+    otherwise (AlgoPerf's external tuning; Shallue et al.). Trials are ordinary runs."""
+
+    space: dict[str, Distribution] = Field(min_length=1)  # "lr.base_lr", "hparams.momentum", ...
+    trials: int = Field(8, gt=0)  # per cell and study
+    studies: int = Field(1, gt=0)  # independent studies (AlgoPerf: the median over them)
+    sampler: Literal["halton"] = "halton"
+    seed: int = Field(0, ge=0)
+
+
 class MethodCfg(Strict):
     name: str
     label: str | None = None
@@ -79,6 +101,8 @@ class MethodCfg(Strict):
     batch_schedule: BatchScheduleCfg | None = None
     # Per-batch hyperparameters from lbbench/recipes.py; explicit hparams still win.
     recipe: Literal["mlperf_lars", "spngd"] | None = None
+    # This method's study (replaces the suite's tuning block); `tuning: null` = not tuned
+    tuning: TuningCfg | None = None
 
 
 class MatrixCfg(Strict):
@@ -136,3 +160,4 @@ class SuiteCfg(Strict):
     slurm: SlurmCfg = SlurmCfg()
     include: list[Cell] = []
     exclude: list[Cell] = []
+    tuning: TuningCfg | None = None  # the study of every method (a method's own block wins)

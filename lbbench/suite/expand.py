@@ -18,7 +18,8 @@ from pydantic import BaseModel, ValidationError
 from lbbench.methods import get_method, resolve_hparams
 from lbbench.methods.registry import BadHParam, UnknownMethod
 from lbbench.spec import BatchScheduleSpec, DataSpec, DiscardSpec, LrSpec, RunSpec, steps_per_epoch
-from lbbench.suite.config import BatchScheduleCfg, LrCfg, SuiteCfg
+from lbbench.suite import tuning
+from lbbench.suite.config import BatchScheduleCfg, LrCfg, MethodCfg, SuiteCfg, TuningCfg
 from lbbench.suite.recipes import RECIPES, Recipe
 from lbbench.suite.yamlpos import SuiteError, fmt_path, line_of, load_with_lines
 from lbbench.worker.schedules import goyal_milestones, scaled_lr, schedule_facts
@@ -132,6 +133,7 @@ def _check(suite: Suite) -> None:
             )
         if not m.recipe:
             _lr_for(suite, i)  # validates the merged LR block (a recipe row has none of its own)
+        _check_tuning(suite, i)
     if cfg.matrix.local_batch and cfg.matrix.accum:
         raise suite.error(("matrix", "accum"), "give local_batch or accum, not both")
     for key in ("include", "exclude"):
@@ -140,8 +142,27 @@ def _check(suite: Suite) -> None:
                 raise suite.error((key, j, "method"), f"no method labelled {cell.method!r} in matrix.methods")
 
 
-def _lr_for(suite: Suite, i: int) -> LrCfg:
+def _check_tuning(suite: Suite, i: int) -> None:
+    study = tuning_of(suite, i)
+    if study is None:
+        return
     m = suite.cfg.matrix.methods[i]
+    own = "tuning" in m.model_fields_set
+    base: tuple[Any, ...] = ("matrix", "methods", i, "tuning") if own else ("tuning",)
+    known = set(get_method(m.name).hparams)
+    for where, message in tuning.problems(study, known):
+        raise suite.error(base + where, message if own else f"{message} (method {m.label or m.name!r})")
+    if m.recipe and any(k.startswith("lr.") for k in study.space):
+        key = next(k for k in study.space if k.startswith("lr."))
+        raise suite.error(
+            base + ("space", key),
+            f"recipe {m.recipe!r} fixes the LR schedule at each batch (a reference point, not tuned); "
+            f"give this method `tuning: null` or tune only hparams.*",
+        )
+
+
+def _lr_for(suite: Suite, i: int, mc: MethodCfg | None = None) -> LrCfg:
+    m = mc or suite.cfg.matrix.methods[i]
     merged = {**suite.cfg.lr.model_dump(exclude_unset=True), **m.lr}
     try:
         lr = LrCfg.model_validate(merged)
@@ -260,17 +281,37 @@ def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[
     runs = []
     for c in cells:
         i = labels.index(str(c["method"]))
-        runs.append(_resolve(suite, i, c, data, base))
+        study = tuning_of(suite, i)
+        if study is None:
+            runs.append(_resolve(suite, i, c, data, base))
+            continue
+        mc = m.methods[i]
+        for s in range(study.studies):
+            for t, values in enumerate(tuning.trials(study, s)):
+                hp, lr = tuning.apply(values, mc.hparams, mc.lr)
+                trial_mc = mc.model_copy(update=dict(hparams=hp, lr=lr))
+                run = _resolve(suite, i, c, data, base, trial_mc)
+                runs.append(run.model_copy(update=dict(study=s, trial=t, tuned=values)).with_id())
     return runs, [warning] if warning else []
+
+
+def tuning_of(suite: Suite, i: int) -> TuningCfg | None:
+    """Method entry i's study: its own tuning block, else the suite's (``tuning: null`` in the
+    entry leaves it untuned)."""
+    mc = suite.cfg.matrix.methods[i]
+    return mc.tuning if "tuning" in mc.model_fields_set else suite.cfg.tuning
 
 
 def _matches(cell: dict[str, Any], pattern: Any) -> bool:
     return all(cell[k] == v for k, v in pattern.model_dump(exclude_none=True).items())
 
 
-def _resolve(suite: Suite, i: int, c: dict[str, Any], data: DataSpec, base: Workload) -> RunSpec:
+def _resolve(
+    suite: Suite, i: int, c: dict[str, Any], data: DataSpec, base: Workload, mc: MethodCfg | None = None
+) -> RunSpec:
+    """The run of cell ``c`` for method entry ``i`` (or ``mc``: that entry with a trial's values)."""
     cfg, w, m = suite.cfg, suite.cfg.workload, suite.cfg.matrix
-    mc = m.methods[i]
+    mc = mc or m.methods[i]
     info = get_method(mc.name)
     B, n = c["global_batch"], c["np"]
     where = ("matrix", "global_batch", m.global_batch.index(B)) if B in m.global_batch else ("include",)
@@ -288,7 +329,7 @@ def _resolve(suite: Suite, i: int, c: dict[str, Any], data: DataSpec, base: Work
         max_epochs = recipe.max_epochs
     else:
         given, max_epochs = {}, w.max_epochs or base.max_epochs
-        lrs = _lr_spec(suite, i, B, max_epochs)
+        lrs = _lr_spec(suite, i, B, max_epochs, mc)
     hp = resolve_hparams(mc.name, {**given, **mc.hparams})
     if cfg.run.perf.compile and not info.step_kind.compiles:
         raise suite.error(
@@ -378,8 +419,8 @@ def _split(suite: Suite, B: int, n: int, where: tuple[Any, ...], recipe: Recipe 
     return local, B // (n * local), bn_span
 
 
-def _lr_spec(suite: Suite, i: int, B: int, max_epochs: int) -> LrSpec:
-    lr = _lr_for(suite, i)
+def _lr_spec(suite: Suite, i: int, B: int, max_epochs: int, mc: MethodCfg | None = None) -> LrSpec:
+    lr = _lr_for(suite, i, mc)
     if lr.rule == "table":
         assert lr.table is not None
         if B not in lr.table:
