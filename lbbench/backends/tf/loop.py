@@ -139,6 +139,8 @@ class Loop(LoopBase):
     def allreduce(self, grads: list, local_loss) -> tuple[list, float]:
         """Average the gradients and the loss over ranks in one grouped allreduce."""
         self.before_allreduce()
+        if self.hvd.size() == 1:  # the average over one rank is the rank's own: no collective
+            return list(grads), float(local_loss)
         with self.timed("allreduce"):
             reduced = self.hvd.grouped_allreduce(
                 list(grads) + [tf.reshape(local_loss, [])], **average_args(self.hvd, self.spec.perf)

@@ -117,6 +117,11 @@ class Loop(LoopBase):
     def allreduce_grads(self, local_loss: torch.Tensor) -> float:
         """Average .grad and the loss over ranks in one grouped allreduce; returns the loss."""
         self.before_allreduce()
+        if self.hvd.size() == 1:  # the average over one rank is the rank's own: no collective
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            return float(local_loss)
         with self.timed("allreduce"):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
             reduced = self.hvd.grouped_allreduce(grads + [local_loss.to(grads[0].device)], **self.average)

@@ -35,6 +35,8 @@ def test_two_ranks_equal_one_rank_same_global_batch(method, tmp_path, digits_dir
     s2 = run_worker(two, tmp_path / "np2")
     run_single(one, tmp_path / "np1")
     assert s2.ranks_agree, s2.param_digests
+    # every step kind averages the gradient in one collective per step (EXTRAP-SGD's two passes too)
+    assert s2.allreduces == s2.steps_run, (s2.allreduces, s2.steps_run)
     a, b = final_weights(tmp_path / "np2"), final_weights(tmp_path / "np1")
     for k in a:
         assert a[k].dtype == torch.float64
