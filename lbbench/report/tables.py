@@ -18,7 +18,6 @@ from lbbench.store.summary import summary_or_damage
 
 COLUMNS = [
     "method",
-    "source",
     "global_batch",
     "framework",
     "np",
@@ -37,6 +36,7 @@ COLUMNS = [
     "images_per_s_per_accelerator",
     "accelerator_hours_to_target",
     "scaling_efficiency",
+    "source",  # lbbench, or the published MLPerf submission a row was imported from
 ]
 OWN = "lbbench"  # the source of runs lbbench trained; imported ones name their MLPerf round and system
 
