@@ -102,6 +102,9 @@ def run(
     launcher: str = typer.Option("local", help="local (Horovod Gloo, one node) | horovodrun | mpirun | slurm"),
     results: Path = typer.Option(Path("results"), help="results root"),
     timeout: float | None = typer.Option(None, help="per-run time limit in seconds"),
+    warm: bool = typer.Option(
+        True, "--warm/--cold", help="cells with the same np and framework share one launch of workers (warm)"
+    ),
     container: str | None = typer.Option(None, help="run the workers in this Apptainer/Singularity image (exec --nv)"),
     container_runtime: str | None = typer.Option(
         None, help="apptainer | singularity (default: whichever is installed)"
@@ -175,7 +178,7 @@ def run(
             )
         )
     try:
-        summaries = run_all(runs, results, launcher, console, timeout, opts)
+        summaries = run_all(runs, results, launcher, console, timeout, opts, warm)
     except Stopped as e:
         err.print(f"lbbench run: {e}; the current run is left resumable (run the same command to go on)")
         raise typer.Exit(128 + e.signum) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +36,15 @@ def container_prefix(opts: LaunchOptions | None) -> list[str]:
     return [runtime, "exec", "--nv", *binds, opts.container]
 
 
-def worker_argv(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+def worker_argv(
+    spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None, more: Sequence[Path] = ()
+) -> list[str]:
+    """The worker's command line: one run dir, or several - a warm launch that trains them in
+    turn in the same processes (lbbench/worker/pool.py)."""
     # Inside a container the host's interpreter path means nothing: use the image's python.
     python = "python" if opts and opts.container else sys.executable
-    return [*container_prefix(opts), python, "-m", f"lbbench.backends.{spec.framework}.train", str(run_dir)]
+    dirs = [str(run_dir), *map(str, more)]
+    return [*container_prefix(opts), python, "-m", f"lbbench.backends.{spec.framework}.train", *dirs]
 
 
 def worker_env(spec: RunSpec, opts: LaunchOptions | None = None) -> dict[str, str]:
@@ -68,13 +73,17 @@ def _tool(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-def local_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+def local_command(
+    spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None, more: Sequence[Path] = ()
+) -> list[str]:
     """One node, Gloo controller, Horovod's rendezvous server started by lbbench itself
     (lbbench/launch/gloo_local.py says why not horovodrun)."""
-    return [sys.executable, "-m", "lbbench.launch.gloo_local", str(spec.np), *worker_argv(spec, run_dir, opts)]
+    return [sys.executable, "-m", "lbbench.launch.gloo_local", str(spec.np), *worker_argv(spec, run_dir, opts, more)]
 
 
-def horovodrun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+def horovodrun_command(
+    spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None, more: Sequence[Path] = ()
+) -> list[str]:
     return [
         _tool("horovodrun"),
         "-np",
@@ -82,11 +91,13 @@ def horovodrun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None 
         "-H",
         f"localhost:{spec.np}",
         "--gloo",
-        *worker_argv(spec, run_dir, opts),
+        *worker_argv(spec, run_dir, opts, more),
     ]
 
 
-def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+def mpirun_command(
+    spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None, more: Sequence[Path] = ()
+) -> list[str]:
     """Open MPI, built by hand: ``horovodrun --mpi`` passes single-dash options that Open MPI 5
     misreads (docs/platform.md). Flags follow Horovod's docs: no binding, slot mapping, and the
     environment the workers need exported with -x."""
@@ -102,16 +113,18 @@ def mpirun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = No
     for var in sorted(names):
         if var in FORWARD_VARS or var.startswith(FORWARD_PREFIXES):
             cmd += ["-x", var]
-    return cmd + worker_argv(spec, run_dir, opts)
+    return cmd + worker_argv(spec, run_dir, opts, more)
 
 
-def slurm_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+def slurm_command(
+    spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None, more: Sequence[Path] = ()
+) -> list[str]:
     from lbbench.launch.slurm import srun_command
 
-    return srun_command(spec, run_dir, opts)
+    return srun_command(spec, run_dir, opts, more)
 
 
-Launcher = Callable[[RunSpec, Path, "LaunchOptions | None"], list[str]]
+Launcher = Callable[[RunSpec, Path, "LaunchOptions | None", Sequence[Path]], list[str]]
 LAUNCHERS: dict[str, Launcher] = {
     "local": local_command,
     "horovodrun": horovodrun_command,
@@ -120,10 +133,14 @@ LAUNCHERS: dict[str, Launcher] = {
 }
 
 
-def command(launcher: str, spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+def command(
+    launcher: str, spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None, more: Sequence[Path] = ()
+) -> list[str]:
+    """The command that starts ``spec.np`` workers on ``run_dir`` (and then on ``more``: the
+    other cells of a warm launch, which share np and framework)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
-    return LAUNCHERS[launcher](spec, run_dir, opts)
+    return LAUNCHERS[launcher](spec, run_dir, opts, more)
 
 
 def local_gpu_present() -> bool:

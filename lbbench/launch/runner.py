@@ -23,8 +23,10 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from filelock import FileLock, Timeout
 from rich.console import Console
@@ -77,8 +79,10 @@ def run_all(
     console: Console | None = None,
     timeout_s: float | None = None,
     opts: launch.LaunchOptions | None = None,
+    warm: bool = True,
 ) -> list[RunSummary]:
-    """Runs the cells in order; raises Stopped (after stopping the current cell) on a signal."""
+    """Runs the cells in order; raises Stopped (after stopping the current cell) on a signal.
+    ``warm``: consecutive cells with the same np and framework share one launch of workers."""
     console = console or Console()
     summaries = []
     stop: list[int] = []
@@ -96,25 +100,101 @@ def run_all(
             console=console,
             transient=False,
         ) as progress:
-            for k, spec in enumerate(runs, 1):
+            for held in _launch_groups(runs, warm):
                 if stop:
                     raise Stopped(stop[0])
-                summary = _cell(
-                    spec,
-                    run_dir(results, spec.suite, spec.run_id),
-                    launcher,
-                    progress,
-                    f"run {k}/{len(runs)} {spec.run_id}",
-                    timeout_s,
-                    opts,
-                    stop,
-                )
-                if summary is not None:
-                    summaries.append(summary)
+                if len(held) == 1:
+                    n, spec = held[0]
+                    rdir = run_dir(results, spec.suite, spec.run_id)
+                    head = f"run {n}/{len(runs)} {spec.run_id}"
+                    summary = _cell(spec, rdir, launcher, progress, head, timeout_s, opts, stop)
+                    if summary is not None:
+                        summaries.append(summary)
+                    continue
+                summaries += _warm_group(held, len(runs), results, launcher, progress, timeout_s, opts, stop)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return summaries
+
+
+def _launch_groups(runs: list[RunSpec], warm: bool) -> list[list[tuple[int, RunSpec]]]:
+    """(number, run) groups that share one launch: with ``warm``, every run of the same np and
+    framework (in suite order, groups in the order they first appear); else one run each."""
+    if not warm:
+        return [[(k, r)] for k, r in enumerate(runs, 1)]
+    groups: dict[tuple[int, str], list[tuple[int, RunSpec]]] = {}
+    for k, r in enumerate(runs, 1):
+        groups.setdefault((r.np, r.framework), []).append((k, r))
+    return list(groups.values())
+
+
+def _warm_group(
+    group: list[tuple[int, RunSpec]],
+    total: int,
+    results: Path,
+    launcher: str,
+    progress: Progress,
+    timeout_s: float | None,
+    opts: launch.LaunchOptions | None,
+    stop: list[int],
+) -> list[RunSummary]:
+    """Cells that share a launch: done ones skipped, the rest locked and trained in warm
+    launches - again for the cells after a failed one, until every cell has a summary."""
+    out: list[RunSummary] = []
+    queue = group
+    while queue:
+        if stop:
+            raise Stopped(stop[0])
+        locks: list[FileLock] = []
+        held: list[_Held] = []
+        try:
+            for k, spec in queue:
+                rdir = run_dir(results, spec.suite, spec.run_id)
+                head = f"run {k}/{total} {spec.run_id}"
+                ready = _lock_cell(spec, rdir, progress, head, locks)
+                if isinstance(ready, RunSummary):
+                    out.append(ready)
+                elif ready:
+                    held.append(_Held(k, spec, rdir, head))
+            queue = []
+            if len(held) == 1:
+                h = held[0]
+                out.append(_run_one(h.spec, h.rdir, launcher, progress, h.head, timeout_s, opts, stop))
+            elif held:
+                finished, left = _run_warm(held, launcher, progress, timeout_s, opts, stop)
+                out += finished
+                queue = [(c.k, c.spec) for c in left]
+        finally:
+            for lock in locks:
+                lock.release()
+    return out
+
+
+def _lock_cell(spec: RunSpec, rdir: Path, progress: Progress, head: str, locks: list[FileLock]) -> RunSummary | bool:
+    """A done cell's summary; True when the cell is now locked for this runner (its lock added
+    to ``locks``); False when another process has it."""
+    done, damage = summary_or_damage(rdir)
+    if done and done.done:
+        progress.console.print(f"[dim]{head}: done before, skipped[/dim]")
+        return done
+    if damage:
+        progress.console.print(f"[yellow]{head}: {damage}; running it again[/yellow]")
+    rdir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(rdir / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        progress.console.print(f"[yellow]{head}: running in another lbbench process, skipped[/yellow]")
+        return False
+    locks.append(lock)
+    if why := training_elsewhere(rdir):
+        progress.console.print(f"[yellow]{head}: {why}; skipped[/yellow]")
+        return False
+    done, _ = summary_or_damage(rdir)
+    if done and done.done:  # finished by another process while we waited
+        return done
+    return True
 
 
 def _cell(
@@ -218,16 +298,9 @@ def set_attempt_aside(rdir: Path, names: tuple[str, ...]) -> Path | None:
     return dest
 
 
-def _run_one(
-    spec: RunSpec,
-    rdir: Path,
-    launcher: str,
-    progress: Progress,
-    head: str,
-    timeout_s: float | None,
-    opts: launch.LaunchOptions | None,
-    stop: list[int],
-) -> RunSummary:
+def _prepare(spec: RunSpec, rdir: Path, progress: Progress, head: str) -> tuple[TaskID, int]:
+    """Resume or set the earlier attempt aside, write run.yaml; (progress task, the log's
+    length before this attempt)."""
     if resumable(rdir, spec):  # keep the logs and the checkpoints; the failed attempt's summary is set aside
         set_attempt_aside(rdir, ("summary.json",))
         progress.console.print(
@@ -238,17 +311,34 @@ def _run_one(
             f"[cyan]{head}: no usable checkpoint; starting again, the earlier attempt is in {moved}[/cyan]"
         )
     spec.save(rdir / "run.yaml")
+    log = rdir / "worker.log"
+    return progress.add_task(head, total=spec.max_epochs, info="starting"), log.stat().st_size if log.exists() else 0
+
+
+def _launch(cmd: list[str], env: dict[str, str], out: IO[str]) -> subprocess.Popen[bytes]:
+    out.write("$ " + " ".join(cmd) + "\n")
+    out.flush()
+    # Its own process group, so that stopping reaches the launcher and every worker it started.
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _run_one(
+    spec: RunSpec,
+    rdir: Path,
+    launcher: str,
+    progress: Progress,
+    head: str,
+    timeout_s: float | None,
+    opts: launch.LaunchOptions | None,
+    stop: list[int],
+) -> RunSummary:
+    task, log_start = _prepare(spec, rdir, progress, head)
     cmd = launch.command(launcher, spec, rdir, opts)
-    task = progress.add_task(head, total=spec.max_epochs, info="starting")
     t0 = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(spec, opts)}
     reason = None
     with open(rdir / "worker.log", "a") as out:
-        log_start = out.tell()  # this attempt's part of the log
-        out.write("$ " + " ".join(cmd) + "\n")
-        out.flush()
-        # Its own process group, so that stopping reaches the launcher and every worker it started.
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = _launch(cmd, env, out)
         while True:
             try:
                 rc = proc.wait(timeout=1.0)  # returns as soon as the launcher exits
@@ -264,6 +354,24 @@ def _run_one(
                 rc = _stop(proc)
                 break
     _show(progress, task, rdir)
+    return _finish(spec, rdir, progress, head, task, rc, reason, log_start, t0, stop, [])
+
+
+def _finish(
+    spec: RunSpec,
+    rdir: Path,
+    progress: Progress,
+    head: str,
+    task: TaskID,
+    rc: int,
+    reason: str | None,
+    log_start: int,
+    t0: float,
+    stop: list[int],
+    launcher_lines: list[str],
+) -> RunSummary:
+    """The cell's summary: the worker's own, or - when it ended without one - a failed (or
+    timeout) summary with the reason the log names, else the exit status in words."""
     summary, damage = summary_or_damage(rdir)
     if rc != 0 and reason is None and _stopped_meanwhile(stop):
         # scancel (and a batch system's preemption) signals the launcher and this process at
@@ -274,10 +382,19 @@ def _run_one(
         with open(rdir / "worker.log", errors="replace") as f:
             f.seek(log_start)
             lines = f.read().splitlines()
+        if launcher_lines:  # a warm launch: what the launcher said goes into the cell's log too
+            with open(rdir / "worker.log", "a") as f:
+                f.write("".join(f"{ln}\n" for ln in ["# the warm launch's own output:", *launcher_lines]))
+            lines += launcher_lines
         tail = lines[-30:]
         why = reason or named_error(lines) or exit_reason(rc) + (f" ({damage})" if damage else "")
         summary = failed_summary(spec, "timeout" if reason else "failed", why, tail, time.time() - t0)
         summary.write(rdir)
+    _done(progress, task, head, rdir, summary)
+    return summary
+
+
+def _done(progress: Progress, task: TaskID, head: str, rdir: Path, summary: RunSummary) -> None:
     style = {"success": "green", "not_reached": "yellow"}.get(summary.status, "red")
     best = summary.best_top1
     progress.update(
@@ -285,7 +402,93 @@ def _run_one(
     )
     if summary.status in ("failed", "timeout"):
         progress.console.print(f"[red]{head}: {summary.reason}; log: {rdir / 'worker.log'}[/red]")
-    return summary
+
+
+@dataclass
+class _Held:
+    """A cell of a warm launch: locked and prepared by the runner."""
+
+    k: int
+    spec: RunSpec
+    rdir: Path
+    head: str
+    task: TaskID | None = None
+    log_start: int = 0
+
+
+def _run_warm(
+    cells: list[_Held],
+    launcher: str,
+    progress: Progress,
+    timeout_s: float | None,
+    opts: launch.LaunchOptions | None,
+    stop: list[int],
+) -> tuple[list[RunSummary], list[_Held]]:
+    """One launch that trains ``cells`` in turn (lbbench/worker/pool.py). Returns the summaries of
+    the cells it finished or failed, and the cells it never reached (the launch ended in an
+    earlier one's failure or timeout): the caller launches those again."""
+    for c in cells:
+        c.task, c.log_start = _prepare(c.spec, c.rdir, progress, c.head)
+        progress.update(c.task, info="queued (warm launch)")
+    first = cells[0]
+    cmd = launch.command(launcher, first.spec, first.rdir, opts, [c.rdir for c in cells[1:]])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **launch.worker_env(first.spec, opts)}
+    for c in cells:  # each cell's log names the command that trained it
+        with open(c.rdir / "worker.log", "a") as f:
+            f.write("$ " + " ".join(cmd) + f"   (warm launch: cell {cells.index(c) + 1} of {len(cells)})\n")
+    launch_log = first.rdir.parent / "warm-launches.log"
+    done: list[RunSummary] = []
+    reason = None
+    i, t_cell = 0, time.time()
+
+    def advance() -> None:
+        nonlocal i, t_cell
+        while i < len(cells) and summary_or_damage(cells[i].rdir)[0] is not None:
+            c = cells[i]
+            assert c.task is not None
+            _show(progress, c.task, c.rdir)
+            summary, _ = summary_or_damage(c.rdir)
+            assert summary is not None
+            _done(progress, c.task, c.head, c.rdir, summary)
+            done.append(summary)
+            i, t_cell = i + 1, time.time()
+        if i < len(cells):
+            current = cells[i].task
+            assert current is not None
+            _show(progress, current, cells[i].rdir)
+
+    with open(launch_log, "a") as out:
+        start = out.tell()
+        proc = _launch(cmd, env, out)
+        while True:
+            try:
+                rc = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                advance()
+            if stop:
+                _stop(proc)
+                raise Stopped(stop[0])
+            if timeout_s and time.time() - t_cell > timeout_s:
+                reason = f"timeout after {timeout_s:.0f} s"
+                rc = _stop(proc)
+                break
+    advance()
+    if i == len(cells):
+        return done, []
+    with open(launch_log, errors="replace") as f:
+        f.seek(start)
+        said = f.read().splitlines()[1:]  # after the command line
+    c = cells[i]
+    assert c.task is not None
+    done.append(_finish(c.spec, c.rdir, progress, c.head, c.task, rc or 1, reason, c.log_start, t_cell, stop, said))
+    left = cells[i + 1 :]
+    for c in left:  # never reached: their logs lose the command line written for this launch
+        with open(c.rdir / "worker.log", "r+") as f:
+            f.truncate(c.log_start)
+        assert c.task is not None
+        progress.remove_task(c.task)
+    return done, left
 
 
 def named_error(lines: list[str]) -> str | None:

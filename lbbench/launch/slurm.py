@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,9 @@ class JobResources:
         return nodes, min(per_node, np_)
 
 
-def srun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None) -> list[str]:
+def srun_command(
+    spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None, more: Sequence[Path] = ()
+) -> list[str]:
     if not os.environ.get("SLURM_JOB_ID"):
         raise SlurmError(
             "--launcher slurm starts workers with srun inside a Slurm allocation, and SLURM_JOB_ID "
@@ -69,7 +72,7 @@ def srun_command(spec: RunSpec, run_dir: Path, opts: LaunchOptions | None = None
         *([f"--cpus-per-task={cpus}"] if cpus else []),
         "--kill-on-bad-exit=1",
         "--export=ALL",
-        *worker_argv(spec, run_dir, opts),
+        *worker_argv(spec, run_dir, opts, more),
     ]
 
 

@@ -30,7 +30,10 @@ def damped_inverses(A, G, damping: float, weight_decay: float):
 
     def inv(M, d):
         eye = tf.eye(M.shape[0], dtype=M.dtype)
-        return tf.linalg.cholesky_solve(tf.linalg.cholesky(M + d * eye), eye)
+        try:
+            return tf.linalg.cholesky_solve(tf.linalg.cholesky(M + d * eye), eye)
+        except tf.errors.InvalidArgumentError:  # not positive definite: NaN, as in the PyTorch backend
+            return tf.fill(tf.shape(M), tf.constant(float("nan"), M.dtype))
 
     return inv(A, da), inv(G, dg)
 
@@ -144,7 +147,11 @@ class KFACPreconditioner:
                     2, dtype=self.F[i].dtype
                 )
                 g = tf.stack([grads[self._idx(m.gamma)], grads[self._idx(m.beta)]], axis=1)[..., None]
-                p = tf.squeeze(tf.linalg.solve(Fm, g), -1) * nu
+                try:
+                    x = tf.linalg.solve(Fm, g)
+                except tf.errors.InvalidArgumentError:  # singular: NaN, as in the PyTorch backend
+                    x = tf.fill(tf.shape(g), tf.constant(float("nan"), g.dtype))
+                p = tf.squeeze(x, -1) * nu
                 grads[self._idx(m.gamma)], grads[self._idx(m.beta)] = p[:, 0], p[:, 1]
         return grads
 

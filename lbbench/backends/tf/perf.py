@@ -31,26 +31,35 @@ def refusals(spec: RunSpec, gpus: list[Any]) -> list[str]:
 
 
 def configure(spec: RunSpec, hvd: Any, deterministic: bool) -> list[Any]:
-    """Sets this rank's device up; returns this rank's GPU as a one-element list (empty on CPU).
+    """Sets this process's device up (once: TensorFlow fixes it when its runtime starts) and the
+    first cell's precision; returns this rank's GPU as a one-element list (empty on CPU).
     Op determinism: always on a CPU (a resumed run redoes the same steps bit for bit); on a GPU
     only with ``run.perf.deterministic`` (several ops have no deterministic GPU kernel and then
     raise UnimplementedError)."""
     gpus = tf.config.list_physical_devices("GPU")
-    if spec.perf.precision == "float64":  # before any layer exists: Keras reads it at build time
-        tf.keras.backend.set_floatx("float64")
     if deterministic and (not gpus or spec.perf.deterministic):
         tf.config.experimental.enable_op_determinism()
+    mine: list[Any] = []
     if gpus:
         gpu = gpus[gpu_index(hvd, gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
         tf.config.set_visible_devices(gpu, "GPU")
-        if spec.perf.amp == "bf16":
-            tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        return [gpu]
+        mine = [gpu]
     else:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    return gpus
+    configure_cell(spec, mine)
+    return mine
+
+
+def configure_cell(spec: RunSpec, gpus: list[Any]) -> None:
+    """What a cell sets for itself (a warm launch trains several in one process): a fresh Keras
+    session (layer names, uids), its float type and its mixed-precision policy."""
+    tf.keras.backend.clear_session()
+    # before any layer exists: Keras reads it at build time
+    tf.keras.backend.set_floatx("float64" if spec.perf.precision == "float64" else "float32")
+    policy = "mixed_bfloat16" if gpus and spec.perf.amp == "bf16" else tf.keras.backend.floatx()
+    tf.keras.mixed_precision.set_global_policy(policy)
 
 
 def average_args(hvd: Any, perf: PerfSpec) -> dict[str, Any]:

@@ -103,32 +103,40 @@ class TFWorker:
         )
 
 
-def main(run_dir: Path) -> int:
+def main(run_dirs: list[Path]) -> int:
+    """Trains the run dir(s): several are a warm launch (lbbench/worker/pool.py) - one Horovod
+    world, one TensorFlow runtime, a fresh Keras session and model per cell."""
     import horovod.tensorflow as hvd
 
     from lbbench.backends.tf import checkpoint, perf
-    from lbbench.worker import devices, driver
+    from lbbench.worker import devices, driver, pool
 
-    spec = RunSpec.load(run_dir / "run.yaml")
+    first = RunSpec.load(run_dirs[0] / "run.yaml")
     hvd.init()
-    if hvd.size() != spec.np:
-        raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {hvd.size()}")
-    refused = perf.refusals(spec, tf.config.list_physical_devices("GPU"))
-    if refused:
-        print(f"lbbench: run {spec.run_id}: run.perf: {'; '.join(refused)}", file=sys.stderr, flush=True)
-        return 2
-    # configure first: the placement check's allgather starts TensorFlow's runtime, after which
-    # its thread pools can no longer be sized
-    gpus = perf.configure(spec, hvd, deterministic=True)
+    # the device once, before the placement check's allgather starts TensorFlow's runtime
+    # (after which its thread pools can no longer be sized)
+    gpus = perf.configure(first, hvd, deterministic=True)
     if devices.refused(hvd, len(tf.config.list_physical_devices("GPU")), "TensorFlow"):
         return 2
-    return driver.run(
-        spec,
-        run_dir,
-        hvd,
-        checkpoint,
-        lambda ckpt, progress, metrics: TFWorker(spec, hvd, gpus, ckpt, progress, metrics),
-    )
+
+    def cell(run_dir: Path) -> int:
+        spec = RunSpec.load(run_dir / "run.yaml")
+        if hvd.size() != spec.np:
+            raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {hvd.size()}")
+        refused = perf.refusals(spec, tf.config.list_physical_devices("GPU"))
+        if refused:
+            print(f"lbbench: run {spec.run_id}: run.perf: {'; '.join(refused)}", file=sys.stderr, flush=True)
+            return 2
+        perf.configure_cell(spec, gpus)
+        return driver.run(
+            spec,
+            run_dir,
+            hvd,
+            checkpoint,
+            lambda ckpt, progress, metrics: TFWorker(spec, hvd, gpus, ckpt, progress, metrics),
+        )
+
+    return pool.run_cells(run_dirs, hvd.rank() == 0, cell)
 
 
 def sync_bn_statistics(model, hvd) -> None:
@@ -139,4 +147,4 @@ def sync_bn_statistics(model, hvd) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main([Path(a) for a in sys.argv[1:]]))

@@ -20,12 +20,18 @@ from lbbench.methods.kfac import assign_owners, damping_split, kl_clip_scale
 def damped_inverses(A: torch.Tensor, G: torch.Tensor, damping: float, weight_decay: float):
     """(A + pi sqrt(r) I)^-1 and (G + sqrt(r)/pi I)^-1 (lbbench/methods/kfac.py: damping_split)."""
     da, dg = damping_split(float(A.trace()), A.shape[0], float(G.trace()), G.shape[0], damping, weight_decay)
-    eye_a = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    eye_g = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    return (
-        torch.cholesky_inverse(torch.linalg.cholesky(A + da * eye_a)),
-        torch.cholesky_inverse(torch.linalg.cholesky(G + dg * eye_g)),
-    )
+    return _inverse(A, da), _inverse(G, dg)
+
+
+def _inverse(M: torch.Tensor, d: float) -> torch.Tensor:
+    """(M + d I)^-1 by Cholesky; NaN where the factor is not positive definite (a diverging run's
+    factors hold inf/NaN). Not an exception: only the layer's owner inverts, and an exception on
+    one rank would leave the others waiting in the next collective; NaN goes through the
+    allreduce to every rank and the run is marked diverged at its next loss."""
+    L, info = torch.linalg.cholesky_ex(M + d * torch.eye(M.shape[0], dtype=M.dtype, device=M.device))
+    if int(info) != 0:
+        return torch.full_like(M, float("nan"))
+    return torch.cholesky_inverse(L)
 
 
 Layer = nn.Conv2d | nn.Linear  # the layers K-FAC preconditions with Kronecker factors
@@ -160,7 +166,8 @@ class KFACPreconditioner:
                     2, dtype=self.F[bn].dtype, device=self.F[bn].device
                 )
                 g = torch.stack([_grad(bn.weight), _grad(bn.bias)], dim=1).unsqueeze(-1)
-                p = torch.linalg.solve(Fm, g).squeeze(-1) * nu
+                x, info = torch.linalg.solve_ex(Fm, g)  # NaN, not an exception, when singular (see _inverse)
+                p = (x if int(info.max()) == 0 else torch.full_like(x, float("nan"))).squeeze(-1) * nu
                 _grad(bn.weight).copy_(p[:, 0])
                 _grad(bn.bias).copy_(p[:, 1])
 

@@ -107,33 +107,43 @@ class TorchWorker:
             torch.save(to_cpu(self.method.pre.state()), run_dir / "kfac_factors.pt")
 
 
-def main(run_dir: Path) -> int:
+def main(run_dirs: list[Path]) -> int:
+    """Trains the run dir(s): several are a warm launch (lbbench/worker/pool.py) - one Horovod
+    world and one set of imports, a fresh model, optimizer, pipelines and seeds per cell."""
     import horovod.torch as hvd
 
     from lbbench.backends.torch import checkpoint, perf
-    from lbbench.worker import devices, driver
+    from lbbench.worker import devices, driver, pool
 
-    spec = RunSpec.load(run_dir / "run.yaml")
     hvd.init()
-    if hvd.size() != spec.np:
-        raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {hvd.size()}")
     if devices.refused(hvd, torch.cuda.device_count(), "PyTorch"):
         return 2
     device = perf.pick_device(hvd.local_rank())
-    try:
-        perf.check(spec, device)
-    except perf.PerfOptionError as e:
-        print(f"lbbench: {e}", file=sys.stderr, flush=True)
-        return 2
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
-    return driver.run(
-        spec,
-        run_dir,
-        hvd,
-        checkpoint,
-        lambda ckpt, progress, metrics: TorchWorker(spec, hvd, device, ckpt, progress, metrics),
-    )
+
+    def cell(run_dir: Path) -> int:
+        spec = RunSpec.load(run_dir / "run.yaml")
+        if hvd.size() != spec.np:
+            raise SystemExit(f"run {spec.run_id} needs np={spec.np} Horovod processes, got {hvd.size()}")
+        try:
+            perf.check(spec, device)
+        except perf.PerfOptionError as e:
+            print(f"lbbench: {e}", file=sys.stderr, flush=True)
+            return 2
+        try:
+            return driver.run(
+                spec,
+                run_dir,
+                hvd,
+                checkpoint,
+                lambda ckpt, progress, metrics: TorchWorker(spec, hvd, device, ckpt, progress, metrics),
+            )
+        finally:
+            if spec.perf.compile:  # no compiled graph or guard outlives its cell
+                torch._dynamo.reset()
+
+    return pool.run_cells(run_dirs, hvd.rank() == 0, cell)
 
 
 def param_digest(model) -> str:
@@ -152,4 +162,4 @@ def sync_bn_buffers(model, hvd) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main([Path(a) for a in sys.argv[1:]]))
