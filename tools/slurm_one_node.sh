@@ -37,7 +37,9 @@ start() {
   fi
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
   mkdir -p /run/munge /var/log/munge /var/lib/munge && chown munge:munge /run/munge /var/log/munge /var/lib/munge
-  if ! pgrep -x munged >/dev/null; then
+  # a munged without its socket (e.g. its package removed and reinstalled under it) cannot serve
+  if ! pgrep -x munged >/dev/null || [ ! -S /run/munge/munge.socket.2 ]; then
+    pkill -x munged 2>/dev/null && sleep 1 || true
     runuser -u munge -- /usr/sbin/munged
   fi
   cat > "$dir/slurm.conf" <<EOF
@@ -76,7 +78,7 @@ EOF
     sleep 1
   done
   echo "slurm_one_node: the node did not come up; logs in $dir/log" >&2
-  tail -5 "$dir/log/slurmctld.log" "$dir/log/slurmd.log" >&2 || true
+  tail -n 5 "$dir/log/slurmctld.log" "$dir/log/slurmd.log" >&2 || true
   stop "$dir"
   exit 4
 }

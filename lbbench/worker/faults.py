@@ -1,7 +1,9 @@
 """Fault injection for the tests (tests/faults/): ``LBBENCH_FAULT=POINT:RANK:COUNT[,...]`` makes
 the worker of that rank kill itself with SIGKILL the COUNT-th time it reaches POINT - a real
-crash at a named place, not a sleep and luck. Unset (always, outside the tests), every hook is
-one dictionary lookup.
+crash at a named place, not a sleep and luck. ``POINT:RANK:COUNT:pause=S`` holds the worker
+there for S seconds instead (its peers wait in their next collective), so a test can act on
+a run that is certainly still training. Unset (always, outside the tests), every hook is one
+dictionary lookup.
 
 Points: ``allreduce`` (before a step's gradient allreduce), ``mid_epoch`` (halfway through an
 epoch's steps), ``checkpoint_write`` (the checkpoint file written to its temporary name, not yet
@@ -13,20 +15,26 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 
 POINTS = ("allreduce", "mid_epoch", "checkpoint_write", "checkpoint_digest", "eval", "after_run_stop")
-_plan: dict[tuple[str, int], int] | None = None
+_plan: dict[tuple[str, int], tuple[int, float | None]] | None = None
 _seen: Counter[str] = Counter()
 
 
-def _parse() -> dict[tuple[str, int], int]:
+def _parse() -> dict[tuple[str, int], tuple[int, float | None]]:
     out = {}
     for item in filter(None, os.environ.get("LBBENCH_FAULT", "").split(",")):
-        point, rank, count = item.split(":")
+        point, rank, count, *action = item.split(":")
         if point not in POINTS:
             raise ValueError(f"LBBENCH_FAULT: unknown point {point!r}; known: {', '.join(POINTS)}")
-        out[(point, int(rank))] = int(count)
+        pause = None
+        if action:
+            if not action[0].startswith("pause="):
+                raise ValueError(f"LBBENCH_FAULT: unknown action {action[0]!r}; known: pause=SECONDS")
+            pause = float(action[0].split("=", 1)[1])
+        out[(point, int(rank))] = (int(count), pause)
     return out
 
 
@@ -38,5 +46,9 @@ def reach(point: str, rank: int) -> None:
     if not _plan:
         return
     _seen[point] += 1
-    if _plan.get((point, rank)) == _seen[point]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    count, pause = _plan.get((point, rank), (0, None))
+    if count == _seen[point]:
+        if pause is not None:
+            time.sleep(pause)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
