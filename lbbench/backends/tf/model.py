@@ -24,6 +24,11 @@ class SpanBatchNorm(keras.layers.Layer):
     running statistics from the mean of the per-span statistics."""
 
     def __init__(self, span: int | None = None, momentum: float = 0.1, eps: float = 1e-5, **kw):
+        # Under a mixed-precision policy the layer computes in float32 (its input is cast up, its
+        # output is float32 and the next convolution casts it down): statistics in bf16 lose the
+        # variance, and Keras' own BatchNormalization does the same
+        if keras.mixed_precision.global_policy().name.startswith("mixed"):
+            kw.setdefault("dtype", "float32")
         super().__init__(**kw)
         self.span, self.momentum, self.eps = span, momentum, eps
 
@@ -89,7 +94,8 @@ class Block(keras.layers.Layer):
             y = u(y, training=training)
             if i < len(self.units) - 1:
                 y = tf.nn.relu(y)
-        return tf.nn.relu(y + (self.shortcut(x, training=training) if self.shortcut is not None else x))
+        s = self.shortcut(x, training=training) if self.shortcut is not None else x
+        return tf.nn.relu(y + tf.cast(s, y.dtype))  # under mixed precision: BN's float32 + the bf16 input
 
 
 class ResNet(keras.Model):

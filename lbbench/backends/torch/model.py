@@ -37,7 +37,9 @@ class SpanBatchNorm2d(nn.BatchNorm2d):
         if n % self.span:
             raise ValueError(f"batch {n} is not a multiple of bn_span {self.span}")
         g = n // self.span
-        xs = x.reshape(g, self.span, *x.shape[1:])
+        # statistics in float32 at least (bf16/fp16 activations under AMP), as PyTorch's own
+        # batch_norm computes them; float32 and float64 inputs are unchanged
+        xs = x.reshape(g, self.span, *x.shape[1:]).to(torch.promote_types(x.dtype, torch.float32))
         mean = xs.mean(dim=(1, 3, 4), keepdim=True)
         var = xs.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
         y = ((xs - mean) / torch.sqrt(var + self.eps)).reshape_as(x)
@@ -49,7 +51,7 @@ class SpanBatchNorm2d(nn.BatchNorm2d):
             self.running_mean.mul_(1 - m).add_(m * mean.mean(dim=0).flatten())
             self.running_var.mul_(1 - m).add_(m * var.mean(dim=0).flatten() * count / max(count - 1, 1))
             self.num_batches_tracked.add_(1)
-        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return (y * self.weight[None, :, None, None] + self.bias[None, :, None, None]).to(x.dtype)
 
 
 class BasicBlock(nn.Module):

@@ -36,3 +36,16 @@ def test_bn_span_equals_separate_batches():
         bn_full.running_mean * 0 + (0.1 * x[:4].mean((0, 2, 3)) + 0.1 * x[4:].mean((0, 2, 3))) / 2,
         atol=1e-6,
     )
+
+
+def test_span_bn_statistics_are_float32_under_bf16():
+    """bf16 activations (AMP) are normalised with float32 statistics, as PyTorch's own BN does."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 5, 5) * 3 + 1
+    low = x.bfloat16()
+    a, b = SpanBatchNorm2d(4, span=4), SpanBatchNorm2d(4, span=4)
+    y = a(low)
+    b(low.float())  # the same values, computed in float32 throughout
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(a.running_mean, b.running_mean) and torch.equal(a.running_var, b.running_var)
+    assert a.running_mean.dtype == torch.float32
