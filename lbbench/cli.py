@@ -51,8 +51,12 @@ def plan(
     only: str | None = typer.Option(None, help="glob on run id or method label"),
     np: int | None = typer.Option(None, "--np", min=1, help="override the workers axis"),
     format: str = typer.Option("table", "--format", help="table | json (every run's resolved RunSpec) | csv"),
+    cost: bool = typer.Option(False, "--cost", help="per cell: steps, samples, hours and accelerator-hours"),
+    images_per_s: float = typer.Option(
+        3000.0, min=1e-9, help="--cost: images/s per accelerator (e.g. from `lbbench bench throughput`)"
+    ),
 ) -> None:
-    """Print the runs a suite expands to (tuning trials included)."""
+    """Print the runs a suite expands to (tuning trials included), or what they cost."""
     from lbbench.launch.runner import select
     from lbbench.suite.plan_output import as_csv, as_json
 
@@ -61,6 +65,9 @@ def plan(
         raise typer.Exit(2)
     s, runs = _load(suite, check_data=False, np=np)
     runs = select(runs, only)
+    if cost:
+        _print_cost(s.name, runs, images_per_s)
+        return
     if format != "table":  # plain text on stdout, for scripts: no colour, no wrapping
         sys.stdout.write(as_json(runs) if format == "json" else as_csv(runs))
         return
@@ -92,6 +99,31 @@ def plan(
             r.division,
         )
     Console(width=max(console.width, 160)).print(t)
+
+
+def _print_cost(name: str, runs: list[RunSpec], images_per_s: float) -> None:
+    from lbbench.suite.plan_output import cost_rows
+
+    rows = cost_rows(runs, images_per_s)
+    t = Table(title=f"{name}: cost at the epoch budget, {images_per_s:,.0f} images/s per accelerator")
+    for col in ("method", "global batch", "framework", "np", "runs", "steps", "samples", "hours", "accel-hours"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["method"],
+            str(r["global_batch"]),
+            r["framework"],
+            str(r["np"]),
+            str(r["runs"]),
+            f"{r['steps']:,}",
+            f"{r['samples']:,}",
+            f"{r['wall_hours']:,.2f}",
+            f"{r['accelerator_hours']:,.1f}",
+        )
+    Console(width=max(console.width, 160)).print(t)
+    hours = sum(r["wall_hours"] for r in rows)
+    accel = sum(r["accelerator_hours"] for r in rows)
+    console.print(f"total: {len(runs)} runs, {hours:,.1f} hours one after another, {accel:,.0f} accelerator-hours")
 
 
 @app.command()

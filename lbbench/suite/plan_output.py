@@ -38,3 +38,31 @@ def as_csv(runs: list[RunSpec]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def cost_rows(runs: list[RunSpec], images_per_s: float) -> list[dict[str, Any]]:
+    """Per cell (method, global batch, framework, np): runs (trials x seeds), steps and samples at
+    the epoch budget (an upper bound: a run stops at its target), and the wall time and
+    accelerator-hours at ``images_per_s`` per accelerator (one worker per accelerator)."""
+    cells: dict[tuple[str, int, str, int], list[RunSpec]] = {}
+    for r in runs:
+        cells.setdefault((r.label, r.global_batch, r.framework, r.np), []).append(r)
+    out = []
+    for (label, batch, fw, n), rs in cells.items():
+        steps = sum(r.steps_per_epoch * r.max_epochs for r in rs)
+        samples = steps * batch
+        wall_h = samples / (images_per_s * n) / 3600
+        out.append(
+            dict(
+                method=label,
+                global_batch=batch,
+                framework=fw,
+                np=n,
+                runs=len(rs),
+                steps=steps,
+                samples=samples,
+                wall_hours=wall_h,
+                accelerator_hours=wall_h * n,
+            )
+        )
+    return out

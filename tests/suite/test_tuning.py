@@ -161,3 +161,17 @@ def test_trials_run_resume_and_skip_like_any_run(tmp_path):
     assert "Tuning studies" in (tmp_path / "r" / "tune" / "report.md").read_text()
     again = lbbench("run", path, "--results", tmp_path / "r")
     assert again.stdout.count("done before") == 2
+
+
+def test_plan_cost_counts_every_trial_at_the_epoch_budget(tmp_path):
+    from lbbench.suite.plan_output import cost_rows
+
+    runs = _runs(tmp_path)
+    rows = {(r["method"], r["global_batch"]): r for r in cost_rows(runs, images_per_s=1000.0)}
+    sgd = rows[("sgd", 64)]
+    assert sgd["runs"] == 3 and sgd["steps"] == 3 * 8 * 1  # 3 trials x ceil(512 / 64) steps x 1 epoch
+    assert sgd["samples"] == sgd["steps"] * 64
+    assert sgd["wall_hours"] == pytest.approx(sgd["samples"] / 1000.0 / 3600)  # one worker
+    assert sgd["accelerator_hours"] == pytest.approx(sgd["wall_hours"])
+    p = lbbench("plan", write_suite(tmp_path / "t.yaml", SUITE), "--cost", "--images-per-s", "1000")
+    assert p.returncode == 0 and "total: 12 runs" in p.stdout, p.stdout
