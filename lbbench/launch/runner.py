@@ -468,6 +468,7 @@ def _run_warm(
                 advance()
             if stop:
                 _stop(proc)
+                _forget(cells[i + 1 :], progress)
                 raise Stopped(stop[0])
             if timeout_s and time.time() - t_cell > timeout_s:
                 reason = f"timeout after {timeout_s:.0f} s"
@@ -483,12 +484,17 @@ def _run_warm(
     assert c.task is not None
     done.append(_finish(c.spec, c.rdir, progress, c.head, c.task, rc or 1, reason, c.log_start, t_cell, stop, said))
     left = cells[i + 1 :]
-    for c in left:  # never reached: their logs lose the command line written for this launch
+    _forget(left, progress)
+    return done, left
+
+
+def _forget(cells: list[_Held], progress: Progress) -> None:
+    """Cells a warm launch never reached: their logs lose the command line written for it."""
+    for c in cells:
         with open(c.rdir / "worker.log", "r+") as f:
             f.truncate(c.log_start)
-        assert c.task is not None
-        progress.remove_task(c.task)
-    return done, left
+        if c.task is not None:
+            progress.remove_task(c.task)
 
 
 def named_error(lines: list[str]) -> str | None:
