@@ -151,6 +151,9 @@ def run(
     time_limit: str | None = typer.Option(None, "--time", help="slurm --submit: job time limit (Slurm format)"),
     account: str | None = typer.Option(None, help="slurm --submit: account"),
     partition: str | None = typer.Option(None, help="slurm --submit: partition"),
+    cells_per_job: int = typer.Option(
+        1, min=1, help="slurm --submit: cells (same np and framework) trained by one job, in one warm launch"
+    ),
 ) -> None:
     """Run every cell of a suite (completed runs are skipped; interrupted ones resume)."""
     from lbbench.launch.commands import LAUNCHERS, LaunchOptions, local_gpu_present
@@ -199,6 +202,7 @@ def run(
                 opts,
                 dry_run,
                 wait,
+                cells_per_job,
                 dict(
                     nodes=nodes,
                     gpus_per_node=gpus_per_node,
@@ -226,6 +230,7 @@ def _submit(
     opts: LaunchOptions,
     dry_run: bool,
     wait: bool,
+    cells_per_job: int,
     overrides: dict[str, Any],
 ) -> int:
     from lbbench.launch.slurm import JobResources, SlurmError, submit_runs
@@ -245,7 +250,7 @@ def _submit(
     try:
         if wait and not dry_run:
             console.print("submitting; waiting for the jobs ...")
-        out = submit_runs(runs, s.name, s.file, results, res, opts, dry_run, wait)
+        out = submit_runs(runs, s.name, s.file, results, res, opts, dry_run, wait, cells_per_job)
     except SlurmError as e:
         err.print(f"error: {e}", highlight=False, soft_wrap=True)
         return 2

@@ -63,12 +63,17 @@ class Stopped(Exception):
 
 
 def select(runs: list[RunSpec], only: str | None) -> list[RunSpec]:
+    """The runs matching ``only``: glob patterns on the run id or label, comma-separated."""
     if not only:
         return runs
+    pats = [p.strip() for p in only.split(",") if p.strip()]
     return [
         r
         for r in runs
-        if fnmatch.fnmatch(r.run_id, only) or fnmatch.fnmatch(r.label, only) or fnmatch.fnmatch(r.run_id, f"*{only}*")
+        if any(
+            fnmatch.fnmatch(r.run_id, p) or fnmatch.fnmatch(r.label, p) or fnmatch.fnmatch(r.run_id, f"*{p}*")
+            for p in pats
+        )
     ]
 
 

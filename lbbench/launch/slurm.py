@@ -77,12 +77,21 @@ def srun_command(
 
 
 def sbatch_script(
-    spec: RunSpec, run_dir: Path, suite_file: Path, results: Path, res: JobResources, opts: LaunchOptions | None = None
+    spec: RunSpec,
+    run_dir: Path,
+    suite_file: Path,
+    results: Path,
+    res: JobResources,
+    opts: LaunchOptions | None = None,
+    pack: Sequence[RunSpec] = (),
 ) -> str:
+    """The job of one run, or of ``spec`` and the runs in ``pack`` (same np and framework): the
+    job's `lbbench run` trains them in one warm launch (lbbench/worker/pool.py)."""
     nodes, per_node = res.layout(spec.np)
+    name = f"lbbench-{spec.run_id}" + (f"-and-{len(pack)}-more" if pack else "")
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name=lbbench-{spec.run_id}",
+        f"#SBATCH --job-name={name}",
         f"#SBATCH --nodes={nodes}",
         f"#SBATCH --ntasks={spec.np}",
         f"#SBATCH --ntasks-per-node={per_node}",
@@ -109,7 +118,7 @@ def sbatch_script(
         "run",
         str(suite_file.resolve()),
         "--only",
-        spec.run_id,
+        ",".join([spec.run_id, *(r.run_id for r in pack)]),
         "--launcher",
         "slurm",
         "--results",
@@ -146,16 +155,20 @@ def wait(job_ids: list[str], poll_s: float = 2.0, timeout_s: float | None = None
         time.sleep(poll_s)
 
 
-def queued_job(run_id: str) -> str | None:
-    """The id of this user's pending or running job for the run, if any (jobs are named
-    lbbench-RUN_ID), so a resubmission never queues a second job for a run in flight."""
-    p = subprocess.run(
-        [_tool("squeue"), "-h", "--me", "-o", "%i", "--name", f"lbbench-{run_id}"], capture_output=True, text=True
-    )
-    if p.returncode != 0:
-        raise SlurmError(f"squeue failed: {(p.stderr or p.stdout).strip()}")
-    ids = p.stdout.split()
-    return ids[0] if ids else None
+JOB_FILE = "slurm.job"  # in a run dir: the id of the job last submitted for it
+
+
+def queued_job(run_dir: Path) -> str | None:
+    """The id of the job submitted for the run if it is still pending or running (its id is kept
+    in the run dir; a packed job trains several runs), so a resubmission never queues a second
+    job for a run in flight."""
+    job_file = run_dir / JOB_FILE
+    if not job_file.exists():
+        return None
+    job = job_file.read_text().strip()
+    p = subprocess.run([_tool("squeue"), "-h", "-o", "%i", "-j", job], capture_output=True, text=True)
+    # squeue exits non-zero for a job id it no longer knows: finished
+    return job if p.returncode == 0 and job in p.stdout.split() else None
 
 
 def _tool(name: str) -> str:
@@ -165,6 +178,14 @@ def _tool(name: str) -> str:
 def _lbbench() -> str:
     here = Path(sys.executable).parent / "lbbench"
     return str(here) if here.exists() else "lbbench"
+
+
+def _packs(todo: list[tuple[RunSpec, Path]], n: int) -> list[list[tuple[RunSpec, Path]]]:
+    """Runs of the same np and framework, ``n`` to a job, in suite order."""
+    groups: dict[tuple[int, str], list[tuple[RunSpec, Path]]] = {}
+    for r, d in todo:
+        groups.setdefault((r.np, r.framework), []).append((r, d))
+    return [g[i : i + n] for g in groups.values() for i in range(0, len(g), max(1, n))]
 
 
 @dataclass
@@ -188,6 +209,7 @@ def submit_runs(
     opts: LaunchOptions | None,
     dry_run: bool,
     wait_for_jobs: bool,
+    cells_per_job: int = 1,
 ) -> Submission:
     """One sbatch script per run still to do: written to RUN_DIR/job.sbatch and submitted
     (or, with ``dry_run``, returned for printing)."""
@@ -195,23 +217,31 @@ def submit_runs(
     from lbbench.store.summary import is_done
 
     out = Submission([], [], [], [])
+    todo: list[tuple[RunSpec, Path]] = []
     for r in runs:
         rdir = run_dir(results, suite_name, r.run_id)
         if is_done(rdir):
             out.skipped.append(r.run_id)
             continue
-        if not dry_run and (job := queued_job(r.run_id)):
+        if not dry_run and (job := queued_job(rdir)):
             out.queued.append((r.run_id, job))
             continue
-        script = sbatch_script(r, rdir, suite_file, results, res, opts)
-        out.scripts.append((r.run_id, rdir / "job.sbatch", script))
+        todo.append((r, rdir))
+    for pack in _packs(todo, cells_per_job):
+        (first, rdir), rest = pack[0], pack[1:]
+        script = sbatch_script(first, rdir, suite_file, results, res, opts, [r for r, _ in rest])
+        out.scripts.append((first.run_id, rdir / "job.sbatch", script))
         if dry_run:
             continue
         rdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(rdir / "job.sbatch", script)
-        out.jobs.append((r.run_id, submit(rdir / "job.sbatch")))
+        job = submit(rdir / "job.sbatch")
+        for r, d in pack:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(d / JOB_FILE, job + "\n")
+            out.jobs.append((r.run_id, job))
     in_flight = out.jobs + out.queued
     if wait_for_jobs and in_flight:
-        wait([j for _, j in in_flight])
+        wait(list(dict.fromkeys(j for _, j in in_flight)))
         out.unfinished = [rid for rid, _ in in_flight if not is_done(run_dir(results, suite_name, rid))]
     return out

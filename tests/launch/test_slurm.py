@@ -72,6 +72,25 @@ def test_submit_runs_real_sbatch_jobs_with_srun_pmix(slurm_cluster, tmp_path, di
     assert again.returncode == 0 and "submitted as job" not in again.stdout and again.stdout.count("done before") == 2
 
 
+@pytest.mark.slow
+def test_cells_per_job_packs_runs_into_one_job_and_one_warm_launch(slurm_cluster, tmp_path, digits_dir):
+    suite = write_suite(tmp_path / "slurmy.yaml", TINY.format(data=digits_dir, np=2))
+    env = {**slurm_cluster, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    res = tmp_path / "res"
+    args = ("run", suite, "--launcher", "slurm", "--submit", "--results", res, "--cells-per-job", "2")
+    p = lbbench(*args, "--wait", env=env, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    jobs = {
+        line.split("submitted as job")[1].split()[0] for line in p.stdout.splitlines() if "submitted as job" in line
+    }
+    assert len(jobs) == 1  # both runs, one job
+    rdirs = sorted((res / "slurmy").glob("sgd-*"))
+    assert all(read_summary(d).status in ("success", "not_reached") for d in rdirs)
+    assert (res / "slurmy" / "warm-launches.log").read_text().count("srun --mpi=pmix") == 1  # one launch
+    again = lbbench(*args, env=env)
+    assert again.returncode == 0 and "submitted as job" not in again.stdout
+
+
 def test_sbatch_scripts_for_two_nodes_of_eight_gpus(tmp_path):
     suite = write_suite(tmp_path / "big.yaml", BIG)
     p = lbbench(
@@ -186,7 +205,7 @@ def test_scancel_leaves_the_run_resumable_and_a_resubmission_never_doubles_it(
         )
         time.sleep(0.5)
     subprocess.run(["scancel", job], check=True, env={**os.environ, **slurm_cluster})
-    while queued_job(rdir.name):
+    while queued_job(rdir):
         assert time.time() < deadline
         time.sleep(0.5)
     # cancelled mid-run: no summary, the checkpoints kept, no worker left holding the cell
