@@ -55,19 +55,23 @@ def plan(
     images_per_s: float = typer.Option(
         3000.0, min=1e-9, help="--cost: images/s per accelerator (e.g. from `lbbench bench throughput`)"
     ),
+    results: Path = typer.Option(Path("results"), help="results root (final-seed runs of finished studies)"),
 ) -> None:
-    """Print the runs a suite expands to (tuning trials included), or what they cost."""
+    """Print the runs a suite expands to (tuning trials and known final seeds included), or what they cost."""
     from lbbench.launch.runner import select
+    from lbbench.suite.finals import final_runs, planned_finals
     from lbbench.suite.plan_output import as_csv, as_json
 
     if format not in ("table", "json", "csv"):
         err.print(f"error: --format {format!r}: expected table, json or csv")
         raise typer.Exit(2)
-    s, runs = _load(suite, check_data=False, np=np)
-    runs = select(runs, only)
-    if cost:
-        _print_cost(s.name, runs, images_per_s)
+    s, planned = _load(suite, check_data=False, np=np)
+    if cost:  # every final-seed run counted, known or not: a final costs what its cell's trial does
+        _print_cost(s.name, select(planned + planned_finals(s, planned), only), images_per_s)
         return
+    known = final_runs(s, planned, results)
+    pending = len(planned_finals(s, planned)) - len(known)
+    runs = select(planned + known, only)
     if format != "table":  # plain text on stdout, for scripts: no colour, no wrapping
         sys.stdout.write(as_json(runs) if format == "json" else as_csv(runs))
         return
@@ -94,11 +98,13 @@ def plan(
             str(r.bn_span),
             r.framework,
             str(r.seed),
-            "-" if r.trial is None else f"{r.study}.{r.trial}",
+            f"final of {r.final_of}" if r.final_of else "-" if r.trial is None else f"{r.study}.{r.trial}",
             f"{r.lr.peak_lr:g}",
             r.division,
         )
     Console(width=max(console.width, 160)).print(t)
+    if pending:
+        console.print(f"+ {pending} final-seed run(s) of tuning winners, planned once their cells' trials finish")
 
 
 def _print_cost(name: str, runs: list[RunSpec], images_per_s: float) -> None:
@@ -124,6 +130,8 @@ def _print_cost(name: str, runs: list[RunSpec], images_per_s: float) -> None:
     hours = sum(r["wall_hours"] for r in rows)
     accel = sum(r["accelerator_hours"] for r in rows)
     console.print(f"total: {len(runs)} runs, {hours:,.1f} hours one after another, {accel:,.0f} accelerator-hours")
+    if any(r.final_of for r in runs):
+        console.print("(final-seed runs included, each costed as its cell's trial)")
 
 
 @app.command()
@@ -171,8 +179,10 @@ def run(
             "not set: add --submit (or --dry-run) to write sbatch jobs, or run inside salloc/sbatch"
         )
         raise typer.Exit(2)
-    s, runs = _load(suite, check_data=True, np=np)
-    runs = select(runs, only)
+    from lbbench.suite.finals import final_runs
+
+    s, planned = _load(suite, check_data=True, np=np)
+    runs = select(planned + final_runs(s, planned, results), only)  # final seeds of finished studies
     if not runs:
         err.print(f"error: no run of {suite} matches --only {only!r}")
         raise typer.Exit(2)
@@ -215,6 +225,11 @@ def run(
         )
     try:
         summaries = run_all(runs, results, launcher, console, timeout, opts, warm)
+        known = {r.run_id for r in runs}
+        finals = [f for f in select(final_runs(s, planned, results), only) if f.run_id not in known]
+        if finals:  # studies this invocation finished: their winners with the final seeds
+            console.print(f"{len(finals)} final-seed run(s) of the tuning winners")
+            summaries += run_all(finals, results, launcher, console, timeout, opts, warm)
     except Stopped as e:
         err.print(f"lbbench run: {e}; the current run is left resumable (run the same command to go on)")
         raise typer.Exit(128 + e.signum) from None

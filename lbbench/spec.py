@@ -137,6 +137,7 @@ class RunSpec(Frozen):
     study: int | None = None
     trial: int | None = None
     tuned: dict[str, Any] | None = None
+    final_of: str | None = None  # a re-run of this cell's winning trial "study.trial" with a new seed
 
     @property
     def virtual_workers(self) -> int:
@@ -151,7 +152,7 @@ class RunSpec(Frozen):
         d.pop("run_id")
         d.pop("checkpoint_every")
         d.pop("keep_checkpoints")
-        for key in ("study", "trial", "tuned"):  # untuned runs keep the ids they had
+        for key in ("study", "trial", "tuned", "final_of"):  # untuned runs keep the ids they had
             if d[key] is None:
                 d.pop(key)
         d["data"].pop("path")

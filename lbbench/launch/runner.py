@@ -550,6 +550,7 @@ def failed_summary(spec: RunSpec, status: Status, reason: str, log_tail: list[st
         study=spec.study,
         trial=spec.trial,
         tuned=spec.tuned,
+        final_of=spec.final_of,
         reason=reason,
         log_tail=log_tail,
         wall_s=wall_s,

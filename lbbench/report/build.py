@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lbbench.report import plots, selection
+from lbbench.report import plots, scaling, selection
 from lbbench.report.tables import COLUMNS, OWN, _fmt, collect, markdown, rows, time_markdown, time_rows, to_csv
 from lbbench.spec import RunSpec
 from lbbench.store.files import atomic_write_text, iter_run_dirs
@@ -55,13 +55,24 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     table = rows(selection.winners_only(summaries))  # a tuned cell's row is its winning trial
     figdir = results / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
-    figures = _figures(results, table, figdir) if summaries else []
+    winners = {s["run_id"] for s in selection.winners_only(summaries)}
+    noise_parts: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    figures = _figures(results, table, figdir, winners, noise_parts) if summaries else []
+    sweep = scaling.scalings([r | {"key": _key(r)} for r in table], noise_parts)
+    if any(len(sc.steps) > 1 for sc in sweep):  # the answer first: Shallue et al.'s figure
+        figures.insert(0, plots.steps_to_result(sweep, figdir))
+    scaling_md = scaling.markdown(sweep) if any(sc.steps for sc in sweep) else ""
     texts = method_summaries(table)
     times = time_rows(summaries)
     damaged = [f"{s['run_id']}: {s['reason']}" for s in summaries if s["status"] == "damaged"]
     written = []
     if "md" in formats:
-        md = [f"# lbbench report: {results.name}", "", markdown(table)]
+        md = [f"# lbbench report: {results.name}", ""]
+        if scaling_md:
+            md += ["## Scaling: steps to result", "", SCALING_HELP, "", scaling_md]
+            md += [f"![{f['title']}](figures/{f['file']})" for f in figures[:1] if f["file"] == "steps_to_result.png"]
+            md += [""]
+        md += ["## Cells", "", markdown(table)]
         if tuned:
             md += [
                 "## Tuning studies",
@@ -69,7 +80,8 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
                 "Per cell: trials run and reaching the target, the winner (fewest steps to target; "
                 "ties: fewer epochs, then higher top-1) with its sampled values, and AlgoPerf's "
                 "median over studies of the fastest trial (a study that never reached it: inf). "
-                "The table above shows each tuned cell's winning trial.",
+                "The table above shows each tuned cell's winning trial, or where the winner was re-run with "
+                "final seeds (final_runs), those runs' olympic mean; trial_steps is the spread over the trials.",
                 "",
                 selection.markdown(tuned),
             ]
@@ -88,7 +100,7 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
             ]
         md += ["## Methods", ""]
         md += [f"- **{m}**: {t}" for m, t in texts.items()] + [""]
-        md += [f"![{f['title']}](figures/{f['file']})" for f in figures]
+        md += [f"![{f['title']}](figures/{f['file']})" for f in figures if f["file"] != "steps_to_result.png"]
         atomic_write_text(results / "report.md", "\n".join(md) + "\n")
         written.append(results / "report.md")
     if "csv" in formats:
@@ -97,14 +109,47 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     if "html" in formats:
         atomic_write_text(
             results / "report.html",
-            _html(results.name, table, texts, figures, figdir, time_markdown(times) if times else ""),
+            _html(results.name, table, texts, figures, figdir, time_markdown(times) if times else "", scaling_md),
         )
         written.append(results / "report.html")
     atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
-    return dict(table=table, texts=texts, figures=figures, written=written, times=times, damaged=damaged, tuning=tuned)
+    return dict(
+        table=table,
+        texts=texts,
+        figures=figures,
+        written=written,
+        times=times,
+        damaged=damaged,
+        tuning=tuned,
+        scaling=sweep,
+    )
 
 
-def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[dict[str, Any]]:
+SCALING_HELP = (
+    "Per method, from the best steps to the target at each global batch: the largest batch up to "
+    f"which the samples to target stay within {scaling.SLACK}x the smallest batch's (perfect "
+    f"scaling), the knee (the first batch needing more than {scaling.SLACK}x the method's fewest "
+    "samples), the largest batch reaching the target (batches that missed it in brackets), and "
+    "the critical batch two ways: B_noise fitted to the measured steps as S = S_min (1 + B_noise/B) "
+    "(McCandlish et al. 2018; three or more batches) and B_simple, the gradient-noise scale the "
+    "workers measured (its winners' runs, pooled)."
+)
+
+
+def _key(r: dict[str, Any]) -> str:
+    """A table row's method key in the figures and the scaling table."""
+    return f"{r['method']} ({r['framework']})" + ("" if r["source"] == OWN else f" [{r['source']}]")
+
+
+def _figures(
+    results: Path,
+    table: list[dict[str, Any]],
+    figdir: Path,
+    winners: set[str],
+    noise_parts: dict[str, list[tuple[float, float]]],
+) -> list[dict[str, Any]]:
+    """The report's figures; fills ``noise_parts`` (method key -> the gradient-noise parts its
+    winning runs logged) on the way."""
     from lbbench.mlperf.rcps import mlperf_rcps
 
     curves: dict[str, dict[int, list[tuple[int, float]]]] = defaultdict(dict)
@@ -117,6 +162,7 @@ def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[d
         if cell is None:
             continue
         label, B, framework, n, run_target, run_train = cell
+        key = f"{label} ({framework})"
         if run_train is not None:  # an imported MLPerf run sets neither (it is ImageNet)
             target, train_samples = run_target, run_train
         rows_ = read_metrics(rdir / "metrics.jsonl")
@@ -126,6 +172,8 @@ def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[d
         if pts and B not in curves[label]:
             curves[label][B] = pts
         diag = [r for r in rows_ if r["kind"] == "diag" and r.get("noise_g2")]
+        if rdir.name in winners:
+            noise_parts[key] += [(r["noise_g2"], r["noise_trace"]) for r in diag]
         if f"{label} B={B}" in noise:
             diag = []  # first seed only, as for the top-1 curves
         g2 = tr = 0.0
@@ -145,7 +193,7 @@ def _figures(results: Path, table: list[dict[str, Any]], figdir: Path) -> list[d
     }
     ips_b: dict[str, dict[int, float]] = defaultdict(dict)
     for r in table:
-        key = f"{r['method']} ({r['framework']})" + ("" if r["source"] == OWN else f" [{r['source']}]")
+        key = _key(r)
         for w in per:
             if r[w] is not None:
                 per[w][key][r["global_batch"]] = r[w]
@@ -204,22 +252,44 @@ def _html(
     figures: list[dict[str, Any]],
     figdir: Path,
     times_md: str = "",
+    scaling_md: str = "",
 ) -> str:
+    """The answer first (the scaling table and Shallue's figure, a text per method), then the
+    cells, the other figures, and the time decomposition collapsed; wide tables scroll inside
+    their own box instead of widening the page."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c, r[c]))}</td>" for c in COLUMNS) + "</tr>" for r in table)
     items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(t)}</li>" for m, t in texts.items())
-    imgs = "".join(
-        f'<figure><img alt="{html.escape(f["title"])}" src="data:image/png;base64,'
-        f'{base64.b64encode((figdir / f["file"]).read_bytes()).decode()}"><figcaption>{html.escape(f["title"])}'
-        f"</figcaption></figure>"
-        for f in figures
-    )
+
+    def fig(f: dict[str, Any]) -> str:
+        data = base64.b64encode((figdir / f["file"]).read_bytes()).decode()
+        return (
+            f'<figure><img alt="{html.escape(f["title"])}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(f['title'])}</figcaption></figure>"
+        )
+
+    lead = [f for f in figures if f["file"] == "steps_to_result.png"]
+    rest = "".join(fig(f) for f in figures if f not in lead)
+    top = ""
+    if scaling_md:
+        top = (
+            f"<h2>Scaling: steps to result</h2><p>{html.escape(SCALING_HELP)}</p>"
+            f"<div class='wide'>{_md_table_html(scaling_md)}</div>" + "".join(fig(f) for f in lead)
+        )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>lbbench report: {html.escape(name)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}figure{display:inline-block;margin:1em}"
-        "</style></head><body>"
-        f"<h1>lbbench report: {html.escape(name)}</h1><table><tr>{head}</tr>{body}</table>"
-        + (f"<h2>Where the time goes</h2>{_md_table_html(times_md)}" if times_md else "")
-        + f"<h2>Methods</h2><ul>{items}</ul><h2>Figures</h2>{imgs}</body></html>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:100%}table{border-collapse:collapse;"
+        "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        ".wide{overflow-x:auto;max-width:100%}figure{display:inline-block;margin:1em;max-width:100%}"
+        "img{max-width:100%;height:auto}</style></head><body>"
+        f"<h1>lbbench report: {html.escape(name)}</h1>{top}<h2>Methods</h2><ul>{items}</ul>"
+        f"<h2>Cells</h2><div class='wide'><table><tr>{head}</tr>{body}</table></div>"
+        f"<h2>Figures</h2>{rest}"
+        + (
+            f"<details><summary>Where the time goes</summary><div class='wide'>{_md_table_html(times_md)}</div>"
+            "</details>"
+            if times_md
+            else ""
+        )
+        + "</body></html>"
     )

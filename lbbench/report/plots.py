@@ -102,6 +102,39 @@ def to_target_vs_batch(
     return _save(fig, ax, out / f"{what}.png", f"{label} vs global batch", "global batch", label)
 
 
+def steps_to_result(items: list[Any], out: Path) -> dict[str, Any]:
+    """Shallue et al.'s figure: best steps to target vs global batch per method (log-log),
+    each method's perfect-scaling line from its smallest batch (dotted) and the fitted
+    S_min (1 + B_noise / B) (dashed), in the method's colour (``items``: report.scaling.Scaling)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for sc in items:
+        bs = sc.batches
+        if not bs:
+            continue
+        (line,) = ax.plot(bs, [sc.steps[b] for b in bs], marker="o", label=sc.method)
+        colour = line.get_color()
+        span = bs + sc.missed
+        grid = sorted(set(span))
+        if len(bs) > 1:
+            ax.plot(grid, [sc.steps[bs[0]] * bs[0] / b for b in grid], color=colour, ls=":", lw=1, label="_perfect")
+        if sc.fit is not None:
+            s_min, b_noise = sc.fit
+            ax.plot(grid, [s_min * (1 + b_noise / b) for b in grid], color=colour, ls="--", lw=1, label="_fit")
+        if sc.missed:  # a cross at the top: tried, never reached the target
+            ax.plot(sc.missed, [max(sc.steps.values()) * 1.5] * len(sc.missed), "x", color=colour, label="_missed")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    return _save(
+        fig,
+        ax,
+        out / "steps_to_result.png",
+        "best steps to target vs global batch (dotted: perfect scaling; dashed: S_min(1+B_noise/B); x: missed)",
+        "global batch",
+        "steps to target",
+    )
+
+
 def throughput(cells: dict[str, dict[int, float]], xlabel: str, out: Path, name: str) -> dict[str, Any]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))

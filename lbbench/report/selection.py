@@ -5,7 +5,8 @@ Per cell and study the winner is the trial with the fewest steps to the target; 
 fewer epochs, then to the higher best top-1. When no trial reached the target, the trial with
 the highest best top-1 is reported, marked "not reached". Over several studies the cell's
 score is AlgoPerf's: the median over studies of each study's fastest trial, a study whose
-trials all missed counting as infinite.
+trials all missed counting as infinite. Where the winner was re-run with final seeds
+(lbbench/suite/finals.py), the cell's row is those runs (their olympic mean), not the trial.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+
+from lbbench.report.stats import olympic_mean
 
 Record = dict[str, Any]  # one run's summary fields
 
@@ -57,6 +60,7 @@ class CellStudy:
     global_batch: int
     framework: str
     trials: list[Record] = field(default_factory=list)
+    finals: list[Record] = field(default_factory=list)  # the winner re-run with final seeds
 
     @property
     def studies(self) -> dict[int, list[Record]]:
@@ -70,11 +74,12 @@ def studies(summaries: list[Record]) -> list[CellStudy]:
     """The tuning trials of each cell (runs with a trial index), by cell."""
     cells: dict[tuple[str, int, str], CellStudy] = {}
     for s in summaries:
-        if s.get("trial") is None:
+        if s.get("trial") is None and not s.get("final_of"):
             continue
         key = (s.get("label") or s["method"], s["global_batch"], s["framework"])
-        cells.setdefault(key, CellStudy(*key)).trials.append(s)
-    return [cells[k] for k in sorted(cells)]
+        c = cells.setdefault(key, CellStudy(*key))
+        (c.finals if s.get("final_of") else c.trials).append(s)
+    return [cells[k] for k in sorted(cells) if cells[k].trials]
 
 
 def tuning_rows(summaries: list[Record]) -> list[Record]:
@@ -83,6 +88,7 @@ def tuning_rows(summaries: list[Record]) -> list[Record]:
     out = []
     for c in studies(summaries):
         best, ok = winner(c.trials)
+        reached = sorted(r["steps_to_target"] for r in c.trials if _reached(r))
         out.append(
             dict(
                 method=c.method,
@@ -98,6 +104,10 @@ def tuning_rows(summaries: list[Record]) -> list[Record]:
                 best_top1=best.get("best_top1") if best else None,
                 algoperf_steps=algoperf_steps(c.studies),
                 values=best.get("tuned") if best else None,
+                trial_steps=f"{reached[0]:,}-{reached[-1]:,}" if reached else None,  # spread over trials
+                final_runs=len(c.finals),
+                final_reached=sum(_reached(r) for r in c.finals),
+                final_steps=olympic_mean([r["steps_to_target"] for r in c.finals if _reached(r)]),
             )
         )
     return out
@@ -106,10 +116,10 @@ def tuning_rows(summaries: list[Record]) -> list[Record]:
 def winners_only(summaries: list[Record]) -> list[Record]:
     """The summaries with each tuned cell's trials replaced by its winner (the main table's
     row of a tuned cell is its best trial, not a mix of every trial)."""
-    keep = [s for s in summaries if s.get("trial") is None]
+    keep = [s for s in summaries if s.get("trial") is None]  # final-seed runs included
     for c in studies(summaries):
         best, _ = winner(c.trials)
-        if best is not None:
+        if best is not None and not c.finals:
             keep.append(best)
     return keep
 
@@ -125,6 +135,10 @@ def markdown(rows: list[Record]) -> str:
         "steps_to_target",
         "best_top1",
         "algoperf_steps",
+        "trial_steps",
+        "final_runs",
+        "final_reached",
+        "final_steps",
         "values",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -138,6 +152,8 @@ def markdown(rows: list[Record]) -> str:
                 cells.append(", ".join(f"{k}={x:.4g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items()))
             elif c == "algoperf_steps":
                 cells.append("inf" if math.isinf(v) else f"{v:,.0f}")
+            elif c == "final_steps":
+                cells.append(f"{v:,.1f}")
             elif c == "best_top1":
                 cells.append(f"{v:.4f}")
             elif c == "winner" and not r["winner_reached"]:

@@ -49,6 +49,7 @@ class RunSummary(BaseModel):
     study: int | None = None
     trial: int | None = None
     tuned: dict[str, Any] | None = None
+    final_of: str | None = None  # a final-seed re-run of the winning trial "study.trial"
     # the result (None until a run has evaluated / reached the target)
     best_top1: float | None = None
     epochs_to_target: int | None = None

@@ -89,6 +89,9 @@ class TuningCfg(Strict):
     studies: int = Field(1, gt=0)  # independent studies (AlgoPerf: the median over them)
     sampler: Literal["halton"] = "halton"
     seed: int = Field(0, ge=0)
+    # new seeds the winner of each study is re-run with once every trial of the cell has finished;
+    # the cell's row is then their olympic mean (lbbench/suite/finals.py)
+    final_seeds: int = Field(0, ge=0)
 
 
 class MethodCfg(Strict):

@@ -315,6 +315,7 @@ class Run:
             study=spec.study,
             trial=spec.trial,
             tuned=spec.tuned,
+            final_of=spec.final_of,
             best_top1=p.best,
             epochs_run=p.epoch,
             steps_run=p.step,

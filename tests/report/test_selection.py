@@ -63,3 +63,20 @@ def test_tuned_cells_show_their_winner_in_the_table():
     assert sorted(r["run_id"] for r in kept) == ["lars", "sgd-1536-0.0", "sgd-64-0.1"]
     md = markdown(rows)
     assert "0.0 (not reached)" in md and "lr.base_lr=0.2" in md and "| inf |" in md
+
+
+def test_final_seed_runs_replace_the_winning_trial_in_the_cells_row():
+    trials = [_t(0, steps=90, epochs=4), _t(1, steps=60, epochs=3), _t(2, "not_reached")]
+    finals = []
+    for seed, steps in ((1, 66), (2, 54), (3, 72)):
+        f = _t(1, steps=steps, epochs=3) | dict(run_id=f"sgd-64-final-{seed}", trial=None, study=None, seed=seed)
+        finals.append(f | dict(final_of="0.1"))
+    other = _t(0, steps=10, batch=128)  # another cell, no finals: its winner stays
+    kept = winners_only(trials + finals + [other])
+    assert sorted(r["run_id"] for r in kept) == ["sgd-128-0.0", "sgd-64-final-1", "sgd-64-final-2", "sgd-64-final-3"]
+    (row,) = [r for r in tuning_rows(trials + finals) if r["global_batch"] == 64]
+    assert row["trials"] == 3 and row["winner"] == "0.1" and row["steps_to_target"] == 60  # the trial's own
+    assert row["final_runs"] == 3 and row["final_reached"] == 3
+    assert row["final_steps"] == 66  # olympic mean of 54, 66, 72: the middle one
+    assert row["trial_steps"] == "60-90"  # the spread over the trials that reached it
+    assert "| 60-90 | 3 | 3 | 66.0 |" in markdown([row])

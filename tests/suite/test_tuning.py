@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from lbbench.store.summary import read_summary
 from lbbench.suite import SuiteError, expand, load_suite
 from lbbench.suite.config import Distribution, TuningCfg
 from lbbench.suite.tuning import trials
@@ -155,12 +156,73 @@ def test_trials_run_resume_and_skip_like_any_run(tmp_path):
         "          lr.warmup_epochs: {choice: [0, 1]}\n",
         "",
     )
+    text = text.replace("tuning:\n  trials: 2\n", "tuning:\n  trials: 2\n  final_seeds: 2\n")
+    assert "final_seeds: 2" in text
     path = write_suite(tmp_path / "tune.yaml", text)
+    before = lbbench("plan", path, "--results", tmp_path / "r")
+    assert "+ 2 final-seed run(s)" in before.stdout
     p = lbbench("run", path, "--results", tmp_path / "r")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert "Tuning studies" in (tmp_path / "r" / "tune" / "report.md").read_text()
+    assert "2 final-seed run(s) of the tuning winners" in p.stdout
+    summaries = [read_summary(d) for d in sorted((tmp_path / "r" / "tune").glob("sgd-*"))]
+    trials_ = [s for s in summaries if s.trial is not None]
+    finals = [s for s in summaries if s.final_of]
+    assert len(trials_) == 2 and len(finals) == 2 and {s.seed for s in finals} == {1, 2}
+    best = min(trials_, key=lambda s: (s.steps_to_target or math.inf, -(s.best_top1 or 0)))
+    assert all(s.tuned == best.tuned and s.final_of == f"0.{best.trial}" for s in finals)
+    md = (tmp_path / "r" / "tune" / "report.md").read_text()
+    assert "Tuning studies" in md and "final_runs" in md
     again = lbbench("run", path, "--results", tmp_path / "r")
-    assert again.stdout.count("done before") == 2
+    assert again.stdout.count("done before") == 4  # the finals are known now: planned up front
+    after = lbbench("plan", path, "--results", tmp_path / "r")
+    assert after.stdout.count("final of 0.") == 2 and "final-seed run(s) of tuning winners" not in after.stdout
+
+
+def _fake_summary(spec, results, steps):
+    from lbbench.store.summary import RunSummary
+
+    fields = dict(
+        run_id=spec.run_id,
+        suite=spec.suite,
+        method=spec.method,
+        label=spec.label,
+        global_batch=spec.global_batch,
+        framework=spec.framework,
+        np=spec.np,
+        accum=spec.accum,
+        seed=spec.seed,
+        division=spec.division,
+        target_top1=spec.target_top1,
+        study=spec.study,
+        trial=spec.trial,
+        tuned=spec.tuned,
+        wall_s=1.0,
+    )
+    status = "success" if steps else "not_reached"
+    d = results / spec.suite / spec.run_id
+    d.mkdir(parents=True)
+    RunSummary(status=status, steps_to_target=steps, best_top1=0.5, **fields).write(d)
+
+
+def test_final_seeds_rerun_each_cells_winner_once_its_trials_are_done(tmp_path):
+    from lbbench.suite.finals import final_runs, planned_finals
+
+    text = SUITE.replace("  trials: 3\n", "  trials: 3\n  final_seeds: 2\n")
+    suite = load_suite(write_suite(tmp_path / "tune.yaml", text))
+    runs = expand(suite)[0]
+    assert len(planned_finals(suite, runs)) == 2 * 2  # sgd's two cells; lars untuned, lamb has its own block
+    sgd64 = [r for r in runs if r.label == "sgd" and r.global_batch == 64]
+    res = tmp_path / "res"
+    _fake_summary(sgd64[0], res, 30)
+    _fake_summary(sgd64[1], res, 20)
+    assert final_runs(suite, runs, res) == []  # the third trial has not run: no winner yet
+    _fake_summary(sgd64[2], res, None)
+    finals = final_runs(suite, runs, res)
+    assert [f.seed for f in finals] == [1, 2]  # after the matrix's seeds
+    assert all(f.tuned == sgd64[1].tuned and f.final_of == "0.1" and f.trial is None for f in finals)
+    assert all(f.hparams == sgd64[1].hparams and f.lr == sgd64[1].lr for f in finals)
+    assert len({f.run_id for f in finals} | {r.run_id for r in runs}) == len(runs) + 2
+    assert [f.run_id for f in final_runs(suite, runs, res)] == [f.run_id for f in finals]  # deterministic
 
 
 def test_plan_cost_counts_every_trial_at_the_epoch_budget(tmp_path):
