@@ -349,10 +349,15 @@ def report(
 
 def _print_report(results_dir: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> None:
     from lbbench.report.build import build
+    from lbbench.report.scaling import markdown as scaling_markdown
+    from lbbench.report.scaling import steps_markdown
     from lbbench.report.tables import markdown
 
     out = build(results_dir, formats)
     console.print(markdown(out["table"]), highlight=False, soft_wrap=True)
+    if any(len(sc.steps) > 1 for sc in out["scaling"]):  # a batch sweep: its answer
+        console.print("best steps to target:\n" + steps_markdown(out["scaling"]), highlight=False, soft_wrap=True)
+        console.print(scaling_markdown(out["scaling"]), highlight=False, soft_wrap=True)
     for method, text in out["texts"].items():
         console.print(f"{method}: {text}", highlight=False, soft_wrap=True)
     for d in out["damaged"]:

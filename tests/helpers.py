@@ -125,3 +125,51 @@ def final_weights(rdir: Path) -> dict:
 
     w = torch.load(rdir / "final.pt")
     return {k: v for k, v in w.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+FAKE_SWEEP = """\
+name: sweep
+workload:
+  name: digits
+  data: {kind: synthetic, train_samples: 2048, eval_samples: 64}
+  target_top1: 0.9
+  max_epochs: 1
+lr: {base_lr: 0.1}
+matrix:
+  methods: [{name: sgd}]
+  global_batch: [64, 256, 1024]
+"""
+
+
+def write_fake_sweep(tmp: Path) -> Path:
+    """A results directory of a batch sweep with hand-made summaries (no training): sgd at 64,
+    256 and 1,024 reaching the target in 100 (1 + 256 / B) steps, rounded."""
+    from lbbench.store.summary import RunSummary
+    from lbbench.suite import expand, load_suite
+
+    res = tmp / "sweep"
+    for spec in expand(load_suite(write_suite(tmp / "sweep.yaml", FAKE_SWEEP)))[0]:
+        b = spec.global_batch
+        steps = round(100 * (1 + 256 / b))
+        (res / spec.run_id).mkdir(parents=True)
+        spec.save(res / spec.run_id / "run.yaml")
+        RunSummary(
+            run_id=spec.run_id,
+            suite="sweep",
+            status="success",
+            method="sgd",
+            label="sgd",
+            global_batch=b,
+            framework="torch",
+            np=1,
+            accum=1,
+            seed=0,
+            division="open",
+            target_top1=0.9,
+            wall_s=1.0,
+            steps_to_target=steps,
+            epochs_to_target=1,
+            samples_to_target=steps * b,
+            best_top1=0.95,
+        ).write(res / spec.run_id)
+    return res

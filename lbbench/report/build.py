@@ -61,15 +61,21 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     sweep = scaling.scalings([r | {"key": _key(r)} for r in table], noise_parts)
     if any(len(sc.steps) > 1 for sc in sweep):  # the answer first: Shallue et al.'s figure
         figures.insert(0, plots.steps_to_result(sweep, figdir))
-    scaling_md = scaling.markdown(sweep) if any(sc.steps for sc in sweep) else ""
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in selection.studies(summaries):  # every trial of every tuned cell, per method
+        by_method[f"{c.method} ({c.framework})"] += c.trials
+    figures += [plots.sensitivity(m, trials, figdir) for m, trials in sorted(by_method.items())]
+    # the best steps as a method x batch grid, then the analysis per method
+    scaling_tables = [scaling.steps_markdown(sweep), scaling.markdown(sweep)] if any(sc.steps for sc in sweep) else []
     texts = method_summaries(table)
     times = time_rows(summaries)
     damaged = [f"{s['run_id']}: {s['reason']}" for s in summaries if s["status"] == "damaged"]
     written = []
     if "md" in formats:
         md = [f"# lbbench report: {results.name}", ""]
-        if scaling_md:
-            md += ["## Scaling: steps to result", "", SCALING_HELP, "", scaling_md]
+        if scaling_tables:
+            md += ["## Scaling: steps to result", "", "Best steps to target:", "", scaling_tables[0]]
+            md += [SCALING_HELP, "", scaling_tables[1]]
             md += [f"![{f['title']}](figures/{f['file']})" for f in figures[:1] if f["file"] == "steps_to_result.png"]
             md += [""]
         md += ["## Cells", "", markdown(table)]
@@ -109,7 +115,7 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     if "html" in formats:
         atomic_write_text(
             results / "report.html",
-            _html(results.name, table, texts, figures, figdir, time_markdown(times) if times else "", scaling_md),
+            _html(results.name, table, texts, figures, figdir, time_markdown(times) if times else "", scaling_tables),
         )
         written.append(results / "report.html")
     atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
@@ -252,7 +258,7 @@ def _html(
     figures: list[dict[str, Any]],
     figdir: Path,
     times_md: str = "",
-    scaling_md: str = "",
+    scaling_tables: list[str] | None = None,
 ) -> str:
     """The answer first (the scaling table and Shallue's figure, a text per method), then the
     cells, the other figures, and the time decomposition collapsed; wide tables scroll inside
@@ -271,10 +277,12 @@ def _html(
     lead = [f for f in figures if f["file"] == "steps_to_result.png"]
     rest = "".join(fig(f) for f in figures if f not in lead)
     top = ""
-    if scaling_md:
+    if scaling_tables:
+        grid, analysis = scaling_tables
         top = (
-            f"<h2>Scaling: steps to result</h2><p>{html.escape(SCALING_HELP)}</p>"
-            f"<div class='wide'>{_md_table_html(scaling_md)}</div>" + "".join(fig(f) for f in lead)
+            f"<h2>Scaling: steps to result</h2><p>Best steps to target:</p><div class='wide'>{_md_table_html(grid)}"
+            f"</div><p>{html.escape(SCALING_HELP)}</p><div class='wide'>{_md_table_html(analysis)}</div>"
+            + "".join(fig(f) for f in lead)
         )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>lbbench report: {html.escape(name)}</title>"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lbbench.report import selection
 from lbbench.report.stats import olympic_mean, one_sided_welch_p
 from lbbench.report.tables import collect
 
@@ -65,13 +66,15 @@ def _olympic(values: list[float]) -> float:
 
 
 def cells_of(source: Path) -> dict[str, Any]:
-    """{"cells": {key: [per-run records]}, ...} from a results directory or a baseline file."""
+    """{"cells": {key: [per-run records]}, ...} from a results directory or a baseline file. A
+    tuned cell's records are its winner (or the winner's final-seed runs), never its trials: the
+    gate holds the best steps to target at each batch, as the report shows it."""
     source = Path(source)
     if source.is_file():
         doc: dict[str, Any] = json.loads(source.read_text())
         return doc
     cells: dict[str, list[Record]] = defaultdict(list)
-    for s in collect(source):
+    for s in selection.winners_only(collect(source)):
         key = f"{s.get('label', s.get('method'))}|{s['global_batch']}|{s['framework']}"
         cells[key].append({k: s.get(k) for k in FIELDS})  # older baselines lack the later fields
     return {"source": str(source), "cells": dict(sorted(cells.items()))}

@@ -108,12 +108,11 @@ def steps_to_result(items: list[Any], out: Path) -> dict[str, Any]:
     S_min (1 + B_noise / B) (dashed), in the method's colour (``items``: report.scaling.Scaling)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
-    for sc in items:
+    tab10 = plt.get_cmap("tab10")  # ten well-separated hues (tab20 pairs light and dark of one)
+    for i, sc in enumerate(x for x in items if x.batches):
         bs = sc.batches
-        if not bs:
-            continue
-        (line,) = ax.plot(bs, [sc.steps[b] for b in bs], marker="o", label=sc.method)
-        colour = line.get_color()
+        colour = tab10(i % 10)
+        ax.plot(bs, [sc.steps[b] for b in bs], marker="o", color=colour, label=sc.method)
         span = bs + sc.missed
         grid = sorted(set(span))
         if len(bs) > 1:
@@ -123,16 +122,71 @@ def steps_to_result(items: list[Any], out: Path) -> dict[str, Any]:
             ax.plot(grid, [s_min * (1 + b_noise / b) for b in grid], color=colour, ls="--", lw=1, label="_fit")
         if sc.missed:  # a cross at the top: tried, never reached the target
             ax.plot(sc.missed, [max(sc.steps.values()) * 1.5] * len(sc.missed), "x", color=colour, label="_missed")
+    # what the line styles mean, once, in grey
+    ax.plot([], [], color="grey", ls=":", lw=1, label="perfect scaling (from the smallest batch)")
+    ax.plot([], [], color="grey", ls="--", lw=1, label="fit S_min (1 + B_noise / B)")
+    if any(sc.missed for sc in items):
+        ax.plot([], [], "x", color="grey", label="tried, target not reached")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    return _save(
-        fig,
-        ax,
-        out / "steps_to_result.png",
-        "best steps to target vs global batch (dotted: perfect scaling; dashed: S_min(1+B_noise/B); x: missed)",
-        "global batch",
-        "steps to target",
+    return _save(fig, ax, out / "steps_to_result.png", "best steps to target vs global batch", "global batch", "steps")
+
+
+def sensitivity(method: str, trials: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """How hard a method is to tune: for each tuned hyperparameter a strip of every trial's best
+    top-1 against the sampled value, a colour per global batch, filled where the trial reached
+    the target and hollow where it did not (log axis for ranges over a decade)."""
+    plt = _plt()
+    keys = sorted({k for t in trials for k in (t.get("tuned") or {})})
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3.6), squeeze=False)
+    batches = sorted({t["global_batch"] for t in trials})
+    tab10 = plt.get_cmap("tab10")
+    for ax, key in zip(axes[0], keys):
+        for j, b in enumerate(batches):
+            for reached in (True, False):
+                pts = [
+                    (t["tuned"][key], t.get("best_top1") or 0.0)
+                    for t in trials
+                    if t["global_batch"] == b
+                    and key in (t.get("tuned") or {})
+                    and (t.get("steps_to_target") is not None) == reached
+                ]
+                if pts:
+                    colour = tab10(j % 10)
+                    ax.scatter(
+                        [x for x, _ in pts],
+                        [y for _, y in pts],
+                        s=30,
+                        facecolors=colour if reached else "none",
+                        edgecolors=colour,
+                        label=f"B={b:,}"
+                        if reached
+                        or not any(t["global_batch"] == b and t.get("steps_to_target") is not None for t in trials)
+                        else "_",
+                    )
+        values = [t["tuned"][key] for t in trials if isinstance((t.get("tuned") or {}).get(key), (int, float))]
+        if values and min(values) > 0 and max(values) / min(values) > 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel("best top-1")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7, title="filled: reached", title_fontsize=7)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", method).strip("_")
+    fig.suptitle(f"{method}: tuning sensitivity (every trial)")
+    fig.tight_layout()
+    path = out / f"sensitivity_{name}.png"
+    fig.savefig(path, dpi=100)
+    meta = dict(
+        file=path.name,
+        title=f"{method}: tuning sensitivity (every trial)",
+        xlabel=", ".join(keys),
+        ylabel="best top-1",
+        xscale=axes[0][0].get_xscale(),
+        yscale="linear",
+        series=[f"B={b:,}" for b in batches],
     )
+    plt.close(fig)
+    return meta
 
 
 def throughput(cells: dict[str, dict[int, float]], xlabel: str, out: Path, name: str) -> dict[str, Any]:

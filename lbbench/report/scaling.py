@@ -123,6 +123,17 @@ def _b(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
+def steps_markdown(items: list[Scaling]) -> str:
+    """The best steps to target as a method x global batch grid ("missed": tried, not reached;
+    blank: not tried) - the numbers behind the figure, one line per method."""
+    batches = sorted({b for sc in items for b in [*sc.steps, *sc.missed]})
+    lines = ["| method | " + " | ".join(f"{b:,}" for b in batches) + " |", "|" + "---|" * (len(batches) + 1)]
+    for sc in items:
+        cells = [f"{sc.steps[b]:,.0f}" if b in sc.steps else "missed" if b in sc.missed else "" for b in batches]
+        lines.append(f"| {sc.method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _knee(sc: Scaling) -> str:
     if len(sc.steps) < 2:
         return "-"

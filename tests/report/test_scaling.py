@@ -80,56 +80,19 @@ def test_no_knee_inside_the_range_is_said_so():
     assert math.isfinite(Scaling("m", {64: 100.0, 128: 50.0, 256: 25.0}).fit[0])
 
 
-SWEEP = """\
-name: sweep
-workload:
-  name: digits
-  data: {kind: synthetic, train_samples: 2048, eval_samples: 64}
-  target_top1: 0.9
-  max_epochs: 1
-lr: {base_lr: 0.1}
-matrix:
-  methods: [{name: sgd}]
-  global_batch: [64, 256, 1024]
-"""
-
-
 def test_the_report_puts_the_scaling_answer_first(tmp_path):
     from lbbench.report.build import build
-    from lbbench.store.summary import RunSummary
-    from lbbench.suite import expand, load_suite
 
-    from helpers import write_suite
+    from helpers import write_fake_sweep
 
-    res = tmp_path / "sweep"
-    for spec in expand(load_suite(write_suite(tmp_path / "sweep.yaml", SWEEP)))[0]:
-        b = spec.global_batch
-        steps = round(100 * (1 + 256 / b))
-        (res / spec.run_id).mkdir(parents=True)
-        spec.save(res / spec.run_id / "run.yaml")
-        RunSummary(
-            run_id=spec.run_id,
-            suite="sweep",
-            status="success",
-            method="sgd",
-            label="sgd",
-            global_batch=b,
-            framework="torch",
-            np=1,
-            accum=1,
-            seed=0,
-            division="open",
-            target_top1=0.9,
-            wall_s=1.0,
-            steps_to_target=steps,
-            epochs_to_target=1,
-            samples_to_target=steps * b,
-            best_top1=0.95,
-        ).write(res / spec.run_id)
+    res = write_fake_sweep(tmp_path)
     out = build(res)
     (sc,) = out["scaling"]
     assert sc.fit[1] == pytest.approx(256, rel=0.02)  # rounded steps: close to the model
-    assert out["figures"][0]["file"] == "steps_to_result.png" and "perfect" in out["figures"][0]["title"]
+    assert (
+        out["figures"][0]["file"] == "steps_to_result.png"
+        and "perfect scaling (from the smallest batch)" in out["figures"][0]["series"]
+    )
     md = (res / "report.md").read_text()
     assert md.index("## Scaling: steps to result") < md.index("## Cells")
     assert "| sgd (torch) | 3 of 3 |" in md
@@ -137,3 +100,21 @@ def test_the_report_puts_the_scaling_answer_first(tmp_path):
     assert page.index("Scaling: steps to result") < page.index("<h2>Cells</h2>")
     assert page.index("data:image/png;base64,") < page.index("<h2>Cells</h2>")  # the figure leads
     assert "overflow-x:auto" in page
+
+
+def test_sensitivity_strips_one_panel_per_tuned_hyperparameter(tmp_path):
+    from lbbench.report.plots import sensitivity
+
+    trials = [
+        dict(global_batch=b, tuned={"lr.base_lr": lr, "hparams.momentum": m}, best_top1=top1, steps_to_target=st)
+        for b, lr, m, top1, st in [
+            (64, 0.01, 0.9, 0.95, 40),
+            (64, 0.5, 0.8, 0.97, 30),
+            (256, 0.01, 0.9, 0.6, None),
+            (256, 0.5, 0.8, 0.96, 12),
+        ]
+    ]
+    meta = sensitivity("sgd (torch)", trials, tmp_path)
+    png = (tmp_path / meta["file"]).read_bytes()
+    assert meta["file"] == "sensitivity_sgd_torch.png" and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert meta["xlabel"] == "hparams.momentum, lr.base_lr" and meta["series"] == ["B=64", "B=256"]

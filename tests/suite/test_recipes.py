@@ -165,11 +165,19 @@ matrix: {methods: [{name: lars}], global_batch: [4096], workers: [8]}
     assert run.division == "open" and "warmup from LR 0.1" in run.division_reason
 
 
-def test_demo_suite_shows_every_method():
+def test_demo_and_ci_suites_show_every_method():
     from lbbench.methods import REGISTRY
+    from lbbench.suite.expand import tuning_of
 
-    suite = load_suite(ROOT / "suites" / "demo.yaml")
-    names = {m.name for m in suite.cfg.matrix.methods}
+    demo = load_suite(ROOT / "suites" / "demo.yaml")
+    ci = load_suite(ROOT / "suites" / "ci.yaml")
+    names = {m.name for s in (demo, ci) for m in s.cfg.matrix.methods}
     assert names == set(REGISTRY)
-    assert any(m.discard_small_loss for m in suite.cfg.matrix.methods)
-    assert any(m.batch_schedule for m in suite.cfg.matrix.methods)
+    assert any(m.discard_small_loss for m in ci.cfg.matrix.methods)
+    assert any(m.batch_schedule for m in ci.cfg.matrix.methods)
+    assert any(tuning_of(ci, i) for i in range(len(ci.cfg.matrix.methods)))  # the gate holds a tuned cell
+    # the demo: at least five methods tuned over five batch sizes from 16 to the full 1,536
+    tuned = [m.name for i, m in enumerate(demo.cfg.matrix.methods) if tuning_of(demo, i)]
+    assert {"sgd", "lars", "lamb", "kfac"} <= set(tuned) and len(tuned) >= 5
+    batches = demo.cfg.matrix.global_batch
+    assert len(batches) >= 5 and min(batches) == 16 and max(batches) == 1536
