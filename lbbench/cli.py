@@ -392,6 +392,46 @@ def bench_optim(
     raise typer.Exit(rc)
 
 
+@bench_app.command("input")
+def bench_input(
+    data_dir: Path = typer.Argument(Path("data/digits"), help="ImageNet-layout folder (its train/ split is read)"),
+    batch: int = typer.Option(64, min=1, help="images per batch (one worker's micro-batch)"),
+    size: int = typer.Option(224, min=8, help="output image side"),
+    threads: str = typer.Option("1,2", help="DALI thread counts, comma-separated (the first is the reference)"),
+    augment: str = typer.Option("imagenet", help="imagenet (random crop, region-of-interest decode) | none"),
+    batches: int = typer.Option(10, min=1, help="timed batches per round and thread count"),
+    rounds: int = typer.Option(3, min=1, help="rounds; thread counts alternate within each"),
+    out: Path | None = typer.Option(None, help="result JSON (default: results/bench/input-DIR-bBATCH.json)"),
+) -> None:
+    """Images/s of the training input pipeline alone, per DALI thread count (CPU decoding)."""
+    from lbbench.backends.dali_bench import run as bench_run
+    from lbbench.store.files import write_json
+
+    try:
+        counts = [int(n) for n in threads.split(",")]
+        assert counts and min(counts) >= 1
+    except (ValueError, AssertionError):
+        err.print(f"error: --threads {threads!r}: expected positive integers, comma-separated")
+        raise typer.Exit(2) from None
+    if augment not in ("imagenet", "none"):
+        err.print(f"error: --augment {augment!r}: expected imagenet or none")
+        raise typer.Exit(2)
+    if not (data_dir / "train").is_dir():
+        err.print(
+            f"error: {data_dir}/train does not exist (an ImageNet-layout folder; `lbbench data digits` writes one)"
+        )
+        raise typer.Exit(2)
+    out = out or Path("results") / "bench" / f"input-{data_dir.name}-b{batch}.json"
+    res = bench_run(data_dir, batch, size, counts, augment, batches, rounds)
+    write_json(out, res)
+    t = Table(title=f"input pipeline: {data_dir}, batch {batch}, {size}x{size}, {augment} ({out})")
+    for col in ("DALI threads", "images/s", "x first"):
+        t.add_column(col)
+    for n, r in res["threads"].items():
+        t.add_row(n, f"{r['images_per_s']:,.0f}", f"{r['relative_to_first']:.2f}")
+    console.print(t)
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     model: str = typer.Option("resnet50", help="model name"),
@@ -608,6 +648,21 @@ def data_digits(out: Path = typer.Option(Path("data/digits"), help="output direc
 
     n_train, n_val = write_digits(out)
     console.print(f"{out}: {n_train} training and {n_val} validation images")
+
+
+@data_app.command("synthetic-jpeg")
+def data_synthetic_jpeg(
+    out: Path = typer.Option(Path("data/synthetic-jpeg"), help="output directory (its train/ split)"),
+    classes: int = typer.Option(10, min=1),
+    per_class: int = typer.Option(50, min=1),
+    width: int = typer.Option(500, min=8),
+    height: int = typer.Option(375, min=8),
+) -> None:
+    """Generated ImageNet-sized JPEGs in the ImageNet layout, for `lbbench bench input`."""
+    from lbbench.data.synthetic_jpeg import write_synthetic_jpegs
+
+    n = write_synthetic_jpegs(out, classes, per_class, width, height)
+    console.print(f"{out}: {n} JPEGs of {width}x{height} in {classes} classes")
 
 
 @data_app.command("check")

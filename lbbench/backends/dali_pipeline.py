@@ -4,11 +4,15 @@ differs - CHW for PyTorch, HWC for TensorFlow.
 
 lbbench's GlobalBatchSampler chooses the files (the same sample order for every np, see
 lbbench/sampling.py); their bytes enter through external_source. Decoding is on the CPU here
-and "mixed" (GPU) on clusters.
+and "mixed" (GPU) on clusters. Training with ImageNet augmentation decodes only the random crop
+(``decoders.image_random_crop``: a JPEG's region of interest, as NVIDIA's MLPerf pipelines do)
+instead of the whole image. DALI's worker threads come from the worker's CPU allocation
+(``use_threads``); its outputs do not depend on their number (tests/backends/test_dali_pipeline.py).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -20,8 +24,23 @@ from lbbench.data.check import UndecodableImage, culprit, header_problem
 from lbbench.spec import RunSpec
 from lbbench.worker.sampling import augment_seed, epoch_feeds, epoch_micro_batches
 
+DALI_THREADS = 2  # per pipeline; the workers set it from their allocation (use_threads)
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+def use_threads(local_workers: int) -> int:
+    """DALI threads per pipeline: the CPUs this process may run on (its affinity mask - what
+    Slurm's cgroup or `--cpus-per-task` binding leaves it) shared by the workers of the node,
+    at least 1; LBBENCH_DALI_THREADS overrides. Returns the number set."""
+    global DALI_THREADS
+    given = os.environ.get("LBBENCH_DALI_THREADS")
+    if given:
+        DALI_THREADS = max(1, int(given))
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        DALI_THREADS = max(1, cpus // max(1, local_workers))
+    return DALI_THREADS
 
 
 def _read(path: str) -> np.ndarray:
@@ -126,7 +145,7 @@ def pipeline(
 ):
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(batch_size=batch, num_threads=2, device_id=gpu, seed=seed, prefetch_queue_depth=2)
+    @pipeline_def(batch_size=batch, num_threads=DALI_THREADS, device_id=gpu, seed=seed, prefetch_queue_depth=2)
     def pipe():
         if isinstance(source, SampleSource):
             encoded = fn.external_source(source=source.encoded, batch=False, dtype=types.UINT8)
@@ -135,14 +154,19 @@ def pipeline(
             encoded, labels = fn.external_source(
                 source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
             )
-        images = fn.decoders.image(encoded, device="cpu" if gpu is None else "mixed", output_type=types.RGB)
+        device = "cpu" if gpu is None else "mixed"
         mirror = False
         if train and augment == "imagenet":
-            images = fn.random_resized_crop(images, size=(size, size))
+            # Inception-style crop (area 8-100%, aspect 3/4-4/3, as random_resized_crop), decoding
+            # only that region, then resized to the training size
+            images = fn.decoders.image_random_crop(encoded, device=device, output_type=types.RGB)
+            images = fn.resize(images, resize_x=size, resize_y=size)
             mirror = fn.random.coin_flip(probability=0.5)
         elif augment == "imagenet":  # evaluation: resize the shorter side, then centre-crop
+            images = fn.decoders.image(encoded, device=device, output_type=types.RGB)
             images = fn.resize(images, resize_shorter=round(size / 0.875))
         else:
+            images = fn.decoders.image(encoded, device=device, output_type=types.RGB)
             images = fn.resize(images, resize_x=size, resize_y=size)
         images = fn.crop_mirror_normalize(
             images, dtype=types.FLOAT, output_layout=layout, crop=(size, size), mean=MEAN, std=STD, mirror=mirror

@@ -108,6 +108,7 @@ def main(run_dirs: list[Path]) -> int:
     world, one TensorFlow runtime, a fresh Keras session and model per cell."""
     import horovod.tensorflow as hvd
 
+    from lbbench.backends.dali_pipeline import use_threads
     from lbbench.backends.tf import checkpoint, perf
     from lbbench.worker import devices, driver, pool
 
@@ -118,6 +119,7 @@ def main(run_dirs: list[Path]) -> int:
     gpus = perf.configure(first, hvd, deterministic=True)
     if devices.refused(hvd, len(tf.config.list_physical_devices("GPU")), "TensorFlow"):
         return 2
+    use_threads(hvd.local_size())  # DALI's threads: this worker's share of the node's CPUs
 
     def cell(run_dir: Path) -> int:
         spec = RunSpec.load(run_dir / "run.yaml")

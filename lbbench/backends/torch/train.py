@@ -112,6 +112,7 @@ def main(run_dirs: list[Path]) -> int:
     world and one set of imports, a fresh model, optimizer, pipelines and seeds per cell."""
     import horovod.torch as hvd
 
+    from lbbench.backends.dali_pipeline import use_threads
     from lbbench.backends.torch import checkpoint, perf
     from lbbench.worker import devices, driver, pool
 
@@ -121,6 +122,7 @@ def main(run_dirs: list[Path]) -> int:
     device = perf.pick_device(hvd.local_rank())
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
+    use_threads(hvd.local_size())  # DALI's threads: this worker's share of the node's CPUs
 
     def cell(run_dir: Path) -> int:
         spec = RunSpec.load(run_dir / "run.yaml")

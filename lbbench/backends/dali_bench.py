@@ -1,0 +1,72 @@
+"""`lbbench bench input`: the training input pipeline alone (read, decode, crop, normalise), in
+images/s, for each DALI thread count - what one worker's input can feed, and whether more
+threads help on this machine. Thread counts are measured round-robin, one round after another,
+so a noisy machine slows all of them alike; the headline is images / time over the timed
+batches of all rounds."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lbbench.backends import dali_pipeline as dp
+from lbbench.data.layout import list_split
+
+
+def run(
+    data_dir: Path, batch: int, size: int, threads: list[int], augment: str, batches: int, rounds: int, seed: int = 0
+) -> dict[str, Any]:
+    files, labels, _ = list_split(f"{data_dir}/train")
+    if not files:
+        raise FileNotFoundError(f"{data_dir}/train holds no images")
+    order = np.random.default_rng(seed).permutation(len(files))
+
+    def feed():
+        k = 0
+        while True:
+            yield order[np.arange(k * batch, (k + 1) * batch) % len(files)]
+            k += 1
+
+    timed: dict[int, list[tuple[int, float]]] = {n: [] for n in threads}
+    old = dp.DALI_THREADS
+    try:
+        for _ in range(rounds):
+            for n in threads:
+                dp.DALI_THREADS = n
+                pipe = dp.pipeline(
+                    dp.FileBatches(files, labels, feed()), batch, size, True, augment, seed=seed, gpu=None
+                )
+                for _ in range(2):  # warm-up: the prefetch queue fills, buffers are allocated
+                    pipe.run()
+                t0 = time.perf_counter()
+                for _ in range(batches):
+                    pipe.run()
+                timed[n].append((batches * batch, time.perf_counter() - t0))
+                del pipe
+    finally:
+        dp.DALI_THREADS = old
+    rates = {n: sum(i for i, _ in r) / sum(t for _, t in r) for n, r in timed.items()}
+    base = rates[threads[0]]
+    return dict(
+        benchmark="input pipeline alone (DALI, CPU): read, decode (crop region only for imagenet), resize, normalise",
+        data_dir=str(data_dir),
+        images=len(files),
+        batch=batch,
+        size=size,
+        augment=augment,
+        rounds=rounds,
+        batches_per_round=batches,
+        machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
+        threads={
+            str(n): dict(
+                images_per_s=rates[n],
+                per_round=[i / t for i, t in timed[n]],
+                relative_to_first=rates[n] / base,
+            )
+            for n in threads
+        },
+    )

@@ -1,0 +1,38 @@
+"""`lbbench data synthetic-jpeg` and `lbbench bench input`: real JPEGs, a real DALI pipeline,
+a JSON record per thread count; bad options exit 2."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from helpers import lbbench
+
+
+def test_synthetic_jpegs_then_the_input_benchmark(tmp_path):
+    data = tmp_path / "sj"
+    p = lbbench("data", "synthetic-jpeg", "--out", data, "--classes", "2", "--per-class", "6", "--width", "80")
+    assert p.returncode == 0, p.stderr
+    files = sorted((data / "train").rglob("*.JPEG"))
+    assert len(files) == 12 and {f.parent.name for f in files} == {"n00000000", "n00000001"}
+    with Image.open(files[0]) as im:
+        assert im.format == "JPEG" and im.size == (80, 375)
+    out = tmp_path / "input.json"
+    for augment in ("imagenet", "none"):
+        p = lbbench(
+            "bench", "input", data, "--batch", "4", "--size", "32", "--threads", "1,2", "--batches", "2",
+            "--rounds", "1", "--augment", augment, "--out", out,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        res = json.loads(out.read_text())
+        assert res["augment"] == augment and set(res["threads"]) == {"1", "2"}
+        assert all(r["images_per_s"] > 0 for r in res["threads"].values())
+        assert res["threads"]["1"]["relative_to_first"] == 1.0
+
+
+def test_bad_input_benchmark_options_exit_2(tmp_path):
+    assert lbbench("bench", "input", tmp_path / "missing").returncode == 2
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    assert lbbench("bench", "input", tmp_path / "d", "--threads", "0").returncode == 2
+    assert lbbench("bench", "input", tmp_path / "d", "--augment", "weird").returncode == 2
