@@ -59,6 +59,7 @@ def plan(
 ) -> None:
     """Print the runs a suite expands to (tuning trials and known final seeds included), or what they cost."""
     from lbbench.launch.runner import select
+    from lbbench.suite.adaptive import known_trials, planned_count, stand_ins
     from lbbench.suite.finals import final_runs, planned_finals
     from lbbench.suite.plan_output import as_csv, as_json
 
@@ -66,12 +67,15 @@ def plan(
         err.print(f"error: --format {format!r}: expected table, json or csv")
         raise typer.Exit(2)
     s, planned = _load(suite, check_data=False, np=np)
-    if cost:  # every final-seed run counted, known or not: a final costs what its cell's trial does
-        _print_cost(s.name, select(planned + planned_finals(s, planned), only), images_per_s)
+    if cost:  # every adaptive trial and final-seed run counted, known or not, at its cell's cost
+        every = planned + stand_ins(s)
+        _print_cost(s.name, select(every + planned_finals(s, every), only), images_per_s)
         return
-    known = final_runs(s, planned, results)
-    pending = len(planned_finals(s, planned)) - len(known)
-    runs = select(planned + known, only)
+    asked = known_trials(s, results)
+    known = final_runs(s, planned + asked, results)
+    pending = len(planned_finals(s, planned + stand_ins(s))) - len(known)
+    adaptive_left = planned_count(s) - len(asked)
+    runs = select(planned + asked + known, only)
     if format != "table":  # plain text on stdout, for scripts: no colour, no wrapping
         sys.stdout.write(as_json(runs) if format == "json" else as_csv(runs))
         return
@@ -103,6 +107,8 @@ def plan(
             r.division,
         )
     Console(width=max(console.width, 160)).print(t)
+    if adaptive_left:
+        console.print(f"+ {adaptive_left} adaptive trial(s) (Optuna TPE), each chosen as earlier ones finish")
     if pending:
         console.print(f"+ {pending} final-seed run(s) of tuning winners, planned once their cells' trials finish")
 
@@ -179,11 +185,13 @@ def run(
             "not set: add --submit (or --dry-run) to write sbatch jobs, or run inside salloc/sbatch"
         )
         raise typer.Exit(2)
+    from lbbench.suite.adaptive import adaptive_cells, known_trials
     from lbbench.suite.finals import final_runs
 
     s, planned = _load(suite, check_data=True, np=np)
-    runs = select(planned + final_runs(s, planned, results), only)  # final seeds of finished studies
-    if not runs:
+    asked = known_trials(s, results)  # adaptive studies' trials so far
+    runs = select(planned + asked + final_runs(s, planned + asked, results), only)  # + final seeds
+    if not runs and not adaptive_cells(s):
         err.print(f"error: no run of {suite} matches --only {only!r}")
         raise typer.Exit(2)
     gpu_runs = [r for r in runs if r.perf.gpu_only()]
@@ -225,8 +233,10 @@ def run(
         )
     try:
         summaries = run_all(runs, results, launcher, console, timeout, opts, warm)
+        summaries += _adaptive_trials(s, results, only, launcher, timeout, opts, warm)
         known = {r.run_id for r in runs}
-        finals = [f for f in select(final_runs(s, planned, results), only) if f.run_id not in known]
+        asked = known_trials(s, results)
+        finals = [f for f in select(final_runs(s, planned + asked, results), only) if f.run_id not in known]
         if finals:  # studies this invocation finished: their winners with the final seeds
             console.print(f"{len(finals)} final-seed run(s) of the tuning winners")
             summaries += run_all(finals, results, launcher, console, timeout, opts, warm)
@@ -236,6 +246,37 @@ def run(
     _print_report(results / s.name)
     bad = [x for x in summaries if x.status in ("failed", "timeout")]
     raise typer.Exit(1 if bad else 0)
+
+
+def _adaptive_trials(
+    s: Suite,
+    results: Path,
+    only: str | None,
+    launcher: str,
+    timeout: float | None,
+    opts: Any,
+    warm: bool,
+) -> list[Any]:
+    """Adaptive studies (``sampler: tpe``): a trial per study at a time, each chosen from the
+    finished ones, until every budget is spent; trials another process is training are left to
+    it (several `lbbench run` may share a study)."""
+    from lbbench.launch.runner import run_all, run_state, select
+    from lbbench.store.files import run_dir
+    from lbbench.suite.adaptive import next_trials
+
+    def busy(spec: RunSpec) -> bool:
+        return run_state(run_dir(results, s.name, spec.run_id), spec) == "running"
+
+    out: list[Any] = []
+    last: list[str] = []
+    while True:
+        batch = select(next_trials(s, results, busy), only)
+        ids = [r.run_id for r in batch]
+        if not batch or ids == last:  # budgets spent, or nothing this process can advance
+            return out
+        last = ids
+        console.print(f"adaptive tuning (Optuna TPE): {len(batch)} new trial(s)")
+        out += run_all(batch, results, launcher, console, timeout, opts, warm)
 
 
 def _submit(
@@ -249,7 +290,16 @@ def _submit(
     overrides: dict[str, Any],
 ) -> int:
     from lbbench.launch.slurm import JobResources, SlurmError, submit_runs
+    from lbbench.suite.adaptive import adaptive_cells
 
+    if adaptive_cells(s):
+        err.print(
+            "note: adaptive studies (sampler: tpe) choose each trial when the previous ones finish, so "
+            "their trials cannot be submitted ahead: run `lbbench run SUITE --launcher slurm` inside "
+            "sbatch jobs instead (several jobs share each study through RESULTS/SUITE/tuning.journal)",
+            highlight=False,
+            soft_wrap=True,
+        )
     cfg = s.cfg.slurm
     res = JobResources(
         **{

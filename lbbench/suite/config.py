@@ -87,7 +87,9 @@ class TuningCfg(Strict):
     space: dict[str, Distribution] = Field(min_length=1)  # "lr.base_lr", "hparams.momentum", ...
     trials: int = Field(8, gt=0)  # per cell and study
     studies: int = Field(1, gt=0)  # independent studies (AlgoPerf: the median over them)
-    sampler: Literal["halton"] = "halton"
+    # halton: quasi-random trials known at plan time; tpe: Optuna's TPE, each trial chosen from the
+    # finished ones (lbbench/suite/adaptive.py), the study kept in the results directory
+    sampler: Literal["halton", "tpe"] = "halton"
     seed: int = Field(0, ge=0)
     # new seeds the winner of each study is re-run with once every trial of the cell has finished;
     # the cell's row is then their olympic mean (lbbench/suite/finals.py)

@@ -256,11 +256,10 @@ def _check_folder(suite: Suite, root: Path, base: Workload, classes: int, train:
     return {"fingerprint": stats.fingerprint(), "canonical": canonical}
 
 
-def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[str]]:
-    """The suite's runs, in matrix order; plus warnings (e.g. data not present for a plan)."""
-    cfg, w = suite.cfg, suite.cfg.workload
-    base = WORKLOADS[w.name]
-    data, warning = _data_spec(suite, check_data)
+def cells_of(suite: Suite) -> list[dict[str, Any]]:
+    """The matrix's cells (method label, global batch, framework, seed, np), excludes removed and
+    includes added, in matrix order."""
+    cfg = suite.cfg
     m = cfg.matrix
     labels = [mc.label or mc.name for mc in m.methods]
     cells = [
@@ -278,21 +277,44 @@ def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[
     if not cells:
         where = ("exclude",) if cfg.exclude else ("matrix",)
         raise suite.error(where, "the suite expands to no runs (every cell of the matrix is excluded)")
+    return cells
+
+
+def expand(suite: Suite, check_data: bool = False) -> tuple[list[RunSpec], list[str]]:
+    """The suite's runs, in matrix order; plus warnings (e.g. data not present for a plan).
+    Trials of an adaptive study (``sampler: tpe``) are not here: they are chosen while the study
+    runs (lbbench/suite/adaptive.py)."""
+    data, warning = _data_spec(suite, check_data)
+    labels = [mc.label or mc.name for mc in suite.cfg.matrix.methods]
     runs = []
-    for c in cells:
+    for c in cells_of(suite):
         i = labels.index(str(c["method"]))
         study = tuning_of(suite, i)
         if study is None:
-            runs.append(_resolve(suite, i, c, data, base))
-            continue
-        mc = m.methods[i]
-        for s in range(study.studies):
-            for t, values in enumerate(tuning.trials(study, s)):
-                hp, lr = tuning.apply(values, mc.hparams, mc.lr)
-                trial_mc = mc.model_copy(update=dict(hparams=hp, lr=lr))
-                run = _resolve(suite, i, c, data, base, trial_mc)
-                runs.append(run.model_copy(update=dict(study=s, trial=t, tuned=values)).with_id())
+            runs.append(_resolve(suite, i, c, data, WORKLOADS[suite.cfg.workload.name]))
+        elif study.sampler == "halton":
+            for s in range(study.studies):
+                for t, values in enumerate(tuning.trials(study, s)):
+                    runs.append(trial_run(suite, i, c, data, values, s, t))
+        else:  # adaptive: validated now, its trials chosen while it runs
+            _resolve(suite, i, c, data, WORKLOADS[suite.cfg.workload.name])
     return runs, [warning] if warning else []
+
+
+def trial_run(
+    suite: Suite, i: int, c: dict[str, Any], data: DataSpec, values: dict[str, Any], s: int, t: int
+) -> RunSpec:
+    """Trial ``t`` of study ``s`` of cell ``c`` (method entry ``i``): the entry with the sampled
+    values applied, an ordinary run whose id derives from them."""
+    mc = suite.cfg.matrix.methods[i]
+    hp, lr = tuning.apply(values, mc.hparams, mc.lr)
+    trial_mc = mc.model_copy(update=dict(hparams=hp, lr=lr))
+    run = _resolve(suite, i, c, data, WORKLOADS[suite.cfg.workload.name], trial_mc)
+    return run.model_copy(update=dict(study=s, trial=t, tuned=values)).with_id()
+
+
+def data_of(suite: Suite, check_data: bool = False) -> DataSpec:
+    return _data_spec(suite, check_data)[0]
 
 
 def tuning_of(suite: Suite, i: int) -> TuningCfg | None:

@@ -38,8 +38,8 @@ def final_runs(suite: Suite, runs: list[RunSpec], results: Path) -> list[RunSpec
     out: list[RunSpec] = []
     for (label, *_), trials in cells.items():
         cfg = tuning_of(suite, labels.index(label))
-        if cfg is None or cfg.final_seeds == 0:
-            continue
+        if cfg is None or cfg.final_seeds == 0 or len(trials) < cfg.trials:
+            continue  # untuned, no final seeds, or an adaptive study short of its budget
         records = []
         for t in trials:
             s, _ = summary_or_damage(run_dir(results, suite.name, t.run_id))
