@@ -70,7 +70,8 @@ def test_trials_are_chosen_one_at_a_time_within_the_budget(suite, tmp_path):
     (first,) = next_trials(suite, res)
     assert first.trial == 0 and first.study == 0 and set(first.tuned) == {"lr.base_lr", "hparams.momentum"}
     assert 0.01 <= first.tuned["lr.base_lr"] <= 1.0 and 0.5 <= first.tuned["hparams.momentum"] <= 0.99
-    assert first.lr.peak_lr == pytest.approx(first.tuned["lr.base_lr"]) and first.hparams["momentum"] == first.tuned["hparams.momentum"]
+    assert first.lr.peak_lr == pytest.approx(first.tuned["lr.base_lr"])
+    assert first.hparams["momentum"] == first.tuned["hparams.momentum"]
     assert [r.run_id for r in next_trials(suite, res)] == [first.run_id]  # unfinished: resumed, not re-asked
     _summary(first, res, steps=12)
     (second,) = next_trials(suite, res)
