@@ -73,8 +73,11 @@ def test_submit_runs_real_sbatch_jobs_with_srun_pmix(slurm_cluster, tmp_path, di
 
 
 @pytest.mark.slow
-def test_cells_per_job_packs_runs_into_one_job_and_one_warm_launch(slurm_cluster, tmp_path, digits_dir):
-    suite = write_suite(tmp_path / "slurmy.yaml", TINY.format(data=digits_dir, np=2))
+def test_cells_per_job_packs_tuning_trials_into_one_job_and_one_warm_launch(slurm_cluster, tmp_path, digits_dir):
+    # a tuning study: two Halton trials of one cell, packed into one job
+    text = TINY.format(data=digits_dir, np=2).replace("global_batch: [64, 128]", "global_batch: [64]")
+    text += "tuning: {trials: 2, space: {lr.base_lr: {log_uniform: [0.05, 0.5]}}}\n"
+    suite = write_suite(tmp_path / "slurmy.yaml", text)
     env = {**slurm_cluster, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     res = tmp_path / "res"
     args = ("run", suite, "--launcher", "slurm", "--submit", "--results", res, "--cells-per-job", "2")
@@ -85,7 +88,8 @@ def test_cells_per_job_packs_runs_into_one_job_and_one_warm_launch(slurm_cluster
     }
     assert len(jobs) == 1  # both runs, one job
     rdirs = sorted((res / "slurmy").glob("sgd-*"))
-    assert all(read_summary(d).status in ("success", "not_reached") for d in rdirs)
+    summaries = [read_summary(d) for d in rdirs]
+    assert sorted(s.trial for s in summaries) == [0, 1] and all(s.done for s in summaries)
     assert (res / "slurmy" / "warm-launches.log").read_text().count("srun --mpi=pmix") == 1  # one launch
     again = lbbench(*args, env=env)
     assert again.returncode == 0 and "submitted as job" not in again.stdout
