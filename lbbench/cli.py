@@ -451,6 +451,7 @@ def bench_input(
     augment: str = typer.Option("imagenet", help="imagenet (random crop, region-of-interest decode) | none"),
     batches: int = typer.Option(10, min=1, help="timed batches per round and thread count"),
     rounds: int = typer.Option(3, min=1, help="rounds; thread counts alternate within each"),
+    decode: str = typer.Option("roi", help="roi (the crop only) | full (whole image, then crop); comma-separated"),
     out: Path | None = typer.Option(None, help="result JSON (default: results/bench/input-DIR-bBATCH.json)"),
 ) -> None:
     """Images/s of the training input pipeline alone, per DALI thread count (CPU decoding)."""
@@ -463,6 +464,10 @@ def bench_input(
     except (ValueError, AssertionError):
         err.print(f"error: --threads {threads!r}: expected positive integers, comma-separated")
         raise typer.Exit(2) from None
+    decodes = tuple(decode.split(","))
+    if not set(decodes) <= {"roi", "full"}:
+        err.print(f"error: --decode {decode!r}: expected roi and/or full")
+        raise typer.Exit(2)
     if augment not in ("imagenet", "none"):
         err.print(f"error: --augment {augment!r}: expected imagenet or none")
         raise typer.Exit(2)
@@ -472,13 +477,13 @@ def bench_input(
         )
         raise typer.Exit(2)
     out = out or Path("results") / "bench" / f"input-{data_dir.name}-b{batch}.json"
-    res = bench_run(data_dir, batch, size, counts, augment, batches, rounds)
+    res = bench_run(data_dir, batch, size, counts, augment, batches, rounds, decodes)
     write_json(out, res)
     t = Table(title=f"input pipeline: {data_dir}, batch {batch}, {size}x{size}, {augment} ({out})")
-    for col in ("DALI threads", "images/s", "x first"):
+    for col in ("decode / DALI threads", "images/s", "x first"):
         t.add_column(col)
-    for n, r in res["threads"].items():
-        t.add_row(n, f"{r['images_per_s']:,.0f}", f"{r['relative_to_first']:.2f}")
+    for k, r in res["results"].items():
+        t.add_row(k, f"{r['images_per_s']:,.0f}", f"{r['relative_to_first']:.2f}")
     console.print(t)
 
 

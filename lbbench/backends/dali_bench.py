@@ -1,8 +1,8 @@
 """`lbbench bench input`: the training input pipeline alone (read, decode, crop, normalise), in
-images/s, for each DALI thread count - what one worker's input can feed, and whether more
-threads help on this machine. Thread counts are measured round-robin, one round after another,
-so a noisy machine slows all of them alike; the headline is images / time over the timed
-batches of all rounds."""
+images/s, for each DALI thread count and decode mode - what one worker's input can feed,
+whether more threads help on this machine, and what decoding only the crop saves. The
+variants are measured round-robin, one round after another, so a noisy machine slows all of
+them alike; the headline is images / time over the timed batches of all rounds."""
 
 from __future__ import annotations
 
@@ -18,8 +18,18 @@ from lbbench.data.layout import list_split
 
 
 def run(
-    data_dir: Path, batch: int, size: int, threads: list[int], augment: str, batches: int, rounds: int, seed: int = 0
+    data_dir: Path,
+    batch: int,
+    size: int,
+    threads: list[int],
+    augment: str,
+    batches: int,
+    rounds: int,
+    decode: tuple[str, ...] = ("roi",),
+    seed: int = 0,
 ) -> dict[str, Any]:
+    """Images/s per (decode, threads): ``decode`` "roi" decodes only the training crop, "full"
+    the whole image before cropping (the pipeline before region-of-interest decoding)."""
     files, labels, _ = list_split(f"{data_dir}/train")
     if not files:
         raise FileNotFoundError(f"{data_dir}/train holds no images")
@@ -31,26 +41,27 @@ def run(
             yield order[np.arange(k * batch, (k + 1) * batch) % len(files)]
             k += 1
 
-    timed: dict[int, list[tuple[int, float]]] = {n: [] for n in threads}
+    keys = [f"{d}/{n}" for d in decode for n in threads]
+    timed: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
     old = dp.DALI_THREADS
     try:
         for _ in range(rounds):
-            for n in threads:
-                dp.DALI_THREADS = n
-                pipe = dp.pipeline(
-                    dp.FileBatches(files, labels, feed()), batch, size, True, augment, seed=seed, gpu=None
-                )
+            for key in keys:
+                d, n = key.split("/")
+                dp.DALI_THREADS = int(n)
+                source = dp.FileBatches(files, labels, feed())
+                pipe = dp.pipeline(source, batch, size, True, augment, seed=seed, gpu=None, roi=d == "roi")
                 for _ in range(2):  # warm-up: the prefetch queue fills, buffers are allocated
                     pipe.run()
                 t0 = time.perf_counter()
                 for _ in range(batches):
                     pipe.run()
-                timed[n].append((batches * batch, time.perf_counter() - t0))
+                timed[key].append((batches * batch, time.perf_counter() - t0))
                 del pipe
     finally:
         dp.DALI_THREADS = old
-    rates = {n: sum(i for i, _ in r) / sum(t for _, t in r) for n, r in timed.items()}
-    base = rates[threads[0]]
+    rates = {k: sum(i for i, _ in r) / sum(t for _, t in r) for k, r in timed.items()}
+    base = rates[keys[0]]
     return dict(
         benchmark="input pipeline alone (DALI, CPU): read, decode (crop region only for imagenet), resize, normalise",
         data_dir=str(data_dir),
@@ -61,12 +72,8 @@ def run(
         rounds=rounds,
         batches_per_round=batches,
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
-        threads={
-            str(n): dict(
-                images_per_s=rates[n],
-                per_round=[i / t for i, t in timed[n]],
-                relative_to_first=rates[n] / base,
-            )
-            for n in threads
+        results={
+            k: dict(images_per_s=rates[k], per_round=[i / t for i, t in timed[k]], relative_to_first=rates[k] / base)
+            for k in keys
         },
     )

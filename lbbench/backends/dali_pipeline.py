@@ -142,6 +142,7 @@ def pipeline(
     gpu: int | None,
     layout: str = "CHW",
     build: bool = True,
+    roi: bool = True,
 ):
     from nvidia.dali import fn, pipeline_def, types
 
@@ -158,9 +159,14 @@ def pipeline(
         mirror = False
         if train and augment == "imagenet":
             # Inception-style crop (area 8-100%, aspect 3/4-4/3, as random_resized_crop), decoding
-            # only that region, then resized to the training size
-            images = fn.decoders.image_random_crop(encoded, device=device, output_type=types.RGB)
-            images = fn.resize(images, resize_x=size, resize_y=size)
+            # only that region, then resized to the training size (roi=False: the whole image
+            # decoded, then cropped - kept for `lbbench bench input --decode full`)
+            if roi:
+                images = fn.decoders.image_random_crop(encoded, device=device, output_type=types.RGB)
+                images = fn.resize(images, resize_x=size, resize_y=size)
+            else:
+                images = fn.decoders.image(encoded, device=device, output_type=types.RGB)
+                images = fn.random_resized_crop(images, size=(size, size))
             mirror = fn.random.coin_flip(probability=0.5)
         elif augment == "imagenet":  # evaluation: resize the shorter side, then centre-crop
             images = fn.decoders.image(encoded, device=device, output_type=types.RGB)

@@ -22,13 +22,13 @@ def test_synthetic_jpegs_then_the_input_benchmark(tmp_path):
     for augment in ("imagenet", "none"):
         p = lbbench(
             "bench", "input", data, "--batch", "4", "--size", "32", "--threads", "1,2", "--batches", "2",
-            "--rounds", "1", "--augment", augment, "--out", out,
+            "--rounds", "1", "--augment", augment, "--decode", "roi,full", "--out", out,
         )  # fmt: skip
         assert p.returncode == 0, p.stderr
         res = json.loads(out.read_text())
-        assert res["augment"] == augment and set(res["threads"]) == {"1", "2"}
-        assert all(r["images_per_s"] > 0 for r in res["threads"].values())
-        assert res["threads"]["1"]["relative_to_first"] == 1.0
+        assert res["augment"] == augment and set(res["results"]) == {"roi/1", "roi/2", "full/1", "full/2"}
+        assert all(r["images_per_s"] > 0 for r in res["results"].values())
+        assert res["results"]["roi/1"]["relative_to_first"] == 1.0
 
 
 def test_bad_input_benchmark_options_exit_2(tmp_path):
@@ -36,3 +36,4 @@ def test_bad_input_benchmark_options_exit_2(tmp_path):
     (tmp_path / "d" / "train").mkdir(parents=True)
     assert lbbench("bench", "input", tmp_path / "d", "--threads", "0").returncode == 2
     assert lbbench("bench", "input", tmp_path / "d", "--augment", "weird").returncode == 2
+    assert lbbench("bench", "input", tmp_path / "d", "--decode", "gpu").returncode == 2
