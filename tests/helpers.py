@@ -127,6 +127,22 @@ def final_weights(rdir: Path) -> dict:
     return {k: v for k, v in w.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
 
 
+def fake_summary(spec: RunSpec, results: Path, steps: int | None = None, **fields) -> Path:
+    """A hand-made summary.json for ``spec`` under RESULTS/SUITE/RUN_ID (no training): the cell
+    from the spec (the runner's own failed_summary), reaching the target in ``steps`` (None:
+    not reached), best top-1 0.5 unless ``fields`` say otherwise."""
+    from lbbench.launch.runner import failed_summary
+
+    d = Path(results) / spec.suite / spec.run_id
+    d.mkdir(parents=True, exist_ok=True)
+    status = "success" if steps else "not_reached"
+    summary = failed_summary(spec, "failed", "", [], 1.0).model_copy(
+        update=dict(status=status, reason=None, log_tail=[], steps_to_target=steps, best_top1=0.5) | fields
+    )
+    summary.write(d)
+    return d
+
+
 FAKE_SWEEP = """\
 name: sweep
 workload:
@@ -144,32 +160,12 @@ matrix:
 def write_fake_sweep(tmp: Path) -> Path:
     """A results directory of a batch sweep with hand-made summaries (no training): sgd at 64,
     256 and 1,024 reaching the target in 100 (1 + 256 / B) steps, rounded."""
-    from lbbench.store.summary import RunSummary
     from lbbench.suite import expand, load_suite
 
-    res = tmp / "sweep"
     for spec in expand(load_suite(write_suite(tmp / "sweep.yaml", FAKE_SWEEP)))[0]:
-        b = spec.global_batch
-        steps = round(100 * (1 + 256 / b))
-        (res / spec.run_id).mkdir(parents=True)
-        spec.save(res / spec.run_id / "run.yaml")
-        RunSummary(
-            run_id=spec.run_id,
-            suite="sweep",
-            status="success",
-            method="sgd",
-            label="sgd",
-            global_batch=b,
-            framework="torch",
-            np=1,
-            accum=1,
-            seed=0,
-            division="open",
-            target_top1=0.9,
-            wall_s=1.0,
-            steps_to_target=steps,
-            epochs_to_target=1,
-            samples_to_target=steps * b,
-            best_top1=0.95,
-        ).write(res / spec.run_id)
-    return res
+        steps = round(100 * (1 + 256 / spec.global_batch))
+        d = fake_summary(
+            spec, tmp, steps, epochs_to_target=1, samples_to_target=steps * spec.global_batch, best_top1=0.95
+        )
+        spec.save(d / "run.yaml")
+    return tmp / "sweep"

@@ -39,37 +39,14 @@ def test_ci_suite_matches_the_committed_baseline(tmp_path, digits_dir):
 
 def test_a_tuned_cell_is_gated_on_its_winner_not_on_its_trials(tmp_path):
     from lbbench.report.compare import cells_of
-    from lbbench.store.summary import RunSummary
     from lbbench.suite import expand, load_suite
 
-    from helpers import FAKE_SWEEP, write_suite
+    from helpers import FAKE_SWEEP, fake_summary, write_suite
 
     spec = expand(load_suite(write_suite(tmp_path / "sweep.yaml", FAKE_SWEEP)))[0][0]
-    res = tmp_path / "res"
     for trial, epochs, top1 in ((0, 3, 0.91), (1, 2, 0.93), (2, None, 0.5)):
-        d = res / f"{spec.run_id}-t{trial}"
-        d.mkdir(parents=True)
-        spec.save(d / "run.yaml")
-        RunSummary(
-            run_id=d.name,
-            suite="sweep",
-            status="success" if epochs else "not_reached",
-            method="sgd",
-            label="sgd",
-            global_batch=64,
-            framework="torch",
-            np=1,
-            accum=1,
-            seed=0,
-            division="open",
-            target_top1=0.9,
-            wall_s=1.0,
-            study=0,
-            trial=trial,
-            tuned={"lr.base_lr": 0.1 * (trial + 1)},
-            epochs_to_target=epochs,
-            steps_to_target=epochs * 32 if epochs else None,
-            best_top1=top1,
-        ).write(d)
-    (cell,) = cells_of(res)["cells"].values()
+        t = spec.model_copy(update=dict(study=0, trial=trial, tuned={"lr.base_lr": 0.1 * (trial + 1)})).with_id()
+        d = fake_summary(t, tmp_path, epochs * 32 if epochs else None, epochs_to_target=epochs, best_top1=top1)
+        t.save(d / "run.yaml")
+    (cell,) = cells_of(tmp_path / "sweep")["cells"].values()
     assert len(cell) == 1 and cell[0]["epochs_to_target"] == 2 and cell[0]["best_top1"] == 0.93

@@ -12,7 +12,7 @@ from lbbench.store.summary import RunSummary, read_summary
 from lbbench.suite import expand, load_suite
 from lbbench.suite.adaptive import JOURNAL, known_trials, next_trials, objective
 
-from helpers import lbbench, write_suite
+from helpers import fake_summary, lbbench, write_suite
 
 SUITE = textwrap.dedent("""\
     name: tpe
@@ -35,28 +35,7 @@ SUITE = textwrap.dedent("""\
 
 
 def _summary(spec, res, steps=None, status=None):
-    d = res / spec.suite / spec.run_id
-    d.mkdir(parents=True, exist_ok=True)
-    RunSummary(
-        run_id=spec.run_id,
-        suite=spec.suite,
-        status=status or ("success" if steps else "not_reached"),
-        method=spec.method,
-        label=spec.label,
-        global_batch=spec.global_batch,
-        framework=spec.framework,
-        np=spec.np,
-        accum=spec.accum,
-        seed=spec.seed,
-        division=spec.division,
-        target_top1=spec.target_top1,
-        study=spec.study,
-        trial=spec.trial,
-        tuned=spec.tuned,
-        wall_s=1.0,
-        steps_to_target=steps,
-        best_top1=0.5,
-    ).write(d)
+    fake_summary(spec, res, steps, **({"status": status} if status else {}))
 
 
 @pytest.fixture

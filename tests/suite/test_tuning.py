@@ -14,7 +14,7 @@ from lbbench.suite import SuiteError, expand, load_suite
 from lbbench.suite.config import Distribution, TuningCfg
 from lbbench.suite.tuning import trials
 
-from helpers import lbbench, write_suite
+from helpers import fake_summary, lbbench, write_suite
 
 SUITE = textwrap.dedent("""\
     name: tune
@@ -178,32 +178,6 @@ def test_trials_run_resume_and_skip_like_any_run(tmp_path):
     assert after.stdout.count("final of 0.") == 2 and "final-seed run(s) of tuning winners" not in after.stdout
 
 
-def _fake_summary(spec, results, steps):
-    from lbbench.store.summary import RunSummary
-
-    fields = dict(
-        run_id=spec.run_id,
-        suite=spec.suite,
-        method=spec.method,
-        label=spec.label,
-        global_batch=spec.global_batch,
-        framework=spec.framework,
-        np=spec.np,
-        accum=spec.accum,
-        seed=spec.seed,
-        division=spec.division,
-        target_top1=spec.target_top1,
-        study=spec.study,
-        trial=spec.trial,
-        tuned=spec.tuned,
-        wall_s=1.0,
-    )
-    status = "success" if steps else "not_reached"
-    d = results / spec.suite / spec.run_id
-    d.mkdir(parents=True)
-    RunSummary(status=status, steps_to_target=steps, best_top1=0.5, **fields).write(d)
-
-
 def test_final_seeds_rerun_each_cells_winner_once_its_trials_are_done(tmp_path):
     from lbbench.suite.finals import final_runs, planned_finals
 
@@ -213,10 +187,10 @@ def test_final_seeds_rerun_each_cells_winner_once_its_trials_are_done(tmp_path):
     assert len(planned_finals(suite, runs)) == 2 * 2  # sgd's two cells; lars untuned, lamb has its own block
     sgd64 = [r for r in runs if r.label == "sgd" and r.global_batch == 64]
     res = tmp_path / "res"
-    _fake_summary(sgd64[0], res, 30)
-    _fake_summary(sgd64[1], res, 20)
+    fake_summary(sgd64[0], res, 30)
+    fake_summary(sgd64[1], res, 20)
     assert final_runs(suite, runs, res) == []  # the third trial has not run: no winner yet
-    _fake_summary(sgd64[2], res, None)
+    fake_summary(sgd64[2], res, None)
     finals = final_runs(suite, runs, res)
     assert [f.seed for f in finals] == [1, 2]  # after the matrix's seeds
     assert all(f.tuned == sgd64[1].tuned and f.final_of == "0.1" and f.trial is None for f in finals)
