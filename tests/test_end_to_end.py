@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT, lbbench
+from helpers import ROOT, lbbench, mlperf_check
 
 pytestmark = pytest.mark.slow
 SUITE = ROOT / "tests" / "suites" / "tiny.yaml"
@@ -17,20 +15,7 @@ SUITE = ROOT / "tests" / "suites" / "tiny.yaml"
 def check_log(path, expect_division):
     log = path.read_text()
     assert f'"key": "submission_division", "value": "{expect_division}"' in log
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlperf_logging.compliance_checker",
-            "--usage",
-            "training",
-            "--ruleset",
-            "4.0.0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    p = mlperf_check(path)
     out = p.stdout + p.stderr
     assert p.returncode == 0 and "SUCCESS" in out and "FAILED" not in out, out
 

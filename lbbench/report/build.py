@@ -52,10 +52,11 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     results = Path(results)
     summaries = collect(results)
     tuned = selection.tuning_rows(summaries)
-    table = rows(selection.winners_only(summaries))  # a tuned cell's row is its winning trial
+    kept = selection.winners_only(summaries)  # a tuned cell's row is its winning trial (or finals)
+    table = rows(kept)
     figdir = results / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
-    winners = {s["run_id"] for s in selection.winners_only(summaries)}
+    winners = {s["run_id"] for s in kept}
     noise_parts: dict[str, list[tuple[float, float]]] = defaultdict(list)
     figures = _figures(results, table, figdir, winners, noise_parts) if summaries else []
     sweep = scaling.scalings([r | {"key": _key(r)} for r in table], noise_parts)

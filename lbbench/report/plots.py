@@ -143,6 +143,7 @@ def sensitivity(method: str, trials: list[dict[str, Any]], out: Path) -> dict[st
     tab10 = plt.get_cmap("tab10")
     for ax, key in zip(axes[0], keys):
         for j, b in enumerate(batches):
+            labelled = False  # a batch's legend entry once, on its first strip
             for reached in (True, False):
                 pts = [
                     (t["tuned"][key], t.get("best_top1") or 0.0)
@@ -159,11 +160,9 @@ def sensitivity(method: str, trials: list[dict[str, Any]], out: Path) -> dict[st
                         s=30,
                         facecolors=colour if reached else "none",
                         edgecolors=colour,
-                        label=f"B={b:,}"
-                        if reached
-                        or not any(t["global_batch"] == b and t.get("steps_to_target") is not None for t in trials)
-                        else "_",
+                        label="_" if labelled else f"B={b:,}",
                     )
+                    labelled = True
         values = [t["tuned"][key] for t in trials if isinstance((t.get("tuned") or {}).get(key), (int, float))]
         if values and min(values) > 0 and max(values) / min(values) > 10:
             ax.set_xscale("log")

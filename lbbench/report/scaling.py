@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 SLACK = 1.25  # "perfect": samples to target within 25% of the reference (the issue's knee rule)
@@ -63,7 +64,7 @@ class Scaling:
         # past the most sample-efficient batch (a batch below it may be worse from too few steps)
         return next((b for b in self.batches if b > at and self.steps[b] * b > SLACK * least), None)
 
-    @property
+    @cached_property  # a least-squares fit: the table and the figure both read it
     def fit(self) -> tuple[float, float] | None:
         """(S_min, B_noise) of S = S_min (1 + B_noise / B), or None with fewer than three points."""
         return fit_critical_batch(self.steps)

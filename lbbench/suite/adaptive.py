@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lbbench.spec import RunSpec
+from lbbench.spec import DataSpec, RunSpec
 from lbbench.store.files import run_dir
 from lbbench.store.summary import RunSummary, summary_or_damage
 from lbbench.suite.config import Distribution, TuningCfg
@@ -99,18 +99,18 @@ def _study(suite: Suite, results: Path, a: AdaptiveCell) -> Any:
     )
 
 
-def _spec(suite: Suite, a: AdaptiveCell, trial: Any) -> RunSpec:
+def _spec(suite: Suite, a: AdaptiveCell, trial: Any, data: DataSpec) -> RunSpec:
     values = _values(a.cfg, trial.params)
-    return trial_run(suite, a.i, a.cell, data_of(suite), values, a.study, trial.number)
+    return trial_run(suite, a.i, a.cell, data, values, a.study, trial.number)
 
 
 def known_trials(suite: Suite, results: Path) -> list[RunSpec]:
     """The trials every adaptive study has asked for so far (finished or not)."""
-    if not adaptive_cells(suite) or not (Path(results) / suite.name / JOURNAL).exists():
+    cells = adaptive_cells(suite)
+    if not cells or not (Path(results) / suite.name / JOURNAL).exists():
         return []
-    return [
-        _spec(suite, a, t) for a in adaptive_cells(suite) for t in _study(suite, results, a).get_trials(deepcopy=False)
-    ]
+    data = data_of(suite)  # once: for a folder it checks the data's layout and fingerprint
+    return [_spec(suite, a, t, data) for a in cells for t in _study(suite, results, a).get_trials(deepcopy=False)]
 
 
 def next_trials(suite: Suite, results: Path, busy: Callable[[RunSpec], bool] = lambda spec: False) -> list[RunSpec]:
@@ -120,12 +120,16 @@ def next_trials(suite: Suite, results: Path, busy: Callable[[RunSpec], bool] = l
     (``busy``) is returned again (it resumes), or a new trial is asked."""
     from optuna.trial import TrialState
 
+    cells = adaptive_cells(suite)
+    if not cells:
+        return []
+    data = data_of(suite)  # once: for a folder it checks the data's layout and fingerprint
     out = []
-    for a in adaptive_cells(suite):
+    for a in cells:
         study = _study(suite, results, a)
         pending = None
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            spec = _spec(suite, a, t)
+            spec = _spec(suite, a, t, data)
             s, damage = summary_or_damage(run_dir(results, suite.name, spec.run_id))
             if s is not None and s.done:
                 study.tell(t.number, objective(spec, s))
@@ -137,7 +141,7 @@ def next_trials(suite: Suite, results: Path, busy: Callable[[RunSpec], bool] = l
             out.append(pending)
         elif len(study.trials) < a.cfg.trials:
             trial = study.ask({k: _distribution(d) for k, d in sorted(a.cfg.space.items())})
-            out.append(_spec(suite, a, trial))
+            out.append(_spec(suite, a, trial, data))
     return out
 
 
