@@ -55,6 +55,9 @@ def plan(
     images_per_s: float = typer.Option(
         3000.0, min=1e-9, help="--cost: images/s per accelerator (e.g. from `lbbench bench throughput`)"
     ),
+    accelerators: int | None = typer.Option(
+        None, min=1, help="--cost: price every run on this many accelerators (default: each run's np)"
+    ),
     results: Path = typer.Option(Path("results"), help="results root (final-seed runs of finished studies)"),
 ) -> None:
     """Print the runs a suite expands to (tuning trials and known final seeds included), or what they cost."""
@@ -69,7 +72,7 @@ def plan(
     s, planned = _load(suite, check_data=False, np=np)
     if cost:  # every adaptive trial and final-seed run counted, known or not, at its cell's cost
         every = planned + stand_ins(s)
-        _print_cost(s.name, select(every + planned_finals(s, every), only), images_per_s)
+        _print_cost(s.name, select(every + planned_finals(s, every), only), images_per_s, accelerators, format)
         return
     asked = known_trials(s, results)
     known = final_runs(s, planned + asked, results)
@@ -113,19 +116,23 @@ def plan(
         console.print(f"+ {pending} final-seed run(s) of tuning winners, planned once their cells' trials finish")
 
 
-def _print_cost(name: str, runs: list[RunSpec], images_per_s: float) -> None:
-    from lbbench.suite.plan_output import cost_rows
+def _print_cost(name: str, runs: list[RunSpec], images_per_s: float, accelerators: int | None, fmt: str) -> None:
+    from lbbench.suite.plan_output import cost_rows, rows_csv, rows_json
 
-    rows = cost_rows(runs, images_per_s)
-    t = Table(title=f"{name}: cost at the epoch budget, {images_per_s:,.0f} images/s per accelerator")
-    for col in ("method", "global batch", "framework", "np", "runs", "steps", "samples", "hours", "accel-hours"):
+    rows = cost_rows(runs, images_per_s, accelerators)
+    if fmt != "table":  # the cost rows themselves, for scripts
+        sys.stdout.write(rows_json(rows) if fmt == "json" else rows_csv(rows))
+        return
+    where = f"{accelerators:,} accelerators" if accelerators else "each run's np accelerators"
+    t = Table(title=f"{name}: cost at the epoch budget on {where}, {images_per_s:,.0f} images/s per accelerator")
+    for col in ("method", "global batch", "framework", "accel", "runs", "steps", "samples", "hours", "accel-hours"):
         t.add_column(col)
     for r in rows:
         t.add_row(
             r["method"],
             str(r["global_batch"]),
             r["framework"],
-            str(r["np"]),
+            str(r["accelerators"]) + (" (!)" if r["images_per_accelerator_step"] < 1 else ""),
             str(r["runs"]),
             f"{r['steps']:,}",
             f"{r['samples']:,}",
@@ -136,6 +143,8 @@ def _print_cost(name: str, runs: list[RunSpec], images_per_s: float) -> None:
     hours = sum(r["wall_hours"] for r in rows)
     accel = sum(r["accelerator_hours"] for r in rows)
     console.print(f"total: {len(runs)} runs, {hours:,.1f} hours one after another, {accel:,.0f} accelerator-hours")
+    if any(r["images_per_accelerator_step"] < 1 for r in rows):
+        console.print("(!) fewer images per step than accelerators: that cell cannot use them all")
     if any(r.final_of for r in runs):
         console.print("(final-seed runs included, each costed as its cell's trial)")
 

@@ -48,6 +48,9 @@ class LrCfg(Strict):
     warmup_epochs: float = Field(0.0, ge=0)
     warmup_start_lr: float = Field(0.0, ge=0)
     end_lr: float = Field(1e-4, ge=0)
+    # the end LR as a fraction of the peak (AlgoPerf's end_factor), so that a tuned peak keeps
+    # its decay ratio; when set it replaces end_lr
+    end_factor: float | None = Field(None, gt=0, le=1)
     poly_power: float = Field(2.0, gt=0)
     milestones: list[float] | None = None  # epochs (step schedule); goyal: 30/60/80 of 90
     decay_factor: float = Field(0.1, gt=0, le=1)
@@ -101,6 +104,7 @@ class MethodCfg(Strict):
     label: str | None = None
     hparams: dict[str, Any] = {}
     lr: dict[str, Any] = {}  # overrides of the suite's lr block for this method
+    label_smoothing: float | None = Field(None, ge=0, lt=1)  # this method's; default the workload's
     # Training-loop features usable with any method (docs/methods.md section 6); open division.
     discard_small_loss: DiscardCfg | None = None
     batch_schedule: BatchScheduleCfg | None = None

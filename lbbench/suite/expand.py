@@ -307,8 +307,7 @@ def trial_run(
     """Trial ``t`` of study ``s`` of cell ``c`` (method entry ``i``): the entry with the sampled
     values applied, an ordinary run whose id derives from them."""
     mc = suite.cfg.matrix.methods[i]
-    hp, lr = tuning.apply(values, mc.hparams, mc.lr)
-    trial_mc = mc.model_copy(update=dict(hparams=hp, lr=lr))
+    trial_mc = mc.model_copy(update=tuning.apply(values, mc.hparams, mc.lr))
     run = _resolve(suite, i, c, data, WORKLOADS[suite.cfg.workload.name], trial_mc)
     return run.model_copy(update=dict(study=s, trial=t, tuned=values)).with_id()
 
@@ -391,7 +390,7 @@ def _resolve(
         bn_span=bn_span,
         seed=c["seed"],
         lr=lrs,
-        label_smoothing=base.label_smoothing if w.label_smoothing is None else w.label_smoothing,
+        label_smoothing=next(x for x in (mc.label_smoothing, w.label_smoothing, base.label_smoothing) if x is not None),
         target_top1=w.target_top1 or base.target_top1,
         eval_every=w.eval_every or base.eval_every,
         eval_offset=w.eval_offset or 0,
@@ -460,7 +459,7 @@ def _lr_spec(suite: Suite, i: int, B: int, max_epochs: int, mc: MethodCfg | None
         peak_lr=peak,
         warmup_epochs=lr.warmup_epochs,
         warmup_start_lr=lr.warmup_start_lr,
-        end_lr=lr.end_lr,
+        end_lr=lr.end_lr if lr.end_factor is None else lr.end_factor * peak,
         poly_power=lr.poly_power,
         milestones=milestones,
         decay_factor=lr.decay_factor,

@@ -14,7 +14,11 @@ from lbbench.spec import RunSpec
 
 
 def as_json(runs: list[RunSpec]) -> str:
-    return json.dumps([r.model_dump(mode="json") for r in runs], indent=1) + "\n"
+    return rows_json([r.model_dump(mode="json") for r in runs])
+
+
+def rows_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=1) + "\n"
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -31,7 +35,10 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def as_csv(runs: list[RunSpec]) -> str:
-    rows = [_flat(r.model_dump(mode="json")) for r in runs]
+    return rows_csv([_flat(r.model_dump(mode="json")) for r in runs])
+
+
+def rows_csv(rows: list[dict[str, Any]]) -> str:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -40,10 +47,12 @@ def as_csv(runs: list[RunSpec]) -> str:
     return buf.getvalue()
 
 
-def cost_rows(runs: list[RunSpec], images_per_s: float) -> list[dict[str, Any]]:
+def cost_rows(runs: list[RunSpec], images_per_s: float, accelerators: int | None = None) -> list[dict[str, Any]]:
     """Per cell (method, global batch, framework, np): runs (trials x seeds), steps and samples at
     the epoch budget (an upper bound: a run stops at its target), and the wall time and
-    accelerator-hours at ``images_per_s`` per accelerator (one worker per accelerator)."""
+    accelerator-hours at ``images_per_s`` per accelerator - on the run's np accelerators (one
+    worker each), or on ``accelerators`` of them when given (the same global batch spread
+    wider: the images are the same, the per-accelerator share is B / accelerators)."""
     cells: dict[tuple[str, int, str, int], list[RunSpec]] = {}
     for r in runs:
         cells.setdefault((r.label, r.global_batch, r.framework, r.np), []).append(r)
@@ -51,18 +60,21 @@ def cost_rows(runs: list[RunSpec], images_per_s: float) -> list[dict[str, Any]]:
     for (label, batch, fw, n), rs in cells.items():
         steps = sum(r.steps_per_epoch * r.max_epochs for r in rs)
         samples = steps * batch
-        wall_h = samples / (images_per_s * n) / 3600
+        acc = accelerators or n
+        wall_h = samples / (images_per_s * acc) / 3600
         out.append(
             dict(
                 method=label,
                 global_batch=batch,
                 framework=fw,
                 np=n,
+                accelerators=acc,
+                images_per_accelerator_step=batch / acc,
                 runs=len(rs),
                 steps=steps,
                 samples=samples,
                 wall_hours=wall_h,
-                accelerator_hours=wall_h * n,
+                accelerator_hours=wall_h * acc,
             )
         )
     return out

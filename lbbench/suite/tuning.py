@@ -20,6 +20,7 @@ LR_FIELDS = {
     "warmup_epochs",
     "warmup_start_lr",
     "end_lr",
+    "end_factor",
     "poly_power",
     "decay_factor",
     "train_epochs",
@@ -29,6 +30,9 @@ LR_FIELDS = {
     "base_batch",
 }
 
+# fields of the method entry itself that a study may search (AlgoPerf searches label smoothing)
+TOP_FIELDS = ("label_smoothing",)
+
 
 def problems(cfg: TuningCfg, hparams: set[str]) -> list[tuple[tuple[Any, ...], str]]:
     """(path inside the tuning block, message) for each bad entry of a search space."""
@@ -36,12 +40,14 @@ def problems(cfg: TuningCfg, hparams: set[str]) -> list[tuple[tuple[Any, ...], s
     for key, dist in cfg.space.items():
         where = ("space", key)
         group, _, name = key.partition(".")
-        if group == "lr" and name not in LR_FIELDS:
+        if key in TOP_FIELDS:
+            pass
+        elif group == "lr" and name not in LR_FIELDS:
             out.append((where, f"lr.{name} is not a searchable LR field; known: {', '.join(sorted(LR_FIELDS))}"))
         elif group == "hparams" and name not in hparams:
             out.append((where, f"unknown hyperparameter {name!r}; known: {', '.join(sorted(hparams))}"))
         elif group not in ("lr", "hparams") or not name:
-            out.append((where, "a searched key is lr.<field> or hparams.<name>"))
+            out.append((where, f"a searched key is lr.<field>, hparams.<name> or one of {', '.join(TOP_FIELDS)}"))
         set_ = [k for k in Distribution.model_fields if getattr(dist, k) is not None]
         if len(set_) != 1:
             out.append((where, f"give exactly one distribution of {', '.join(Distribution.model_fields)}"))
@@ -86,10 +92,14 @@ def trials(cfg: TuningCfg, study: int) -> list[dict[str, Any]]:
     return [{k: _value(cfg.space[k], float(u)) for k, u in zip(keys, row)} for row in points]
 
 
-def apply(values: dict[str, Any], hparams: dict[str, Any], lr: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A method entry's hparams and lr block with a trial's values applied."""
+def apply(values: dict[str, Any], hparams: dict[str, Any], lr: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a method entry with a trial's values applied (for ``MethodCfg.model_copy``)."""
     hp, lrs = dict(hparams), dict(lr)
+    top: dict[str, Any] = {}
     for key, v in values.items():
         group, _, name = key.partition(".")
-        (hp if group == "hparams" else lrs)[name] = v
-    return hp, lrs
+        if key in TOP_FIELDS:
+            top[key] = v
+        else:
+            (hp if group == "hparams" else lrs)[name] = v
+    return dict(hparams=hp, lr=lrs, **top)

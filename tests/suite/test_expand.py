@@ -152,14 +152,68 @@ def test_imagenet_plan_lists_the_matrix():
     runs, _ = expand(suite)  # plan works without the data (warns instead)
     batches = sorted({r.global_batch for r in runs})
     assert batches == [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
-    methods = {r.label for r in runs}
+    fixed = {r.label for r in runs if r.trial is None}
+    tuned = {r.label for r in runs if r.trial is not None}
+    assert tuned == {"nesterov_tuned", "adamw_tuned"} and not fixed & tuned
     assert {r.framework for r in runs} == {"torch", "tf"}
-    assert len(runs) == len(batches) * len(methods) * 2 * len(suite.cfg.matrix.seeds)
+    assert {r.framework for r in runs if r.label in tuned} == {"torch"}  # studies on one backend
+    trials = 5  # per cell; final seeds come once a cell's trials are done
+    assert len(runs) == len(batches) * (len(fixed) * 2 + len(tuned) * trials) * len(suite.cfg.matrix.seeds)
     assert all(r.model == "resnet50" and r.target_top1 == 0.759 and r.eval_every == 4 for r in runs)
     assert all(r.data.train_samples == 1_281_167 and r.data.eval_samples == 50_000 for r in runs)
     p = lbbench("plan", ROOT / "suites" / "imagenet.yaml", env={"IMAGENET_DIR": ""})
     assert p.returncode == 0, p.stderr
-    assert p.stdout.count("-b131072-") == len(methods) * 2 * len(suite.cfg.matrix.seeds)
+    assert p.stdout.count("-b131072-") == len(fixed) * 2 + len(tuned) * trials
+
+
+# AlgoPerf's paper-baseline search spaces (reference_algorithms/paper_baselines/{nesterov,adamw}/
+# tuning_search_space.json in mlcommons/algorithmic-efficiency), written out here from the
+# published files, independently of the suite: (low, high) of each range, or the fixed points.
+ALGOPERF = {
+    "nesterov_tuned": {
+        "learning_rate": (2e-2, 5.0),
+        "one_minus_beta1": (5e-3, 0.3),
+        "weight_decay": (1e-7, 5e-5),
+        "label_smoothing": {0.1, 0.2},
+        "end_factor": {1e-3, 1e-2},
+    },
+    "adamw_tuned": {
+        "learning_rate": (1e-4, 1e-2),
+        "one_minus_beta1": (2e-2, 0.5),
+        "weight_decay": (5e-3, 1.0),
+        "label_smoothing": {0.1, 0.2},
+    },
+}
+
+
+def test_imagenet_tuned_rows_search_algoperfs_spaces():
+    runs, _ = expand(load_suite(ROOT / "suites" / "imagenet.yaml"))
+    for label, space in ALGOPERF.items():
+        rs = [r for r in runs if r.label == label and r.global_batch == 32768]
+        assert len(rs) == 5
+        for r in rs:
+            lo, hi = space["learning_rate"]
+            assert lo <= r.lr.peak_lr <= hi  # the same absolute range at every batch size
+            beta1 = r.hparams["momentum" if label == "nesterov_tuned" else "beta1"]
+            lo, hi = space["one_minus_beta1"]
+            assert lo <= 1 - beta1 <= hi
+            lo, hi = space["weight_decay"]
+            assert lo <= r.hparams["weight_decay"] <= hi
+            assert r.label_smoothing in space["label_smoothing"]
+            assert r.hparams["exclude_bn_bias"] is False  # the submissions decay every tensor
+            # warmup_factor 0.05 of the 90-epoch budget, from 0
+            assert (r.lr.warmup_epochs, r.lr.warmup_start_lr, r.max_epochs) == (4.5, 0.0, 90)
+            if label == "nesterov_tuned":
+                assert r.hparams["nesterov"] is True and r.method == "sgd"
+                # linear decay (power 1) to end_factor x peak over decay_steps_factor 0.9 of the rest
+                assert (r.lr.schedule, r.lr.poly_power) == ("poly", 1.0)
+                assert r.lr.end_lr / r.lr.peak_lr == pytest.approx(
+                    min(space["end_factor"], key=lambda f: abs(f - r.lr.end_lr / r.lr.peak_lr))
+                )
+                assert r.lr.train_epochs == pytest.approx(4.5 + 0.9 * (90 - 4.5))
+            else:
+                assert r.method == "adamw" and (r.hparams["beta2"], r.hparams["eps"]) == (0.999, 1e-8)
+                assert (r.lr.schedule, r.lr.end_lr, r.lr.train_epochs) == ("cosine", 0.0, 90)
 
 
 def test_demo_suite_expands(env_digits):

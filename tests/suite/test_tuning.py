@@ -211,3 +211,46 @@ def test_plan_cost_counts_every_trial_at_the_epoch_budget(tmp_path):
     assert sgd["accelerator_hours"] == pytest.approx(sgd["wall_hours"])
     p = lbbench("plan", write_suite(tmp_path / "t.yaml", SUITE), "--cost", "--images-per-s", "1000")
     assert p.returncode == 0 and "total: 12 runs" in p.stdout, p.stdout
+
+
+def test_plan_cost_on_a_given_number_of_accelerators(tmp_path):
+    from lbbench.suite.plan_output import cost_rows
+
+    runs = _runs(tmp_path)
+    one = {(r["method"], r["global_batch"]): r for r in cost_rows(runs, images_per_s=1000.0)}
+    wide = {(r["method"], r["global_batch"]): r for r in cost_rows(runs, images_per_s=1000.0, accelerators=128)}
+    for key, r in wide.items():  # the same images, spread over 128 accelerators
+        assert r["samples"] == one[key]["samples"] and r["accelerators"] == 128
+        assert r["wall_hours"] == pytest.approx(one[key]["wall_hours"] / 128)
+        assert r["accelerator_hours"] == pytest.approx(one[key]["accelerator_hours"])
+        assert r["images_per_accelerator_step"] == key[1] / 128
+    path = write_suite(tmp_path / "t.yaml", SUITE)
+    p = lbbench("plan", path, "--cost", "--accelerators", "128", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert {r["accelerators"] for r in rows} == {128} and sum(r["runs"] for r in rows) == 12
+    p = lbbench("plan", path, "--cost", "--accelerators", "128")
+    assert "(!) fewer images per step than accelerators" in p.stdout  # batch 64 on 128 of them
+
+
+AS_ALGOPERF = SUITE.replace(
+    "    lr.base_lr: {log_uniform: [0.01, 1.0]}\n",
+    "    lr.base_lr: {log_uniform: [0.01, 1.0]}\n"
+    "    lr.end_factor: {choice: [0.001, 0.01]}\n"
+    "    label_smoothing: {choice: [0.1, 0.2]}\n",
+)
+assert AS_ALGOPERF != SUITE
+
+
+def test_label_smoothing_and_a_relative_end_lr_can_be_searched(tmp_path):
+    runs = [r for r in _runs(tmp_path, AS_ALGOPERF) if r.label == "sgd"]
+    assert {r.label_smoothing for r in runs} == {0.1, 0.2}  # both choices drawn in 3 trials
+    for r in runs:
+        assert r.label_smoothing == r.tuned["label_smoothing"]
+        # the end LR follows the sampled peak: end_factor x peak, not an absolute floor
+        assert r.lr.end_lr == pytest.approx(r.tuned["lr.end_factor"] * r.lr.peak_lr)
+    lars = next(r for r in _runs(tmp_path, AS_ALGOPERF) if r.label == "lars")
+    assert lars.label_smoothing == 0.0  # untuned entries keep the workload's (digits: none)
+    bad = write_suite(tmp_path / "bad.yaml", AS_ALGOPERF.replace("label_smoothing: {choice", "smoothing: {choice"))
+    with pytest.raises(SuiteError, match=r"a searched key is lr\.<field>, hparams\.<name> or one of label_smoothing"):
+        expand(load_suite(bad))
