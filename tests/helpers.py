@@ -156,13 +156,24 @@ matrix:
 
 def write_fake_sweep(tmp: Path) -> Path:
     """A results directory of a batch sweep with hand-made summaries (no training): sgd at 64,
-    256 and 1,024 reaching the target in 100 (1 + 256 / B) steps, rounded."""
+    256 and 1,024 reaching the target in 100 (1 + 256 / B) steps, rounded, at 10 ms per 64
+    images, with a time decomposition whose allreduce share grows with the batch."""
     from lbbench.suite import expand, load_suite
 
     for spec in expand(load_suite(write_suite(tmp / "sweep.yaml", FAKE_SWEEP)))[0]:
         steps = round(100 * (1 + 256 / spec.global_batch))
+        k = spec.global_batch / 64
+        parts = dict(data=1.0, compute=6.0 * k, allreduce=0.5 * k, optimizer=0.5, other=0.2, overhead=0.3, eval=0.5)
         d = fake_summary(
-            spec, tmp, steps, epochs_to_target=1, samples_to_target=steps * spec.global_batch, best_top1=0.95
+            spec,
+            tmp,
+            steps,
+            epochs_to_target=1,
+            samples_to_target=steps * spec.global_batch,
+            best_top1=0.95,
+            time_to_target_s=steps * 0.01 * k,
+            time_to_target_valid=True,
+            time_parts_s=parts,
         )
         spec.save(d / "run.yaml")
     return tmp / "sweep"

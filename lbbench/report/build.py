@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from lbbench.report import plots, scaling, selection
-from lbbench.report.tables import COLUMNS, OWN, _fmt, collect, markdown, rows, time_markdown, time_rows, to_csv
+from lbbench.report.tables import (
+    COLUMNS,
+    OWN,
+    TIME_PARTS,
+    _fmt,
+    collect,
+    markdown,
+    rows,
+    time_markdown,
+    time_rows,
+    to_csv,
+)
 from lbbench.spec import RunSpec
 from lbbench.store.files import atomic_write_text, iter_run_dirs
 from lbbench.store.metrics import read_metrics
@@ -70,6 +81,8 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     scaling_tables = [scaling.steps_markdown(sweep), scaling.markdown(sweep)] if any(sc.steps for sc in sweep) else []
     texts = method_summaries(table)
     times = time_rows(summaries)
+    if times:  # the decomposition drawn as stacked bars; the numbers stay in a table below
+        figures.append(plots.time_breakdown(times, TIME_PARTS, figdir))
     damaged = [f"{s['run_id']}: {s['reason']}" for s in summaries if s["status"] == "damaged"]
     written = []
     if "md" in formats:
@@ -116,7 +129,16 @@ def build(results: Path, formats: tuple[str, ...] = ("md", "csv", "html")) -> di
     if "html" in formats:
         atomic_write_text(
             results / "report.html",
-            _html(results.name, table, texts, figures, figdir, time_markdown(times) if times else "", scaling_tables),
+            _html(
+                results.name,
+                table,
+                texts,
+                figures,
+                figdir,
+                time_markdown(times) if times else "",
+                scaling_tables,
+                selection.markdown(tuned) if tuned else "",
+            ),
         )
         written.append(results / "report.html")
     atomic_write_text(figdir / "figures.json", json.dumps(figures, indent=1))
@@ -247,9 +269,34 @@ def _cell(rdir: Path, s: RunSummary | None) -> tuple[str, int, str, int, float, 
 
 def _md_table_html(md: str) -> str:
     lines = [ln.strip().strip("|").split("|") for ln in md.strip().splitlines()]
-    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in lines[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in ln) + "</tr>" for ln in lines[2:])
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return _table([c.strip() for c in lines[0]], [[c.strip() for c in ln] for ln in lines[2:]])
+
+
+def _table(head: list[str], body: list[list[str]]) -> str:
+    """A sortable table (a click on a column header sorts by it; SORT_JS) in its own scroll box."""
+    th = "".join(f"<th title='sort'>{html.escape(c)}</th>" for c in head)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<div class='wide'><table class='sortable'><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table></div>"
+
+
+# Click a header: sort the rows by that column, numbers as numbers ("1,536", "12.5%", "30 (256)"
+# read as their leading number), text after numbers; a second click reverses. Inline, so the
+# report stays one self-contained file.
+SORT_JS = """<script>
+document.querySelectorAll('table.sortable').forEach(t => t.querySelectorAll('th').forEach((th, i) => {
+  th.style.cursor = 'pointer';
+  th.addEventListener('click', () => {
+    const body = t.tBodies[0], dir = th.dataset.dir === 'asc' ? -1 : 1;
+    t.querySelectorAll('th').forEach(h => delete h.dataset.dir);
+    th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+    const key = r => { const s = r.cells[i].textContent.trim(), n = parseFloat(s.replace(/,/g, ''));
+                       return isNaN(n) ? [1, s] : [0, n]; };
+    [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
+      return (x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0)) * dir; })
+      .forEach(r => body.appendChild(r));
+  });
+}));
+</script>"""
 
 
 def _html(
@@ -260,12 +307,12 @@ def _html(
     figdir: Path,
     times_md: str = "",
     scaling_tables: list[str] | None = None,
+    tuning_md: str = "",
 ) -> str:
-    """The answer first (the scaling table and Shallue's figure, a text per method), then the
-    cells, the other figures, and the time decomposition collapsed; wide tables scroll inside
-    their own box instead of widening the page."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c, r[c]))}</td>" for c in COLUMNS) + "</tr>" for r in table)
+    """The answer first (the scaling tables and Shallue's figure), a text per method, the
+    figures, where the time goes (stacked bars); then the details collapsed: every run's row,
+    the tuning studies and their per-trial strips, the time decomposition's numbers. Tables
+    sort by a click on a header and scroll inside their own box instead of widening the page."""
     items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(t)}</li>" for m, t in texts.items())
 
     def fig(f: dict[str, Any]) -> str:
@@ -275,30 +322,37 @@ def _html(
             f"<figcaption>{html.escape(f['title'])}</figcaption></figure>"
         )
 
+    def details(summary: str, inner: str) -> str:
+        return f"<details><summary>{html.escape(summary)}</summary>{inner}</details>" if inner else ""
+
     lead = [f for f in figures if f["file"] == "steps_to_result.png"]
-    rest = "".join(fig(f) for f in figures if f not in lead)
+    strips = [f for f in figures if f["file"].startswith("sensitivity_")]
+    timing = [f for f in figures if f["file"] == "time_breakdown.png"]
+    rest = "".join(fig(f) for f in figures if f not in lead + strips + timing)
     top = ""
     if scaling_tables:
         grid, analysis = scaling_tables
         top = (
-            f"<h2>Scaling: steps to result</h2><p>Best steps to target:</p><div class='wide'>{_md_table_html(grid)}"
-            f"</div><p>{html.escape(SCALING_HELP)}</p><div class='wide'>{_md_table_html(analysis)}</div>"
-            + "".join(fig(f) for f in lead)
+            f"<h2>Scaling: steps to result</h2><p>Best steps to target:</p>{_md_table_html(grid)}"
+            f"<p>{html.escape(SCALING_HELP)}</p>{_md_table_html(analysis)}" + "".join(fig(f) for f in lead)
         )
+    cells = _table(list(COLUMNS), [[_fmt(c, r[c]) for c in COLUMNS] for r in table])
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>lbbench report: {html.escape(name)}</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:100%}table{border-collapse:collapse;"
         "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "th[data-dir=asc]::after{content:' \\25B2'}th[data-dir=desc]::after{content:' \\25BC'}"
         ".wide{overflow-x:auto;max-width:100%}figure{display:inline-block;margin:1em;max-width:100%}"
+        "summary{cursor:pointer;font-weight:bold;margin:0.6em 0}"
         "img{max-width:100%;height:auto}</style></head><body>"
         f"<h1>lbbench report: {html.escape(name)}</h1>{top}<h2>Methods</h2><ul>{items}</ul>"
-        f"<h2>Cells</h2><div class='wide'><table><tr>{head}</tr>{body}</table></div>"
         f"<h2>Figures</h2>{rest}"
-        + (
-            f"<details><summary>Where the time goes</summary><div class='wide'>{_md_table_html(times_md)}</div>"
-            "</details>"
-            if times_md
-            else ""
-        )
+        + (f"<h2>Where the time goes</h2>{''.join(fig(f) for f in timing)}" if timing else "")
+        + "<h2>Details</h2>"
+        + details(f"Cells: every run's row ({len(table)})", cells)
+        + details("Tuning studies", _md_table_html(tuning_md) if tuning_md else "")
+        + details("Tuning sensitivity: every trial", "".join(fig(f) for f in strips))
+        + details("Where the time goes: the numbers", _md_table_html(times_md) if times_md else "")
+        + SORT_JS
         + "</body></html>"
     )

@@ -208,5 +208,40 @@ def noise_scale(cells: dict[str, list[tuple[int, float]]], out: Path) -> dict[st
     return _save(fig, ax, out / "noise_scale.png", "gradient-noise scale B_simple", "step", "B_simple")
 
 
+def time_breakdown(rows: list[dict[str, Any]], parts: tuple[str, ...], out: Path) -> dict[str, Any]:
+    """Where the time goes as stacked bars: a bar per cell (method, global batch, framework),
+    each part's share of the summed step-time parts (the report's time table, drawn)."""
+    plt = _plt()
+    labels = [f"{r['method']} B={r['global_batch']:,} ({r['framework']})" for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.24 * len(rows)))
+    left = [0.0] * len(rows)
+    colours = plt.get_cmap("tab10")
+    for j, part in enumerate(parts):
+        widths = [100 * (r.get(f"{part}_share") or 0.0) for r in rows]
+        ax.barh(range(len(rows)), widths, left=left, color=colours(j), label=part, height=0.8)
+        left = [a + w for a, w in zip(left, widths)]
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()  # the table's order, top to bottom
+    ax.set_xlim(0, 100)
+    ax.legend(fontsize=7, ncols=len(parts), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    title = "where the time goes (share of the step-time parts)"
+    fig.suptitle(title, fontsize=10)
+    ax.set_xlabel("% of the summed parts")
+    fig.tight_layout()
+    path = out / "time_breakdown.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return dict(
+        file=path.name,
+        title=title,
+        xlabel="% of the summed parts",
+        ylabel="cell",
+        xscale="linear",
+        yscale="linear",
+        series=list(parts),
+        bars=labels,
+    )
+
+
 def defaultdicts() -> defaultdict[Any, dict[Any, Any]]:
     return defaultdict(dict)

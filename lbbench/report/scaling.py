@@ -33,6 +33,7 @@ class Scaling:
     steps: dict[int, float]  # global batch -> best steps to target (reached only)
     missed: list[int] = field(default_factory=list)  # batches tried that never reached it
     b_simple: float | None = None  # measured, pooled over the method's runs
+    times: dict[int, float] = field(default_factory=dict)  # global batch -> best time to target (s)
 
     @property
     def batches(self) -> list[int]:
@@ -63,6 +64,16 @@ class Scaling:
         least, at = min((s * b, b) for b, s in self.steps.items())
         # past the most sample-efficient batch (a batch below it may be worse from too few steps)
         return next((b for b in self.batches if b > at and self.steps[b] * b > SLACK * least), None)
+
+    @property
+    def fewest_steps(self) -> tuple[float, int] | None:
+        """(steps, batch) of the fewest steps to the target (ties: the smaller batch)."""
+        return min(((s, b) for b, s in self.steps.items()), default=None)
+
+    @property
+    def fastest(self) -> tuple[float, int] | None:
+        """(seconds, batch) of the shortest time to the target."""
+        return min(((t, b) for b, t in self.times.items()), default=None)
 
     @cached_property  # a least-squares fit: the table and the figure both read it
     def fit(self) -> tuple[float, float] | None:
@@ -102,7 +113,8 @@ def pooled_b_simple(parts: list[tuple[float, float]]) -> float | None:
 
 def scalings(rows: list[dict[str, object]], noise: dict[str, list[tuple[float, float]]] | None = None) -> list[Scaling]:
     """A Scaling per key (the report's method key) from rows with ``key``, ``global_batch`` and
-    ``steps_to_target`` (None: not reached); ``noise`` maps a key to its (|G|^2, tr) parts."""
+    ``steps_to_target`` (None: not reached), and optionally ``time_to_target_s``; ``noise`` maps
+    a key to its (|G|^2, tr) parts."""
     out: dict[str, Scaling] = {}
     for r in rows:
         key = str(r["key"])
@@ -113,6 +125,9 @@ def scalings(rows: list[dict[str, object]], noise: dict[str, list[tuple[float, f
             sc.missed.append(b)
         else:
             sc.steps[b] = min(float(st), sc.steps.get(b, math.inf))  # type: ignore[arg-type]
+            t = r.get("time_to_target_s")
+            if t is not None:
+                sc.times[b] = min(float(t), sc.times.get(b, math.inf))  # type: ignore[arg-type]
     for sc in out.values():
         sc.missed = sorted(set(sc.missed) - set(sc.steps))
         if noise and noise.get(sc.method):
@@ -135,6 +150,17 @@ def steps_markdown(items: list[Scaling]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def duration(seconds: float) -> str:
+    """Minutes, as MLPerf states time to train: one unit down the column, so that it sorts as
+    numbers; three significant digits below 100 (a small workload's seconds stay visible)."""
+    m = seconds / 60
+    return f"{m:,.0f} min" if m >= 100 else f"{m:.3g} min"
+
+
+def _at(best: tuple[float, int] | None, fmt: Any) -> str:
+    return "-" if best is None else f"{fmt(best[0])} ({best[1]:,})"
+
+
 def _knee(sc: Scaling) -> str:
     if len(sc.steps) < 2:
         return "-"
@@ -144,6 +170,8 @@ def _knee(sc: Scaling) -> str:
 def markdown(items: list[Scaling]) -> str:
     cols = [
         "method",
+        "fewest steps (at batch)",
+        "best time to target (at batch)",
         "batches reaching the target",
         "perfect scaling up to",
         "knee",
@@ -161,6 +189,8 @@ def markdown(items: list[Scaling]) -> str:
             + " | ".join(
                 [
                     sc.method,
+                    _at(sc.fewest_steps, lambda v: f"{v:,.0f}"),
+                    _at(sc.fastest, duration),
                     f"{len(sc.steps)} of {len(sc.steps) + len(sc.missed)}",
                     _b(sc.perfect_up_to),
                     _knee(sc),

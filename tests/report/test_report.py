@@ -51,7 +51,7 @@ def test_figures_have_the_expected_axes_and_series(results):
     steps = figs["steps_to_target.png"]
     assert steps["xscale"] == "log" and steps["yscale"] == "log" and "perfect scaling" in steps["series"]
     html = (results / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(figs) and "<table>" in html
+    assert html.count("data:image/png;base64,") == len(figs) and "<table class='sortable'>" in html
     md = (results / "report.md").read_text()
     assert all(f"figures/{name}" in md for name in figs)
 

@@ -22,7 +22,14 @@ window.addEventListener('load', () => {
   document.querySelectorAll('details').forEach(d => { d.open = true; });
   const imgs = [...document.images];
   const root = document.documentElement;
+  // sort every run's row by global batch: one click ascending, a second descending
+  const t = document.querySelector('details table.sortable');
+  const ths = [...t.querySelectorAll('th')], i = ths.findIndex(h => h.textContent === 'global_batch');
+  const col = () => [...t.tBodies[0].rows].map(r => parseFloat(r.cells[i].textContent.replace(/,/g, '')));
+  const before = col();
+  ths[i].click(); const asc = col(); ths[i].click(); const desc = col();
   document.body.setAttribute('data-probe', JSON.stringify({
+    sort: {before, asc, desc},
     images: imgs.length,
     undecoded: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
     scroll_width: root.scrollWidth,
@@ -75,3 +82,6 @@ def test_the_report_fits_the_window_and_every_figure_decodes(chromium, tmp_path)
     probe = _probe(chromium, results / "report.html", 1400)
     assert probe["images"] == len(out["figures"]) and probe["undecoded"] == [], probe
     assert probe["scroll_width"] <= probe["viewport"], probe  # nothing wider than the window
+    sort = probe["sort"]  # a click on a header sorts the rows, a second click reverses them
+    assert sort["asc"] == sorted(sort["before"]) and sort["desc"] == sorted(sort["before"], reverse=True), sort
+    assert sort["asc"] != sort["before"] or sort["desc"] != sort["before"]  # the clicks did something

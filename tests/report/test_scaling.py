@@ -4,6 +4,7 @@ are worked out by hand in the comments."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -58,9 +59,9 @@ def test_pooled_b_simple_is_the_ratio_of_the_sums():
 
 def test_scalings_from_report_rows():
     rows = [
-        {"key": "sgd (torch)", "global_batch": 64, "steps_to_target": 100},
-        {"key": "sgd (torch)", "global_batch": 64, "steps_to_target": 90},  # two rows of a cell: the best
-        {"key": "sgd (torch)", "global_batch": 256, "steps_to_target": 30},
+        {"key": "sgd (torch)", "global_batch": 64, "steps_to_target": 100, "time_to_target_s": 300.0},
+        {"key": "sgd (torch)", "global_batch": 64, "steps_to_target": 90, "time_to_target_s": 270.0},  # the best
+        {"key": "sgd (torch)", "global_batch": 256, "steps_to_target": 30, "time_to_target_s": 5400.0},
         {"key": "sgd (torch)", "global_batch": 1024, "steps_to_target": None},
         {"key": "lars (torch)", "global_batch": 1024, "steps_to_target": None},
     ]
@@ -70,13 +71,15 @@ def test_scalings_from_report_rows():
     assert out["lars (torch)"].steps == {} and out["lars (torch)"].missed == [1024]
     md = markdown(list(out.values()))
     # sgd: 90 x 64 = 5,760 samples, 30 x 256 = 7,680 <= 1.25 x 5,760 = 7,200? no: knee at 256
-    assert "| sgd (torch) | 2 of 3 | 64 | 256 | 256 (1,024) | - | - | 50 |" in md
-    assert "| lars (torch) | 0 of 1 | - | - | - (1,024) |" in md
+    # fewest steps at 256, but the fastest run to the target is at 64 (4.5 min vs 90)
+    assert out["sgd (torch)"].fewest_steps == (30.0, 256) and out["sgd (torch)"].fastest == (270.0, 64)
+    assert "| sgd (torch) | 30 (256) | 4.5 min (64) | 2 of 3 | 64 | 256 | 256 (1,024) | - | - | 50 |" in md
+    assert "| lars (torch) | - | - | 0 of 1 | - | - | - (1,024) |" in md
 
 
 def test_no_knee_inside_the_range_is_said_so():
     md = markdown([Scaling("m", {64: 100.0, 128: 50.0, 256: 25.0})])  # perfect all the way
-    assert "| m | 3 of 3 | 256 | beyond 256 |" in md
+    assert "| m | 25 (256) | - | 3 of 3 | 256 | beyond 256 |" in md
     assert math.isfinite(Scaling("m", {64: 100.0, 128: 50.0, 256: 25.0}).fit[0])
 
 
@@ -95,10 +98,11 @@ def test_the_report_puts_the_scaling_answer_first(tmp_path):
     )
     md = (res / "report.md").read_text()
     assert md.index("## Scaling: steps to result") < md.index("## Cells")
-    assert "| sgd (torch) | 3 of 3 |" in md
+    assert re.search(r"\| sgd \(torch\) \| [\d,]+ \([\d,]+\) \| [\d.,]+ min \([\d,]+\) \| 3 of 3 \|", md), md
     page = (res / "report.html").read_text()
-    assert page.index("Scaling: steps to result") < page.index("<h2>Cells</h2>")
-    assert page.index("data:image/png;base64,") < page.index("<h2>Cells</h2>")  # the figure leads
+    assert page.index("Scaling: steps to result") < page.index("<summary>Cells: every run")
+    assert page.index("data:image/png;base64,") < page.index("<h2>Methods</h2>")  # the figure leads
+    assert "<table class='sortable'>" in page
     assert "overflow-x:auto" in page
 
 
@@ -118,3 +122,21 @@ def test_sensitivity_strips_one_panel_per_tuned_hyperparameter(tmp_path):
     png = (tmp_path / meta["file"]).read_bytes()
     assert meta["file"] == "sensitivity_sgd_torch.png" and png[:8] == b"\x89PNG\r\n\x1a\n"
     assert meta["xlabel"] == "hparams.momentum, lr.base_lr" and meta["series"] == ["B=64", "B=256"]
+
+
+def test_the_time_decomposition_is_drawn_as_stacked_bars(tmp_path):
+    from lbbench.report.build import build
+    from lbbench.report.tables import TIME_PARTS
+
+    from helpers import write_fake_sweep
+
+    res = write_fake_sweep(tmp_path)
+    out = build(res)
+    bars = next(f for f in out["figures"] if f["file"] == "time_breakdown.png")
+    assert bars["series"] == list(TIME_PARTS)
+    assert bars["bars"] == [f"sgd B={b:,} (torch)" for b in (64, 256, 1024)]  # the time table's rows
+    # compute share: 6k / (3 + 6.5k) with k = B / 64 -> 6 / 9 at 64 (hand-worked)
+    assert out["times"][0]["compute_share"] == pytest.approx(6 / 9)
+    page = (res / "report.html").read_text()
+    # the figure in the page, the 14-column table only collapsed below it
+    assert page.index("<h2>Where the time goes</h2>") < page.index("<summary>Where the time goes: the numbers")
