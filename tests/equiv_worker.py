@@ -7,7 +7,8 @@ IN.npz holds the framework-neutral weights (w0, w1, ... as lbbench/backends/torc
 to_canonical) and STEPS x accum micro-batches (x0.., NCHW; y0..). The worker builds the
 backend's own model, loads the weights, records logits on micro-batch 0 (eval and train mode),
 then runs STEPS training steps through the backend's real Loop and method classes (Horovod
-world of one) with the run's LR schedule, and writes the weights and logits to OUT.npz.
+world of one) with the run's LR schedule, and writes the weights and logits to OUT.npz and
+the metrics rows (diagnostics when the run asks for them) to OUT.npz.metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
         load_canonical(model, weights)  # the train-mode forward moved the BN statistics
         method = build_method(spec, model, 0, 1)
         batches = iter([(torch.from_numpy(x), torch.from_numpy(y).long()) for x, y in zip(xs, ys)])
-        loop = Loop(spec, model, method.optimizer, batches, hvd, 0, MetricsWriter(None))
+        loop = Loop(spec, model, method.optimizer, batches, hvd, 0, MetricsWriter(Path(dst + ".metrics.jsonl")))
         loop.start_epoch(1, spec.global_batch, spec.accum)
         for step in range(1, steps + 1):
             for g in method.optimizer.param_groups:
@@ -76,7 +77,7 @@ def main(fw: str, run_yaml: str, src: str, dst: str, steps: int) -> None:
         load_canonical(model, weights)
         method = build_method(spec, model, 0, 1)
         batches = iter([(tf.constant(x.transpose(0, 2, 3, 1)), tf.constant(y, tf.int64)) for x, y in zip(xs, ys)])
-        loop = Loop(spec, model, method.optimizer, batches, hvd, 0, MetricsWriter(None))
+        loop = Loop(spec, model, method.optimizer, batches, hvd, 0, MetricsWriter(Path(dst + ".metrics.jsonl")))
         loop.start_epoch(1, spec.global_batch, spec.accum)
         for step in range(1, steps + 1):
             method.optimizer.lr = lr_at(spec, sched, 1, step, step)

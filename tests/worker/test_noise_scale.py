@@ -50,3 +50,27 @@ def test_run_writes_per_tensor_diagnostics(tmp_path, digits_dir):
     assert t["fc.bias"]["trust_ratio"] == 1.0  # excluded tensors: no trust ratio
     assert conv["update_norm"] > 0 and conv["mean_abs_dw"] > 0 and conv["g_norm"] > 0
     assert all(r["noise_trace"] > 0 for r in diag)  # 2 virtual workers measure a spread
+
+
+@pytest.mark.slow
+def test_every_step_kind_measures_the_noise_scale_of_the_raw_gradient(tmp_path, digits_dir):
+    """K-FAC measures it before preconditioning and EXTRAP-SGD from each virtual worker's
+    gradient at its extrapolated point: at step 1 (the same weights, data and BN for every
+    method of a seed) with zero perturbation both equal plain SGD's |G_b|^2 and |G_B|^2, on
+    both backends (the backends against each other, from the same weights:
+    tests/backends/tf/test_equivalence.py)."""
+    methods = {"sgd": "{}", "kfac": "{}", "extrap_sgd": "{perturbation: gaussian, noise_scale: 0.0}"}
+    first = {}
+    for fw in ("torch", "tf"):
+        for m, hp in methods.items():
+            spec = small_spec(tmp_path, digits_dir, m, hp).model_copy(update={"diag_every": 1, "framework": fw})
+            rdir = tmp_path / f"{fw}-{m}"
+            run_single(spec.with_id(), rdir)
+            rows = [json.loads(x) for x in (rdir / "metrics.jsonl").read_text().splitlines()]
+            diag = [r for r in rows if r["kind"] == "diag"]
+            assert [r["step"] for r in diag] == list(range(1, len(diag) + 1)) and len(diag) >= 5, (fw, m)
+            assert all(r["noise_trace"] is not None and r["noise_g2"] is not None for r in diag)
+            first[fw, m] = (diag[0]["micro_grad_sq"], diag[0]["global_grad_sq"])
+    for fw in ("torch", "tf"):
+        for m in ("kfac", "extrap_sgd"):
+            assert first[fw, m] == pytest.approx(first[fw, "sgd"], rel=1e-9), (fw, m, first)

@@ -87,6 +87,7 @@ class ExtrapSGD(Standard):
         gx = hp["extrap_scale"] * self.optimizer.lr
         saved = [tf.identity(v) for v in vars_]
         h_sum, local = [tf.zeros_like(v) for v in vars_], tf.zeros([], loop.dtype)
+        micro: list[float] | None = [] if loop.diag_active(step) else None
         loop.begin_step()
         for a in range(accum):
             x, y = loop.next_batch()
@@ -106,13 +107,18 @@ class ExtrapSGD(Standard):
                 for v, z in zip(vars_, drawn):
                     v.assign_add(tf.constant(from_torch_layout(z), v.dtype))
             loss, h = loop.forward_backward(x, y, 1.0)
+            if micro is not None:  # the virtual worker's gradient, at its extrapolated point
+                micro.append(sum(float(tf.reduce_sum(tf.square(hi))) for hi in h))
             local += loss / accum
             h_sum = [s + hi / accum for s, hi in zip(h_sum, h)]
             for v, w in zip(vars_, saved):
                 v.assign(w)  # every micro-batch extrapolates from the same w
         grads, loss = loop.allreduce(h_sum, local)
         if math.isfinite(loss):
+            before = [tf.identity(v) for v in vars_] if micro is not None else None
             loop.update(grads)
+            if micro is not None and before is not None:
+                write_diag(loop, step, loss, grads, before, micro)
         return loss
 
 
@@ -198,6 +204,7 @@ class KFAC(Standard):
         capture = kfac_method.is_factor_step(step, self.hp)
         accum = loop.accum
         acc, local = None, tf.zeros([], loop.dtype)
+        micro: list[float] | None = [] if loop.diag_active(step) else None
         loop.begin_step()
         for _ in range(accum):
             x, y = loop.next_batch()
@@ -210,12 +217,16 @@ class KFAC(Standard):
                 loop.times["compute"] += time.perf_counter() - t0
             else:
                 loss, g = loop.forward_backward(x, y, 1.0 / accum)
+            if micro is not None:
+                micro.append(sum(float(tf.reduce_sum(tf.square(gi * accum))) for gi in g))
             acc = g if acc is None else [s + gi for s, gi in zip(acc, g)]
             local += loss / accum
         assert acc is not None  # accum >= 1
         grads, loss = loop.allreduce(acc, local)
         if not math.isfinite(loss):
             return loss
+        raw = grads  # the noise scale is the gradient's, before preconditioning
+        before = [tf.identity(v) for v in loop.vars] if micro is not None else None
         with loop.timed("optimizer"):
             if capture:
                 self.pre.reduce(loop.hvd)
@@ -231,6 +242,8 @@ class KFAC(Standard):
                 from lbbench.backends.tf.kfac import rescale_weights
 
                 rescale_weights(self.pre.layers)
+        if micro is not None and before is not None:
+            write_diag(loop, step, loss, raw, before, micro)
         return loss
 
 

@@ -33,11 +33,17 @@ class Diagnostics:
             prev.copy_(g)
         self._micro_sq.append(sq)
 
-    def row(self, params, before: list[torch.Tensor], hvd, b: int, B: int) -> dict:
-        """After the optimizer step: per-tensor norms, and the noise-scale parts."""
+    def micro(self, grads, scale: float = 1.0) -> None:
+        """A micro-batch gradient given whole (EXTRAP-SGD takes each one fresh, at its own
+        extrapolated point), times ``scale`` (1 / the fp16 loss scale)."""
+        self._micro_sq.append(sum(float((g * scale).pow(2).sum()) for g in grads))
+
+    def row(self, params, before: list[torch.Tensor], hvd, b: int, B: int, grads=None) -> dict:
+        """After the optimizer step: per-tensor norms, and the noise-scale parts. ``grads``: the
+        averaged gradient when the step has replaced .grad (K-FAC preconditions it in place)."""
+        grads = [p.grad for p in params] if grads is None else grads
         tensors = []
-        for p, w0 in zip(params, before):
-            g = p.grad
+        for p, g, w0 in zip(params, grads, before):
             dw = p.detach() - w0
             state = self.optimizer.state.get(p, {})
             trust = state.get("trust_ratio")
@@ -52,7 +58,7 @@ class Diagnostics:
                     trust_ratio=None if trust is None else float(trust),
                 )
             )
-        global_sq = sum(float(p.grad.pow(2).sum()) for p in params)
+        global_sq = sum(float(g.pow(2).sum()) for g in grads)
         micro = torch.tensor(sum(self._micro_sq) / max(len(self._micro_sq), 1), dtype=torch.float64)
         micro_sq = float(hvd.allreduce(micro, op=hvd.Average))
         parts = noise_scale_parts(micro_sq, global_sq, b, B)

@@ -75,13 +75,12 @@ class Standard:
             before = [p.detach().clone() for p in loop.params] if diag else None
             self.update(loop)
             if diag and before is not None:
-                loop.metrics.write(
-                    "diag",
-                    step=step,
-                    loss=loss,
-                    **diag.row(loop.params, before, loop.hvd, self.spec.local_batch, loop.global_batch),
-                )
+                self.write_diag(loop, diag, step, loss, before)
         return loss
+
+    def write_diag(self, loop: Loop, diag: Any, step: int, loss: float, before: list, grads: Any = None) -> None:
+        row = diag.row(loop.params, before, loop.hvd, self.spec.local_batch, loop.global_batch, grads)
+        loop.metrics.write("diag", step=step, loss=loss, **row)
 
 
 class ExtrapSGD(Standard):
@@ -101,6 +100,9 @@ class ExtrapSGD(Standard):
         saved = [p.detach().clone() for p in params]
         h_sum = [torch.zeros_like(p) for p in params]
         local = torch.zeros((), device=loop.device, dtype=loop.dtype)
+        diag = loop.diag if loop.diag and loop.diag.active(step) else None
+        if diag:
+            diag.begin_step(params)
         loop.begin_step()
         for a in range(accum):
             x, y = loop.next_batch()
@@ -127,6 +129,8 @@ class ExtrapSGD(Standard):
                     for p in params:
                         p.add_(noise[id(p)])
             local += loop.forward_backward(x, y, 1.0) / accum
+            if diag:  # the virtual worker's gradient, at its extrapolated point
+                diag.micro([p.grad for p in params], 1.0 / loop.loss_scale())
             with torch.no_grad():
                 for p, h, w in zip(params, h_sum, saved):
                     h.add_(p.grad, alpha=1.0 / accum)
@@ -135,7 +139,10 @@ class ExtrapSGD(Standard):
             p.grad = h
         loss = loop.allreduce_grads(local)
         if math.isfinite(loss):
+            before = [p.detach().clone() for p in params] if diag else None
             self.update(loop)
+            if diag and before is not None:
+                self.write_diag(loop, diag, step, loss, before)
         return loss
 
     def _set_bn_momentum(self, value: float | None) -> None:
@@ -217,16 +224,24 @@ class KFAC(Standard):
         capture = kfac_method.is_factor_step(step, self.hp)
         accum = loop.accum
         self.pre.begin(capture, 1.0 / accum)
+        diag = loop.diag if loop.diag and loop.diag.active(step) else None
         loop.begin_step()
         loop.zero_grad()
+        if diag:
+            diag.begin_step(loop.params)
         local = torch.zeros((), device=loop.device, dtype=loop.dtype)
         for _ in range(accum):
             x, y = loop.next_batch()
             local += loop.forward_backward(x, y, 1.0 / accum) / accum
+            if diag:
+                diag.after_micro(loop.params, accum, loop.loss_scale())
         self.pre.capturing = False
         loss = loop.allreduce_grads(local)
         if not math.isfinite(loss):
             return loss
+        # the noise scale is the gradient's, measured before preconditioning replaces it
+        raw = [p.grad.detach().clone() for p in loop.params] if diag else None
+        before = [p.detach().clone() for p in loop.params] if diag else None
         with loop.timed("optimizer"):
             if capture:
                 self.pre.reduce(loop.hvd)
@@ -245,6 +260,8 @@ class KFAC(Standard):
                 from lbbench.backends.torch.kfac import rescale_weights
 
                 rescale_weights(self.pre.layers)
+        if diag and before is not None:
+            self.write_diag(loop, diag, step, loss, before, raw)
         return loss
 
 

@@ -33,6 +33,7 @@ matrix:
   global_batch: [{batch}]
   workers: [1]
   accum: {accum}
+{run}
 """
 
 # Adaptive methods as in the distributed test: a larger eps keeps the sign-of-tiny-gradient
@@ -68,8 +69,9 @@ TOLERANCE = {
 }
 
 
-def _equiv(tmp, method, model="resnet_tiny", size=8, classes=10, batch=32, accum=2, steps=3, hparams=None):
+def _equiv(tmp, method, model="resnet_tiny", size=8, classes=10, batch=32, accum=2, steps=3, hparams=None, run=""):
     text = SUITE.format(
+        run=run,
         model=model,
         size=size,
         classes=classes,
@@ -150,6 +152,21 @@ def test_method_equivalence_three_steps(method, tmp_path):
 def test_extrap_sgd_noise_perturbation_is_the_same_noise(tmp_path):
     t, f = _equiv(tmp_path, "extrap_sgd", hparams="{perturbation: gaussian, noise_scale: 0.01}")
     _check(t, f, tmp_path, 1e-5)
+
+
+@pytest.mark.parametrize("method", ["sgd", "kfac", "extrap_sgd"])
+def test_the_noise_scale_rows_agree(method, tmp_path):
+    """The gradient-noise-scale parts of every step kind that logs them, torch against tf from
+    the same weights and batches (float32: the parts agree as the gradients do)."""
+    _equiv(tmp_path, method, run="run: {diag_every: 1}")
+    rows = {
+        fw: [r for r in read_metrics(tmp_path / f"{fw}.npz.metrics.jsonl") if r["kind"] == "diag"]
+        for fw in ("torch", "tf")
+    }
+    assert [r["step"] for r in rows["torch"]] == [r["step"] for r in rows["tf"]] == [1, 2, 3]
+    for t, f in zip(rows["torch"], rows["tf"]):
+        for key in ("micro_grad_sq", "global_grad_sq", "noise_g2", "noise_trace"):
+            assert f[key] == pytest.approx(t[key], rel=1e-4), (method, t["step"], key, t[key], f[key])
 
 
 def _check(t, f, tmp_path, tol):
