@@ -85,6 +85,10 @@ class PerfSpec(Frozen):
     compile: bool = False  # torch.compile the model
     compression: Literal["none", "fp16"] = "none"  # Horovod allreduce compression
     fusion_threshold_mb: int | None = None  # HOROVOD_FUSION_THRESHOLD (None: Horovod's 128 MB)
+    # start each gradient bucket's allreduce during the last backward pass (standard step kind,
+    # PyTorch, np > 1, no compression); buckets of fusion_threshold_mb, else 25 MB (torch DDP's
+    # default: Horovod's 128 MB would make ResNet-50's whole gradient one bucket, no overlap)
+    overlap_allreduce: bool = True
     peak_tflops: float | None = None  # for model FLOP utilisation (None: known GPUs only)
     # float64 model, data and optimizer state: the equivalence tests use it so that a real
     # difference (>= 1e-6) stands out from rounding (~1e-13) on any CPU; refused with amp.
@@ -160,8 +164,11 @@ class RunSpec(Frozen):
             d["data"].pop("fingerprint")
         # Default speed options leave the id as it was before they existed (existing results
         # stay found); peak_tflops only changes a reported ratio.
+        # overlap_allreduce changes when the sums start, not what they are (bit-identical at
+        # np <= 2; lbbench/backends/torch/overlap.py)
         d["perf"].pop("peak_tflops")
-        if d["perf"] == PerfSpec().model_dump(mode="json", exclude={"peak_tflops"}):
+        d["perf"].pop("overlap_allreduce")
+        if d["perf"] == PerfSpec().model_dump(mode="json", exclude={"peak_tflops", "overlap_allreduce"}):
             d.pop("perf")
         return d
 

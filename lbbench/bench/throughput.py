@@ -5,6 +5,7 @@ relative to the first np, weak scaling at a fixed batch per worker."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,10 @@ def sweep(
                 "--out",
                 str(part),
             ] + (["--data-dir", str(data_dir)] if data_dir else [])
-            rc = subprocess.call(cmd)
+            env = dict(os.environ)
+            if perf.fusion_threshold_mb:  # as a run's launch sets it (lbbench/launch/commands.py)
+                env["HOROVOD_FUSION_THRESHOLD"] = str(perf.fusion_threshold_mb * 2**20)
+            rc = subprocess.call(cmd, env=env)
             if rc != 0 or not part.exists():
                 raise BenchFailed(f"the np={n} benchmark failed (exit {rc})")
             runs.append(json.loads(part.read_text()))

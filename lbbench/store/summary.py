@@ -83,6 +83,8 @@ class RunSummary(BaseModel):
     device: str | None = None
     perf: dict[str, Any] | None = None
     time_parts_s: dict[str, float] | None = None
+    # the gradient allreduce's whole span; time_parts_s["allreduce"] is its exposed part
+    allreduce_total_s: float | None = None
     compute_images_per_s: float | None = None
     train_gflop_per_image: float | None = None
     achieved_tflops: float | None = None

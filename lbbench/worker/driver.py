@@ -189,6 +189,7 @@ class Run:
         row = self._train_steps(w, sched, epoch, B)
         for k in PARTS:
             p.parts[k] = p.parts.get(k, 0.0) + row[f"{k}_s"]
+        p.allreduce_total_s += row["allreduce_total_s"]
         if p.status == "diverged":
             self.metrics.write("epoch", diverged_at_step=p.step, **row)
             log.end(C.BLOCK_STOP, first_epoch_num=self.block_first)
@@ -247,7 +248,7 @@ class Run:
             epoch_s=epoch_s,
             images_per_s=n_steps * B / epoch_s,
             discarded=loop.discarded,
-            **decomposition(loop.times, step_s, epoch_s, n_steps * B),
+            **decomposition(loop.times, step_s, epoch_s, n_steps * B, loop.comm_total_s),
         )
 
     def _evaluate(self, w: Worker, epoch: int, row: dict[str, Any]) -> tuple[float, str | None]:
@@ -335,6 +336,7 @@ class Run:
             time_to_train_s=time.time() - self.t_start if p.reached and p.preemptions == 0 else None,
             perf=spec.perf.model_dump(mode="json"),
             time_parts_s=p.parts,
+            allreduce_total_s=p.allreduce_total_s,
             compute_images_per_s=p.samples / max(p.parts.get("compute", 0.0), 1e-9),
             train_gflop_per_image=w.train_gflop,
             **utilisation(w.train_gflop, ips, peak_tflops(w.device, spec.perf.amp, spec.perf.peak_tflops), spec.np),

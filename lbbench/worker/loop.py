@@ -26,6 +26,9 @@ class LoopBase:
         self.times = dict.fromkeys(TIMED_PARTS, 0.0)
         self.backward_passes = 0  # facts a test checks (e.g. EXTRAP-SGD: 2 passes, 1 allreduce)
         self.allreduces = 0
+        # seconds from the start of a step's gradient allreduce to its end, overlapped part
+        # included; times["allreduce"] is only the exposed part (the wait after the backward)
+        self.comm_total_s = 0.0
 
     def start_epoch(self, epoch: int, global_batch: int, accum: int) -> None:
         self.global_batch, self.accum = global_batch, accum
@@ -33,6 +36,11 @@ class LoopBase:
         self.discarding = d is not None and epoch <= d.epochs
         self.discarded = 0
         self.times = dict.fromkeys(self.times, 0.0)
+        self.comm_total_s = 0.0
+
+    def arm_overlap(self) -> None:
+        """Before a step's last backward pass: start the gradient allreduce during it, where the
+        backend can (PyTorch: lbbench/backends/torch/overlap.py)."""
 
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:

@@ -165,9 +165,9 @@ from lbbench.spec import DataSpec, LrSpec, RunSpec
 register(MethodInfo(name="signsgd_test", doc="", opt_name="signsgd_test", mllog_keys=open_keys("signsgd_test"),
                     hparams={"exclude_bn_bias": HParam(True, bool, "")}))
 
-@rule("signsgd_test")
-def signsgd(o, v, g, excl, st):
-    v.assign_sub(o.lr * tf.sign(g))
+@rule("signsgd_test")  # no state; the step's numbers: the LR only (the defaults)
+def signsgd(o, v, g, excl, st, sc):
+    v.assign_sub(sc["lr"] * tf.sign(g))
 
 spec = RunSpec(suite="t", method="signsgd_test", label="s", hparams={"exclude_bn_bias": True}, division="open",
                division_reason="t", framework="tf", model="resnet_tiny",

@@ -56,7 +56,7 @@ def bench_throughput(
         per_iter,
     )
     per_rank = hvd.allgather_object(rates)
-    parts = hvd.allgather_object(dict(loop.times))
+    parts = hvd.allgather_object(dict(loop.times, allreduce_total=loop.comm_total_s))
     if hvd.rank() != 0:
         return None
     gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size)

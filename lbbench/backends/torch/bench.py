@@ -137,7 +137,7 @@ def bench_throughput(
         per_iter,
     )
     per_rank = hvd.allgather_object(rates)  # [rank][iteration] images/s
-    parts = hvd.allgather_object(dict(loop.times))
+    parts = hvd.allgather_object(dict(loop.times, allreduce_total=loop.comm_total_s))
     if hvd.rank() != 0:
         return None
     from lbbench.backends.torch.flops import forward_gflop_per_image

@@ -5,6 +5,7 @@ timed and counted through lbbench/worker/loop.py's LoopBase, which the TensorFlo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,6 +48,16 @@ class Loop(LoopBase):
         self._queue: list[tuple[torch.Tensor, torch.Tensor]] = []  # a step's prefetched micro-batches
         self._threshold = torch.tensor(float("-inf"))
         self._kept_total = 0
+        self.overlap = None
+        if hvd.size() > 1 and spec.perf.overlap_allreduce and spec.perf.compression == "none":
+            from lbbench.backends.torch.overlap import OverlappedAllreduce
+
+            mb = spec.perf.fusion_threshold_mb or 25
+            self.overlap = OverlappedAllreduce(self.params, hvd, self.average, mb * 2**20)
+
+    def arm_overlap(self) -> None:
+        if self.overlap is not None:
+            self.overlap.arm()
 
     def begin_step(self) -> None:
         """Before a step's micro-batches. With global small-loss discarding, the kept set is the
@@ -122,6 +133,14 @@ class Loop(LoopBase):
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             return float(local_loss)
+        if self.overlap is not None and self.overlap.armed:
+            t0 = time.perf_counter()
+            with self.timed("allreduce"):  # the exposed part: what the backward did not hide
+                loss = self.overlap.finish(local_loss)
+            self.comm_total_s += time.perf_counter() - (self.overlap.first_start or t0)
+            self.allreduces += 1
+            return loss
+        t0 = time.perf_counter()
         with self.timed("allreduce"):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
             reduced = self.hvd.grouped_allreduce(grads + [local_loss.to(grads[0].device)], **self.average)
@@ -131,6 +150,7 @@ class Loop(LoopBase):
                 else:
                     p.grad.copy_(g)
             self.allreduces += 1
+        self.comm_total_s += time.perf_counter() - t0
         return float(reduced[-1])
 
     def loss_scale(self) -> float:

@@ -53,6 +53,26 @@ for lr, g in zip(LRS, grads):
     opt.step([tf.constant(gi, tf.float64) for gi in g])
 out["cblr"] = [v.numpy().tolist() for v in vs]
 out["cblr_h"] = [h.tolist() for h in h1 + h2]
+# The compiled step (one tf.function over all variables) against the same rules run eagerly,
+# in float32 where the graph could round differently: the same bits, for every variant (CBLR
+# with a curvature estimate arriving after the first step, so its graph is traced anew).
+same = {}
+for i, (method, variant) in enumerate(variant_ids() + [("cblr", {"curvature_floor": 0.5})]):
+    hp = resolve_hparams(method, variant)
+    finals = []
+    for compiled in (True, False):
+        params, grads = case()
+        vs = [tf.Variable(w, dtype=tf.float32, name="bias" if excl else "kernel") for w, excl in params]
+        opt = Optimizer(method, hp, vs, LRS[0], compiled=compiled)
+        for k, (lr, g) in enumerate(zip(LRS, grads)):
+            if method == "cblr" and k == 1:
+                opt.set_curvature([tf.constant(h1[j], tf.float32) for j in range(len(vs))])
+            opt.lr = lr
+            opt.step([tf.constant(gi, tf.float32) for gi in g])
+        finals.append(b"".join(v.numpy().tobytes() for v in vs) + b"".join(
+            x.numpy().tobytes() for st in opt.state for x in st.values()))
+    same[f"{method}-{i}"] = finals[0] == finals[1]
+out["compiled_equals_eager"] = same
 json.dump(out, sys.stdout)
 """
 
@@ -75,6 +95,11 @@ def test_tf_rule_matches_numpy_formula(index, tf_results):
         ref(params, g, lr, state, **kwargs_for(method, hp))
     for got, (w, _) in zip(tf_results[f"{method}-{index}"], params):
         np.testing.assert_allclose(np.array(got), w, rtol=1e-10, atol=1e-12)
+
+
+def test_the_compiled_step_equals_the_eager_rules_bit_for_bit(tf_results):
+    same = tf_results["compiled_equals_eager"]
+    assert len(same) == len(variant_ids()) + 1 and all(same.values()), same
 
 
 def test_tf_cblr_matches_numpy_formula(tf_results):

@@ -1,12 +1,25 @@
 """TensorFlow update rules: the PyTorch backend's formulas (lbbench/backends/torch/optim/,
-docs/methods.md) with the same hyperparameter names, one module per method family, in one table:
-``RULES`` maps a rule name (the registry's ``update_rule``) to a function
-``rule(optimizer, variable, gradient, excluded?, per-variable state)``. A module adds its rules
-with ``@rule(name)``; every module of this package is imported below.
+docs/methods.md) with the same hyperparameter names, one module per method family, in one table
+``RULES`` of ``Rule``s. A module adds its rules with ``@rule(name, slots=..., scalars=...)``;
+every module of this package is imported below.
 
-The gradient a rule sees is already the global-batch average (accumulated micro-batches,
-then one Horovod allreduce). ``lr`` is set by the training loop from the shared schedule
-before every step. State is plain tensors per variable, so checkpoints are NumPy arrays.
+The gradient a rule sees is already the global-batch average (accumulated micro-batches, then
+one Horovod allreduce). ``lr`` is set by the training loop from the shared schedule before
+every step.
+
+One step over all variables runs as one ``tf.function`` (graph mode, no XLA): the Python loop
+over the variables runs once, when the function is traced, instead of every step. For that:
+- state lives in per-variable ``tf.Variable`` slots (``slots``: their initial values, created
+  on the first step, so a rule's first step sees zeros as the eager rules did), checkpointed as
+  NumPy arrays;
+- every number a rule uses reaches it as a scalar tensor of the variables' dtype, computed in
+  Python each step by the rule's ``scalars(hp, lr, t)`` exactly as the eager expressions
+  computed it (``1 - b1`` and Adam's bias corrections in float64, then rounded once), so a
+  hyperparameter that changes every step (K-FAC's adjusted momentum) needs no new trace and
+  the graph computes what the eager rule did; only structural hyperparameters (bools, choices,
+  whether a value is zero) shape the graph, and a change of them traces it anew;
+- ``Optimizer(..., compiled=False)`` runs the same rule functions eagerly; the tests hold the
+  two to the same bits.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,14 +35,33 @@ import tensorflow as tf
 
 from lbbench.backends.tf.model import is_excluded
 
-Rule = Callable[["Optimizer", tf.Variable, tf.Tensor, bool, dict[str, Any]], None]
+Apply = Callable[["Optimizer", tf.Variable, tf.Tensor, bool, dict[str, Any], dict[str, tf.Tensor]], None]
+Slots = Callable[[dict[str, Any], tf.Variable, bool], dict[str, Any]]
+Scalars = Callable[[dict[str, Any], float, int], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    apply: Apply  # (optimizer, variable, gradient, excluded?, slots, scalars): assigns both
+    slots: Slots  # name -> initial value (a tensor or a Python float) of a variable's state
+    scalars: Scalars  # (hp, lr, t) -> the step's numbers, t = 1, 2, ... the update's index
+
+
 RULES: dict[str, Rule] = {}
 
 
-def rule(name: str) -> Callable[[Rule], Rule]:
-    def add(fn: Rule) -> Rule:
+def _no_slots(hp: dict[str, Any], v: tf.Variable, excl: bool) -> dict[str, Any]:
+    return {}
+
+
+def _lr_only(hp: dict[str, Any], lr: float, t: int) -> dict[str, float]:
+    return {"lr": lr}
+
+
+def rule(name: str, slots: Slots = _no_slots, scalars: Scalars = _lr_only) -> Callable[[Apply], Apply]:
+    def add(fn: Apply) -> Apply:
         assert name not in RULES, f"update rule {name!r} defined twice"
-        RULES[name] = fn
+        RULES[name] = Rule(fn, slots, scalars)
         return fn
 
     return add
@@ -38,52 +71,92 @@ def norm(x: tf.Tensor) -> tf.Tensor:
     return tf.norm(tf.reshape(x, [-1]))
 
 
-def momentum_inside(st: dict, v: tf.Variable, scaled, mu: float, nesterov: bool = False) -> None:
+def zeros(name: str) -> Slots:
+    return lambda hp, v, excl: {name: tf.zeros_like(v)}
+
+
+def with_trust(slots: Slots, excluded_too: bool = False) -> Slots:
+    """A rule's slots plus the trust ratio the diagnostics read: 1 until the rule sets it, and
+    on excluded tensors only where the PyTorch rule reports one there (LARS, LAMB: 1)."""
+    return lambda hp, v, excl: {**slots(hp, v, excl), **({} if excl and not excluded_too else {"trust_ratio": 1.0})}
+
+
+def momentum_inside(st: dict, v: tf.Variable, scaled, mu, nesterov: bool = False) -> None:
     """v_buf <- mu v_buf + scaled; w <- w - v_buf (Nesterov: w <- w - (mu v_buf + scaled))."""
-    buf = st.get("momentum_buffer", tf.zeros_like(v))
-    buf = mu * buf + scaled
-    st["momentum_buffer"] = buf
+    buf = mu * st["momentum_buffer"] + scaled
+    st["momentum_buffer"].assign(buf)
     v.assign_sub(mu * buf + scaled if nesterov else buf)
 
 
 class Optimizer:
     """One method's rule applied to every trainable variable."""
 
-    def __init__(self, method: str, hp: dict, variables: list, lr: float):
+    def __init__(self, method: str, hp: dict, variables: list, lr: float, compiled: bool = True):
         if method not in RULES:
             raise NotImplementedError(
                 f"update rule {method!r} has no TensorFlow implementation "
                 f"(lbbench/backends/tf/optim/); known: {', '.join(sorted(RULES))}"
             )
-        self.method, self.rule, self.hp, self.lr = method, RULES[method], hp, lr
+        self.method, self.spec, self.hp, self.lr = method, RULES[method], hp, lr
         self.vars = list(variables)
         keep = hp.get("exclude_bn_bias", True)
         self.excluded = [keep and is_excluded(v) for v in self.vars]
-        self.state: list[dict] = [{} for _ in self.vars]
+        self.state: list[dict[str, Any]] = [{} for _ in self.vars]
+        self.t = 0  # updates done
+        self.compiled = compiled
+        self._fns: dict[Any, Any] = {}
 
     def step(self, grads: list) -> None:
+        self.t += 1
+        dtype = self.vars[0].dtype
         for v, g, excl, st in zip(self.vars, grads, self.excluded, self.state):
-            if g is not None:
-                self.rule(self, v, tf.convert_to_tensor(g), excl, st)
+            if g is not None and not any(k != "hdiag" for k in st):
+                for k, x in self.spec.slots(self.hp, v, excl).items():
+                    st[k] = tf.Variable(tf.cast(x, v.dtype), trainable=False)
+        sc = {k: tf.constant(x, dtype) for k, x in self.spec.scalars(self.hp, self.lr, self.t).items()}
+        live = [i for i, g in enumerate(grads) if g is not None]
+        gs = [tf.convert_to_tensor(grads[i]) for i in live]
+        if not self.compiled:
+            self._apply(live, gs, sc)
+            return
+        # the graph's shape: which variables update, each one's state, the structural hyperparameters
+        key = (
+            tuple(live),
+            tuple(tuple(sorted(st)) for st in self.state),
+            tuple(sorted((k, x == 0 if isinstance(x, float) else repr(x)) for k, x in self.hp.items())),
+            tuple(sorted(sc)),
+        )
+        if key not in self._fns:
+            self._fns[key] = tf.function(lambda gs, sc: self._apply(live, gs, sc), autograph=False)
+        self._fns[key](gs, sc)
+
+    def _apply(self, live: list[int], gs: list, sc: dict[str, tf.Tensor]) -> None:
+        for i, g in zip(live, gs):
+            self.spec.apply(self, self.vars[i], g, self.excluded[i], self.state[i], sc)
 
     def set_curvature(self, diag: list) -> None:
         """CBLR: a refresh's estimate, averaged into the running one (its weight: curvature_ema)."""
         w = self.hp["curvature_ema"]
         for st, h in zip(self.state, diag):
-            st["hdiag"] = h if "hdiag" not in st else (1 - w) * st["hdiag"] + w * h
+            if "hdiag" not in st:
+                st["hdiag"] = tf.Variable(h, trainable=False)
+            else:
+                st["hdiag"].assign((1 - w) * st["hdiag"] + w * h)
 
     def state_dict(self) -> dict:
         return {
             "lr": self.lr,
-            "state": [{k: (x.numpy() if hasattr(x, "numpy") else x) for k, x in st.items()} for st in self.state],
+            "t": self.t,
+            "state": [{k: np.asarray(x.numpy()) for k, x in st.items()} for st in self.state],
         }
 
     def load_state_dict(self, d: dict) -> None:
         self.lr = d["lr"]
-        self.state = [
-            {k: tf.constant(x) if isinstance(x, (np.ndarray, np.generic)) else x for k, x in st.items()}
-            for st in d["state"]
-        ]
+        # checkpoints before the compiled step kept the update count per variable, as "step"
+        counts = [st.get("step") for st in d["state"] if isinstance(st.get("step"), (int, np.integer))]
+        self.t = int(d.get("t", max(counts, default=0)))
+        self.state = [{k: tf.Variable(x, trainable=False) for k, x in st.items() if k != "step"} for st in d["state"]]
+        self._fns = {}
 
 
 for _m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

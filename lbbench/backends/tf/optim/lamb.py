@@ -4,27 +4,46 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from lbbench.backends.tf.optim import norm, rule
+from lbbench.backends.tf.optim import norm, rule, with_trust
 
 
-@rule("lamb")
-def lamb(o, v, g, excl, st):
-    hp, lr = o.hp, o.lr
+def _slots(hp, v, excl):
+    return {"m": tf.zeros_like(v), "v": tf.zeros_like(v)}
+
+
+def _scalars(hp, lr, t):
     b1, b2 = hp["beta1"], hp["beta2"]
-    t = st["step"] = st.get("step", 0) + 1
-    m = st["m"] = b1 * st.get("m", tf.zeros_like(v)) + (1 - b1) * g
-    s = st["v"] = b2 * st.get("v", tf.zeros_like(v)) + (1 - b2) * g * g
-    if hp["bias_correction"]:
-        m, s = m / (1 - b1**t), s / (1 - b2**t)
-    u = m / (tf.sqrt(s) + hp["eps"])
+    return dict(
+        lr=lr,
+        b1=b1,
+        b2=b2,
+        one_minus_b1=1 - b1,
+        one_minus_b2=1 - b2,
+        correction1=1 - b1**t,  # in float64, as the eager rule computed it
+        correction2=1 - b2**t,
+        eps=hp["eps"],
+        wd=hp["weight_decay"],
+        clamp=hp["clamp"],
+    )
+
+
+@rule("lamb", slots=with_trust(_slots, excluded_too=True), scalars=_scalars)
+def lamb(o, v, g, excl, st, sc):
+    lr = sc["lr"]
+    m = sc["b1"] * st["m"] + sc["one_minus_b1"] * g
+    s = sc["b2"] * st["v"] + sc["one_minus_b2"] * g * g
+    st["m"].assign(m)
+    st["v"].assign(s)
+    if o.hp["bias_correction"]:
+        m, s = m / sc["correction1"], s / sc["correction2"]
+    u = m / (tf.sqrt(s) + sc["eps"])
     if excl:
-        st["trust_ratio"] = tf.constant(1.0)
         v.assign_sub(lr * u)
         return
-    u = u + hp["weight_decay"] * v
+    u = u + sc["wd"] * v
     wn, un = norm(v), norm(u)
-    if hp["clamp"] > 0:
-        wn = tf.minimum(wn, hp["clamp"])
+    if o.hp["clamp"] > 0:
+        wn = tf.minimum(wn, sc["clamp"])
     ratio = tf.where((wn > 0) & (un > 0), wn / tf.where(un > 0, un, 1.0), 1.0)
-    st["trust_ratio"] = ratio
+    st["trust_ratio"].assign(ratio)
     v.assign_sub(u * (ratio * lr))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from lbbench.backends.tf.optim import momentum_inside, rule
+from lbbench.backends.tf.optim import momentum_inside, rule, with_trust, zeros
 
 
 def median(x):
@@ -14,27 +14,30 @@ def median(x):
     return flat[n // 2] if n % 2 else (flat[n // 2 - 1] + flat[n // 2]) / 2
 
 
-@rule("mclr")
-def mclr(o, v, g, excl, st):
-    hp, lr, wd = o.hp, o.lr, o.hp["weight_decay"]
+def _scalars(hp, lr, t):
+    return dict(lr=lr, mu=hp["momentum"], wd=hp["weight_decay"])
+
+
+@rule("mclr", slots=with_trust(zeros("momentum_buffer")), scalars=_scalars)
+def mclr(o, v, g, excl, st, sc):
+    lr, wd = sc["lr"], sc["wd"]
     if excl:
         scaled = g * lr
     else:
         mw, mg = median(tf.abs(v)), median(tf.abs(g))
         ratio = tf.where((mw > 0) & (mg > 0), mw / (mg + wd * mw), 1.0)
-        st["trust_ratio"] = ratio
+        st["trust_ratio"].assign(ratio)
         scaled = (g + wd * v) * (ratio * lr)
-    momentum_inside(st, v, scaled, hp["momentum"])
+    momentum_inside(st, v, scaled, sc["mu"])
 
 
-@rule("percentdelta")
-def percentdelta(o, v, g, excl, st):
-    hp, lr = o.hp, o.lr
+@rule("percentdelta", slots=with_trust(zeros("momentum_buffer")), scalars=_scalars)
+def percentdelta(o, v, g, excl, st, sc):
+    lr = sc["lr"]
     if excl:  # plain momentum SGD: a zero-init BN shift must move at the LR
-        momentum_inside(st, v, g * lr, hp["momentum"])
+        momentum_inside(st, v, g * lr, sc["mu"])
         return
-    wd = hp["weight_decay"]
     shifted = v + tf.where(v >= 0, tf.constant(1e-6, v.dtype), tf.constant(-1e-6, v.dtype))
     eta = lr / (tf.reduce_mean(tf.abs(g / shifted)) + 1e-5)
-    st["trust_ratio"] = eta / lr if lr else eta
-    momentum_inside(st, v, (g + wd * v) * eta, hp["momentum"])
+    st["trust_ratio"].assign(tf.where(lr != 0, eta / tf.where(lr != 0, lr, 1.0), eta))
+    momentum_inside(st, v, (g + sc["wd"] * v) * eta, sc["mu"])

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
-from lbbench.backends.tf.optim import rule
+from lbbench.backends.tf.optim import rule, zeros
 
 
-@rule("sgd")
-def sgd(o, v, g, excl, st):
-    hp, lr, mu = o.hp, o.lr, o.hp["momentum"]
-    wd = 0.0 if excl else hp["weight_decay"]
-    u = g + wd * v if wd else g
-    buf = st.get("momentum_buffer", tf.zeros_like(v))
-    if hp["lr_convention"] == "inside":
+def _scalars(hp, lr, t):
+    return dict(lr=lr, mu=hp["momentum"], wd=hp["weight_decay"])
+
+
+@rule("sgd", slots=zeros("momentum_buffer"), scalars=_scalars)
+def sgd(o, v, g, excl, st, sc):
+    lr, mu = sc["lr"], sc["mu"]
+    u = g + sc["wd"] * v if (not excl and o.hp["weight_decay"]) else g
+    buf = st["momentum_buffer"]
+    if o.hp["lr_convention"] == "inside":
         buf = mu * buf + lr * u
-        v.assign_sub(mu * buf + lr * u if hp["nesterov"] else buf)
+        v.assign_sub(mu * buf + lr * u if o.hp["nesterov"] else buf)
     else:
         buf = mu * buf + u
-        v.assign_sub(lr * (u + mu * buf) if hp["nesterov"] else lr * buf)
-    st["momentum_buffer"] = buf
+        v.assign_sub(lr * (u + mu * buf) if o.hp["nesterov"] else lr * buf)
+    st["momentum_buffer"].assign(buf)

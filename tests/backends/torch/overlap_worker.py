@@ -1,0 +1,60 @@
+"""One rank of the overlapped-allreduce check (run by tests/backends/torch/test_overlap.py under
+lbbench's Gloo launcher, 2 ranks): a small network's gradients after 2 accumulated micro-batches,
+averaged once by one grouped allreduce after the backward pass and once by the overlapped
+buckets (tiny buckets, so several start during the backward pass). Prints both as hex digests
+of the float64 bytes, and the number of buckets started before the backward pass ended."""
+
+from __future__ import annotations
+
+import hashlib
+
+import horovod.torch as hvd
+import torch
+
+from lbbench.backends.torch.overlap import OverlappedAllreduce
+
+hvd.init()
+torch.manual_seed(0)  # the same network on both ranks; different data per rank
+net = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 8, 3),
+    torch.nn.ReLU(),
+    torch.nn.Conv2d(8, 8, 3),
+    torch.nn.Flatten(),
+    torch.nn.Linear(8 * 4 * 4, 5),
+).double()
+unused = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # never gets a gradient
+params = [*net.parameters(), unused]
+gen = torch.Generator().manual_seed(100 + hvd.rank())
+batches = [
+    (torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 5, (4,), generator=gen))
+    for _ in range(2)
+]
+average = dict(op=hvd.Average)
+
+
+def grads(overlap: OverlappedAllreduce | None) -> tuple[str, int]:
+    for p in params:
+        p.grad = None
+    early = 0
+    for a, (x, y) in enumerate(batches):
+        if overlap is not None and a == len(batches) - 1:
+            overlap.arm()
+        (torch.nn.functional.cross_entropy(net(x), y) / len(batches)).backward()
+    loss = torch.tensor(0.5 + hvd.rank(), dtype=torch.float64)
+    if overlap is None:
+        out = hvd.grouped_allreduce(
+            [p.grad if p.grad is not None else torch.zeros_like(p) for p in params] + [loss], **average
+        )
+        for p, g in zip(params, out):
+            p.grad = g
+        mean_loss = float(out[-1])
+    else:
+        early = len(overlap._handles)  # started by the hooks, before finish()
+        mean_loss = overlap.finish(loss)
+    digest = hashlib.sha256(b"".join(p.grad.numpy().tobytes() for p in params)).hexdigest()
+    return f"{digest} loss={mean_loss!r}", early
+
+
+plain, _ = grads(None)
+overlapped, early = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600))
+print(f"RANK {hvd.rank()} PLAIN {plain} OVERLAP {overlapped} EARLY {early}", flush=True)
