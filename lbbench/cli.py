@@ -460,7 +460,11 @@ def bench_input(
     augment: str = typer.Option("imagenet", help="imagenet (random crop, region-of-interest decode) | none"),
     batches: int = typer.Option(10, min=1, help="timed batches per round and thread count"),
     rounds: int = typer.Option(3, min=1, help="rounds; thread counts alternate within each"),
-    decode: str = typer.Option("roi", help="roi (the crop only) | full (whole image, then crop); comma-separated"),
+    decode: str = typer.Option(
+        "roi",
+        help="roi (the crop only) | full (whole image, then crop) | reference (DALI's reference "
+        "pipeline: its C++ file reader, then roi); comma-separated",
+    ),
     out: Path | None = typer.Option(None, help="result JSON (default: results/bench/input-DIR-bBATCH.json)"),
 ) -> None:
     """Images/s of the training input pipeline alone, per DALI thread count (CPU decoding)."""
@@ -474,8 +478,8 @@ def bench_input(
         err.print(f"error: --threads {threads!r}: expected positive integers, comma-separated")
         raise typer.Exit(2) from None
     decodes = tuple(decode.split(","))
-    if not set(decodes) <= {"roi", "full"}:
-        err.print(f"error: --decode {decode!r}: expected roi and/or full")
+    if not set(decodes) <= {"roi", "full", "reference"}:
+        err.print(f"error: --decode {decode!r}: expected roi, full and/or reference")
         raise typer.Exit(2)
     if augment not in ("imagenet", "none"):
         err.print(f"error: --augment {augment!r}: expected imagenet or none")
@@ -494,6 +498,47 @@ def bench_input(
     for k, r in res["results"].items():
         t.add_row(k, f"{r['images_per_s']:,.0f}", f"{r['relative_to_first']:.2f}")
     console.print(t)
+
+
+@bench_app.command("loop")
+def bench_loop(
+    framework: str = typer.Option("torch,tf", help="torch, tf or both, comma-separated"),
+    model: str = typer.Option("resnet_tiny", help="model name"),
+    batch: int = typer.Option(32, help="images per step"),
+    rounds: int = typer.Option(3, min=1, help="rounds, each running both loops of every framework"),
+    warmup: int = typer.Option(3, help="untimed warm-up steps"),
+    iters: int = typer.Option(5, help="timed iterations"),
+    batches_per_iter: int = typer.Option(4, help="steps per timed iteration"),
+    out: Path | None = typer.Option(None, help="result JSON (default: results/bench/loop-MODEL-bBATCH.json)"),
+) -> None:
+    """lbbench's training loop (1 rank) against the plainest loop of the same framework on the same
+    network, batch and threads, alternating in rounds: images/s of both and their ratio."""
+    from lbbench.bench.loop import compare
+    from lbbench.bench.throughput import BenchFailed
+    from lbbench.store.files import write_json
+
+    fws = framework.split(",")
+    if not fws or any(f not in ("torch", "tf") for f in fws):
+        err.print(f"error: --framework {framework}: expected torch, tf or torch,tf")
+        raise typer.Exit(2)
+    out = out or Path("results") / "bench" / f"loop-{model}-b{batch}.json"
+    try:
+        result = compare(fws, model, batch, rounds, warmup, iters, batches_per_iter)
+    except BenchFailed as e:
+        err.print(f"error: {e}")
+        raise typer.Exit(1) from None
+    write_json(out, result)
+    t = Table(title=f"lbbench's loop vs a bare loop: {model}, batch {batch}, 1 rank ({out})")
+    for col in ("framework", "bare img/s (per round)", "lbbench img/s (per round)", "ratio (median)"):
+        t.add_column(col)
+    for fw, r in result["frameworks"].items():
+        t.add_row(
+            fw,
+            ", ".join(f"{x:,.0f}" for x in r["bare"]),
+            ", ".join(f"{x:,.0f}" for x in r["lbbench"]),
+            f"{r['median_ratio']:.2f} ({', '.join(f'{x:.2f}' for x in r['ratio'])})",
+        )
+    Console(width=max(console.width, 140)).print(t)
 
 
 @bench_app.command("throughput")
@@ -590,7 +635,7 @@ def bench_throughput(
             f"{r['step_s']:.3f}",
             f"{d.get('data', 0.0):.3f}",
             f"{d.get('compute', 0.0):.3f}",
-            f"{d.get('allreduce', 0.0):.3f} / {d.get('allreduce_total', 0.0):.3f}",
+            f"{d.get('allreduce', 0.0):.3f} / {r.get('allreduce_total_s_per_step', 0.0):.3f}",
             f"{d.get('optimizer', 0.0):.3f}",
             f"{r['achieved_tflops']:.3f}",
             "-" if r["mfu"] is None else f"{r['mfu']:.1%}",

@@ -135,7 +135,11 @@ def summarize(
         images_per_s_per_worker=stats([x for r in per_rank for x in r]),
         images_per_s_total=stats(totals),
         step_s=total_s / steps,
-        decomposition_s_per_step={k: statistics.fmean(p[k] for p in parts) / steps for k in parts[0]},
+        decomposition_s_per_step={
+            k: statistics.fmean(p[k] for p in parts) / steps for k in parts[0] if k != "allreduce_total"
+        },
+        # the allreduce's whole span, the part the backward pass hid included (not a part of the step)
+        allreduce_total_s_per_step=statistics.fmean(p.get("allreduce_total", 0.0) for p in parts) / steps,
     )
 
 

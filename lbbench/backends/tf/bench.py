@@ -73,9 +73,35 @@ def bench_throughput(
     )
 
 
+def bench_bare(model_name: str, batch: int, warmup: int, iters: int, per_iter: int) -> dict:
+    """The yardstick of `lbbench bench loop`: the plainest TensorFlow training loop on lbbench's
+    network - one fixed synthetic batch, forward, backward and Keras' SGD (momentum 0.9) in one
+    tf.function - with no Horovod, no data pipeline, no timers: images / time."""
+    from lbbench.backends.tf.loop import per_sample_loss
+    from lbbench.backends.tf.model import build_model
+
+    spec = bench_spec("sgd", model_name, batch, 1, framework="tf")
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(spec.model, spec.data.classes, spec.data.image_size)
+    opt = tf.keras.optimizers.SGD(0.01, momentum=0.9)
+    x = tf.random.normal([batch, spec.data.image_size, spec.data.image_size, 3])
+    y = tf.random.uniform([batch], 0, spec.data.classes, tf.int64)
+
+    def train_step() -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(per_sample_loss(model(x, training=True), y, 0.0))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    step = tf.function(train_step)
+
+    rates, total = timed_iterations(lambda: step().numpy(), lambda: None, lambda: None, batch, warmup, iters, per_iter)
+    return dict(images_per_s=batch * iters * per_iter / total, rates=rates)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="lbbench bench (tf)")
-    ap.add_argument("what", choices=["throughput"])
+    ap.add_argument("what", choices=["throughput", "bare"])
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--out", required=True)
@@ -85,6 +111,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--perf", default="{}")
     a = ap.parse_args()
+    if a.what == "bare":
+        write_json(a.out, bench_bare(a.model, a.batch, a.warmup, a.iters, a.batches_per_iter))
+        return
     res = bench_throughput(a.model, a.batch, a.warmup, a.iters, a.batches_per_iter, a.data_dir, json.loads(a.perf))
     if res is not None:
         write_json(a.out, res)

@@ -49,6 +49,7 @@ class Loop(LoopBase):
         self.vars = model.trainable_variables
         self.dtype = self.vars[0].dtype  # float32, or float64 (run.perf.precision)
         self._grad = {mode: self._make_grad_fn(mode) for mode in ("none", "rank", "global")}
+        self._concrete: dict[tuple, Any] = {}
         self._per_sample = tf.function(lambda x, y: per_sample_loss(model(x, training=True), y, spec.label_smoothing))
         self._queue: list[tuple[tf.Tensor, tf.Tensor]] = []  # a step's prefetched micro-batches
         self._threshold = tf.constant(float("-inf"))
@@ -130,9 +131,15 @@ class Loop(LoopBase):
     def forward_backward(self, x, y, scale: float):
         """(the micro-batch's mean loss, the gradient of scale x its loss)."""
         with self.timed("compute"):
-            loss, grads, dropped = self._grad[self._discard_mode()](
-                x, y, tf.constant(scale, self.dtype), self._threshold, tf.constant(self._kept_total)
-            )
+            args = (x, y, tf.constant(scale, self.dtype), self._threshold, tf.constant(self._kept_total))
+            mode = self._discard_mode()
+            key = (mode, *((tuple(a.shape), a.dtype) for a in args))
+            fn = self._concrete.get(key)
+            if fn is None:  # called directly, a concrete function skips the signature matching per call
+                fn = self._concrete[key] = self._grad[mode].get_concrete_function(
+                    *(tf.TensorSpec.from_tensor(a) for a in args)
+                )
+            loss, grads, dropped = fn(*args)
             self.discarded += int(dropped)
             self.backward_passes += 1
         return loss, list(grads)

@@ -157,9 +157,34 @@ def bench_throughput(
     )
 
 
+def bench_bare(model_name: str, batch: int, warmup: int, iters: int, per_iter: int) -> dict:
+    """The yardstick of `lbbench bench loop`: the plainest PyTorch training loop on lbbench's
+    network - one fixed synthetic batch, torch.optim.SGD (momentum 0.9, weight decay 1e-4) - with
+    no Horovod, no data pipeline, no timers: images / time over the timed iterations."""
+    import torch.nn.functional as F
+
+    from lbbench.backends.torch.model import build_model
+
+    spec = bench_spec("sgd", model_name, batch, 1)
+    torch.set_num_threads(os.cpu_count() or 1)  # what the lbbench worker takes with one rank
+    torch.manual_seed(0)
+    model = build_model(spec.model, spec.data.classes).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, spec.data.image_size, spec.data.image_size)
+    y = torch.randint(0, spec.data.classes, (batch,))
+
+    def step() -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    rates, total = timed_iterations(step, lambda: None, lambda: None, batch, warmup, iters, per_iter)
+    return dict(images_per_s=batch * iters * per_iter / total, rates=rates, torch_threads=torch.get_num_threads())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="lbbench bench")
-    ap.add_argument("what", choices=["optim", "throughput"])
+    ap.add_argument("what", choices=["optim", "throughput", "bare"])
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
@@ -173,6 +198,9 @@ def main() -> None:
     a = ap.parse_args()
     from lbbench.store.files import write_json
 
+    if a.what == "bare":
+        write_json(a.out, bench_bare(a.model, a.batch, a.warmup, a.iters, a.batches_per_iter))
+        return
     if a.what == "throughput":
         from lbbench.backends.torch.perf import PerfOptionError
 

@@ -126,8 +126,11 @@ class Optimizer:
             tuple(sorted((k, x == 0 if isinstance(x, float) else repr(x)) for k, x in self.hp.items())),
             tuple(sorted(sc)),
         )
-        if key not in self._fns:
-            self._fns[key] = tf.function(lambda gs, sc: self._apply(live, gs, sc), autograph=False)
+        if key not in self._fns:  # a concrete function: no signature matching on every call
+            fn = tf.function(lambda gs, sc: self._apply(live, gs, sc), autograph=False)
+            self._fns[key] = fn.get_concrete_function(
+                [tf.TensorSpec.from_tensor(g) for g in gs], {k: tf.TensorSpec([], dtype) for k in sc}
+            )
         self._fns[key](gs, sc)
 
     def _apply(self, live: list[int], gs: list, sc: dict[str, tf.Tensor]) -> None:

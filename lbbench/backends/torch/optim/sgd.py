@@ -24,23 +24,34 @@ class MomentumSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        # the per-tensor formulas above, applied to all of a group's tensors at once (torch's
+        # _foreach ops: the same elementwise kernels, one Python call per group, not per tensor)
         for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            if not ps:
+                continue
             lr, mu = group["lr"], group["momentum"]
             wd = 0.0 if group["excluded"] else group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                u = p.grad.add(p, alpha=wd) if wd else p.grad.clone()
+            grads = [p.grad for p in ps]
+            us = torch._foreach_add(grads, ps, alpha=wd) if wd else grads  # u is only read below
+            bufs = []
+            for p in ps:
                 state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = torch.zeros_like(p)
-                if group["inside"]:
-                    buf.mul_(mu).add_(u, alpha=lr)
-                    p.sub_(buf.mul(mu).add_(u, alpha=lr) if group["nesterov"] else buf)
+                if state.get("momentum_buffer") is None:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                bufs.append(state["momentum_buffer"])
+            torch._foreach_mul_(bufs, mu)
+            if group["inside"]:
+                torch._foreach_add_(bufs, us, alpha=lr)
+                if group["nesterov"]:
+                    step = torch._foreach_mul(bufs, mu)
+                    torch._foreach_add_(step, us, alpha=lr)
+                    torch._foreach_sub_(ps, step)
                 else:
-                    buf.mul_(mu).add_(u)
-                    p.sub_(u.add(buf, alpha=mu) if group["nesterov"] else buf, alpha=lr)
+                    torch._foreach_sub_(ps, bufs)
+            else:
+                torch._foreach_add_(bufs, us)
+                torch._foreach_sub_(ps, torch._foreach_add(us, bufs, alpha=mu) if group["nesterov"] else bufs, alpha=lr)
 
 
 @rule("sgd")
