@@ -777,16 +777,17 @@ def data_digits(out: Path = typer.Option(Path("data/digits"), help="output direc
 
 @data_app.command("synthetic-jpeg")
 def data_synthetic_jpeg(
-    out: Path = typer.Option(Path("data/synthetic-jpeg"), help="output directory (its train/ split)"),
+    out: Path = typer.Option(Path("data/synthetic-jpeg"), help="output directory (train/, and val/ when asked)"),
     classes: int = typer.Option(10, min=1),
     per_class: int = typer.Option(50, min=1),
+    val_per_class: int = typer.Option(0, min=0, help="images per class in val/ (0: no val/ split)"),
     width: int = typer.Option(500, min=8),
     height: int = typer.Option(375, min=8),
 ) -> None:
     """Generated ImageNet-sized JPEGs in the ImageNet layout, for `lbbench bench input`."""
     from lbbench.data.synthetic_jpeg import write_synthetic_jpegs
 
-    n = write_synthetic_jpegs(out, classes, per_class, width, height)
+    n = write_synthetic_jpegs(out, classes, per_class, width, height, val_per_class=val_per_class)
     console.print(f"{out}: {n} JPEGs of {width}x{height} in {classes} classes")
 
 

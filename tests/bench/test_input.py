@@ -16,17 +16,19 @@ def test_synthetic_jpegs_then_the_input_benchmark(tmp_path):
     assert p.returncode == 0, p.stderr
     files = sorted((data / "train").rglob("*.JPEG"))
     assert len(files) == 12 and {f.parent.name for f in files} == {"n00000000", "n00000001"}
+    assert not (data / "val").exists()  # no --val-per-class: train/ only
     with Image.open(files[0]) as im:
         assert im.format == "JPEG" and im.size == (80, 375)
     out = tmp_path / "input.json"
-    for augment in ("imagenet", "none"):
+    for augment, decode in (("imagenet", "roi,full,reference"), ("none", "roi,full")):
         p = lbbench(
             "bench", "input", data, "--batch", "4", "--size", "32", "--threads", "1,2", "--batches", "2",
-            "--rounds", "1", "--augment", augment, "--decode", "roi,full", "--out", out,
+            "--rounds", "1", "--augment", augment, "--decode", decode, "--out", out,
         )  # fmt: skip
         assert p.returncode == 0, p.stderr
         res = json.loads(out.read_text())
-        assert res["augment"] == augment and set(res["results"]) == {"roi/1", "roi/2", "full/1", "full/2"}
+        keys = {f"{d}/{n}" for d in decode.split(",") for n in (1, 2)}
+        assert res["augment"] == augment and set(res["results"]) == keys
         assert all(r["images_per_s"] > 0 for r in res["results"].values())
         assert res["results"]["roi/1"]["relative_to_first"] == 1.0
 
