@@ -34,6 +34,13 @@ def test_recipes_build_through_the_bootstrap_in_gpu_mode():
     assert "%test" in DEF and "rm -rf /opt/lbbench/.venv" in DEF
 
 
+def test_images_carry_the_infiniband_user_space():
+    """Without rdma-core and the verbs providers NCCL falls back to sockets across nodes."""
+    for text in (DEF, DOCKER):
+        for package in ("rdma-core", "ibverbs-providers", "libibverbs1", "librdmacm1"):
+            assert re.search(rf"apt-get install[^\n]*(\\\n[^\n]*)*{package}", text), package
+
+
 def test_the_build_context_leaves_out_the_checkouts_environment_and_data():
     ignored = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if not ln.startswith("#")}
     assert {".venv", "data", "results/demo", ".git"} <= ignored

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, Protocol
 
 from lbbench.spec import RunSpec
 from lbbench.store.metrics import MetricsWriter
@@ -18,12 +19,30 @@ from lbbench.worker import faults
 TIMED_PARTS = ("data", "compute", "allreduce", "optimizer")
 
 
+class DeviceTimer(Protocol):
+    """Times blocks where their work runs (a backend's, e.g. CUDA events); ``flush`` waits for
+    the pending ones and adds their seconds into a ``times`` dict."""
+
+    def begin(self) -> Any: ...
+
+    def end(self, part: str, start: Any) -> None: ...
+
+    def flush(self, times: dict[str, float]) -> None: ...
+
+
 class LoopBase:
-    def __init__(self, spec: RunSpec, rank: int, metrics: MetricsWriter, sync: Callable[[], None] = lambda: None):
-        self.spec, self.rank, self.metrics, self.sync = spec, rank, metrics, sync
+    def __init__(
+        self,
+        spec: RunSpec,
+        rank: int,
+        metrics: MetricsWriter,
+        sync: Callable[[], None] = lambda: None,
+        timer: DeviceTimer | None = None,
+    ):
+        self.spec, self.rank, self.metrics, self.sync, self.timer = spec, rank, metrics, sync, timer
         self.accum, self.global_batch = spec.accum, spec.global_batch  # per epoch (batch schedules)
         self.discarding, self.discarded = False, 0
-        self.times = dict.fromkeys(TIMED_PARTS, 0.0)
+        self._times = dict.fromkeys(TIMED_PARTS, 0.0)
         self.backward_passes = 0  # facts a test checks (e.g. EXTRAP-SGD: 2 passes, 1 allreduce)
         self.allreduces = 0
         # seconds from the start of a step's gradient allreduce to its end, overlapped part
@@ -42,14 +61,34 @@ class LoopBase:
         """Before a step's last backward pass: start the gradient allreduce during it, where the
         backend can (PyTorch: lbbench/backends/torch/overlap.py)."""
 
+    @property
+    def times(self) -> dict[str, float]:
+        """Seconds per timed part; a device timer's pending intervals are added first."""
+        if self.timer is not None:
+            self.timer.flush(self._times)
+        return self._times
+
+    @times.setter
+    def times(self, value: dict[str, float]) -> None:
+        if self.timer is not None:
+            self.timer.flush({k: 0.0 for k in value})  # intervals of before the reset are dropped
+        self._times = value
+
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:
-        """Adds the block's seconds to ``times[part]``, after synchronising the device (GPU work
-        is asynchronous: a timing means something only once it has finished)."""
+        """Adds the block's seconds to ``times[part]``. With a device timer (CUDA events on the
+        current stream) the block is timed where its work runs, without stopping the host or
+        the other streams (DALI's prefetch, NCCL); otherwise by the host clock after ``sync``
+        (TensorFlow on a GPU: its devices synchronised, the only way TF offers)."""
+        if self.timer is not None:
+            start = self.timer.begin()
+            yield
+            self.timer.end(part, start)
+            return
         t0 = time.perf_counter()
         yield
         self.sync()
-        self.times[part] += time.perf_counter() - t0
+        self._times[part] += time.perf_counter() - t0
 
     def before_allreduce(self) -> None:
         faults.reach("allreduce", self.rank)

@@ -19,6 +19,7 @@ workload:
   data: {{kind: folder, path: "{data}", train_samples: 32, eval_samples: 8}}
   max_epochs: 1
   eval_every: 1
+lr: {{rule: linear, base_lr: 0.1, base_batch: 256, warmup_epochs: 0}}
 matrix:
   methods: [{{name: sgd}}]
   global_batch: [16]
@@ -36,7 +37,7 @@ def test_resnet50_trains_on_imagenet_shaped_jpegs(tmp_path):
     suite = write_suite(tmp_path / "inpath.yaml", SUITE.format(data=data))
     p = lbbench("run", suite, "--results", tmp_path / "res", timeout=1500)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    runs = sorted((tmp_path / "res" / "inpath").iterdir())
+    runs = sorted(d.parent for d in (tmp_path / "res" / "inpath").glob("*/run.yaml"))
     assert len(runs) == 2
     for rdir in runs:
         s = read_summary(rdir)

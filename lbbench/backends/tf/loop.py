@@ -44,7 +44,9 @@ class Loop(LoopBase):
         rank: int,
         metrics: MetricsWriter,
     ):
-        super().__init__(spec, rank, metrics)  # eager TF ops have finished when they return: no sync
+        from lbbench.backends.tf import perf
+
+        super().__init__(spec, rank, metrics, sync=perf.synchronizer())
         self.model, self.opt, self.train, self.hvd = model, optimizer, train, hvd
         self.vars = model.trainable_variables
         self.dtype = self.vars[0].dtype  # float32, or float64 (run.perf.precision)

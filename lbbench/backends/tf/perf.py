@@ -16,6 +16,16 @@ from lbbench.methods import get_method
 from lbbench.spec import PerfSpec, RunSpec
 
 
+def synchronizer():
+    """The step-time parts on a GPU: TensorFlow runs eager ops asynchronously there and offers
+    no events, so a part's end waits for the devices (tf.test.experimental.sync_devices); on a
+    CPU every op has finished when it returns."""
+    sync = getattr(tf.test.experimental, "sync_devices", None)
+    if sync is not None and tf.config.list_logical_devices("GPU"):
+        return sync
+    return lambda: None
+
+
 def refusals(spec: RunSpec, gpus: list[Any]) -> list[str]:
     out = []
     if not gpus and spec.perf.gpu_only():

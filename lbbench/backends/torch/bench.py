@@ -35,6 +35,7 @@ from lbbench.methods import REGISTRY
 def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> dict:
     import horovod.torch as hvd
 
+    from lbbench.backends.torch import perf
     from lbbench.backends.torch.data import train_loader
     from lbbench.backends.torch.loop import Loop
     from lbbench.backends.torch.model import build_model
@@ -42,6 +43,7 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
     from lbbench.store.metrics import MetricsWriter
 
     hvd.init()
+    device = perf.pick_device(hvd.local_rank())  # the rank's GPU where there is one
     rows = {}
     # The first model built in a process pays one-off costs (thread pools, allocator growth):
     # measure SGD once unrecorded so the baseline is not the slowest run.
@@ -49,18 +51,22 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
     for name in ["sgd"] + methods:
         spec = bench_spec(name, model_name, batch, hvd.size())
         torch.manual_seed(0)
-        model = build_model(spec.model, spec.data.classes)
+        model = build_model(spec.model, spec.data.classes).to(device)
         method = build_method(spec, model, hvd.rank(), hvd.size())
-        loop = Loop(spec, model, method.optimizer, train_loader(spec, hvd.rank()), hvd, hvd.rank(), MetricsWriter(None))
+        loop = Loop(
+            spec, model, method.optimizer, train_loader(spec, hvd.rank()), hvd, hvd.rank(), MetricsWriter(None), device
+        )
         kind = REGISTRY[name].step_kind
         period = spec.hparams[kind.period_hparam] if kind.period_hparam else 1
         n = max(steps, period)
         method.step(loop, 1, 1)  # warm-up (allocations, first-touch)
         times = []
         for t in range(2, 2 + n):
+            loop.sync()
             t0 = time.perf_counter()
             # a periodic method's timed period starts at step 1, so it holds one refresh
             method.step(loop, t if kind.period_hparam is None else t - 1, 1)
+            loop.sync()  # a GPU's queued work belongs to the step
             times.append(time.perf_counter() - t0)
         step_s = statistics.fmean(times)
         extra = {}
@@ -83,7 +89,7 @@ def bench_optim(model_name: str, batch: int, steps: int, methods: list[str]) -> 
         model=model_name,
         batch_per_worker=batch,
         np=hvd.size(),
-        device="cpu",
+        device=perf.device_name(device),
         torch_threads=torch.get_num_threads(),
         host=platform.node(),
         cpu_count=os.cpu_count(),

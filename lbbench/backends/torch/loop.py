@@ -35,7 +35,7 @@ class Loop(LoopBase):
         from lbbench.backends.torch.diagnostics import Diagnostics
 
         self.device = device or torch.device("cpu")
-        super().__init__(spec, rank, metrics, sync=perf.synchronizer(self.device))
+        super().__init__(spec, rank, metrics, sync=perf.synchronizer(self.device), timer=perf.timer(self.device))
         self.model, self.train, self.hvd = model, train, hvd
         self.forward = forward or model  # the torch.compile'd module when asked
         self.dtype = perf.dtype(spec.perf)

@@ -100,6 +100,37 @@ def average_args(hvd, perf: PerfSpec) -> dict:
     return dict(op=hvd.Average, compression=hvd.Compression.none)
 
 
+class CudaEventTimer:
+    """Step parts timed by CUDA events on the current stream (lbbench/worker/loop.py
+    DeviceTimer): recording an event does not stop the host, the DALI prefetch or NCCL's
+    streams as torch.cuda.synchronize did four or five times per micro-batch; the intervals
+    are read once per epoch (``flush``)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+
+    def begin(self) -> torch.cuda.Event:
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        return e
+
+    def end(self, part: str, start: torch.cuda.Event) -> None:
+        e = torch.cuda.Event(enable_timing=True)
+        e.record()
+        self.pending.append((part, start, e))
+
+    def flush(self, times: dict[str, float]) -> None:
+        if self.pending:
+            self.pending[-1][2].synchronize()
+        for part, start, end in self.pending:
+            times[part] = times.get(part, 0.0) + start.elapsed_time(end) / 1000  # ms -> s
+        self.pending.clear()
+
+
+def timer(device: torch.device) -> CudaEventTimer | None:
+    return CudaEventTimer() if device.type == "cuda" else None
+
+
 def synchronizer(device: torch.device):
     """Timings of asynchronous GPU work mean something only after a synchronisation; on CPU
     every op has finished when it returns."""
