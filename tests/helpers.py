@@ -48,6 +48,12 @@ def mlperf_check(mllog: Path | str) -> subprocess.CompletedProcess[str]:
         )
 
 
+def gloo_script(n: int, script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python tests/SCRIPT ARGS`` as n Horovod ranks under lbbench's own Gloo launcher."""
+    cmd = [sys.executable, "-m", "lbbench.launch.gloo_local", str(n), sys.executable, str(ROOT / "tests" / script)]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
+
+
 def assert_mlperf_compliant(mllog: Path | str) -> None:
     """MLPerf's compliance checker passes the log."""
     p = mlperf_check(mllog)

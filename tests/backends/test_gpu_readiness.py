@@ -6,8 +6,6 @@ forwarded variables, PMIx settings inside containers)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -16,7 +14,7 @@ from lbbench.spec import PerfSpec
 from lbbench.worker.devices import physical_gpu, sharing_problem, unseen_problem
 from lbbench.worker.roofline import peak_note, peak_tflops, utilisation
 
-from helpers import ROOT, lbbench, spec_from, write_suite
+from helpers import gloo_script, lbbench, spec_from, write_suite
 
 
 def test_allocated_but_unseen_gpus_are_named():
@@ -64,27 +62,11 @@ matrix: {{methods: [{{name: sgd}}], global_batch: [256], workers: [2], framework
 @pytest.mark.slow
 @pytest.mark.parametrize("fw", ["torch", "tf"])
 def test_fp16_compressed_average_does_not_overflow(fw):
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lbbench.launch.gloo_local",
-            "2",
-            sys.executable,
-            str(ROOT / "tests/backends/fp16_allreduce_worker.py"),
-            fw,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = gloo_script(2, "backends/fp16_allreduce_worker.py", fw)
     line = next(ln for ln in p.stdout.splitlines() if "RESULT" in ln)
     ours, naive = line.split("RESULT", 1)[1].strip().split("] [")
     assert ours.strip("[]") == "40000.0, 40000.0, 40000.0, 40000.0", line
     assert "inf" in naive, line  # what Average over an fp16 sum gives: the defect this avoids
-
-
-WORKER = ROOT / "tests" / "backends" / "fp16_allreduce_worker.py"
 
 
 def test_mfu_is_per_device_and_peaks_tell_the_h100_parts_apart():

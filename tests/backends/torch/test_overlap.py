@@ -5,29 +5,15 @@ starting during it; and a whole run with it equal to one without it, bit for bit
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT, run_worker, small_spec
+from helpers import gloo_script, run_worker, small_spec
 
 
 @pytest.mark.slow
 def test_overlapped_buckets_equal_one_grouped_allreduce_bit_for_bit():
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lbbench.launch.gloo_local",
-            "2",
-            sys.executable,
-            str(ROOT / "tests/backends/torch/overlap_worker.py"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    p = gloo_script(2, "backends/torch/overlap_worker.py")
     lines = re.findall(r"RANK (\d) PLAIN (\S+ loss=\S+) OVERLAP (\S+ loss=\S+) EARLY (\d+)", p.stdout)
     assert len(lines) == 2, p.stdout[-2000:] + p.stderr[-2000:]
     for _, plain, overlapped, early in lines:
