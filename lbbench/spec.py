@@ -165,7 +165,7 @@ class RunSpec(Frozen):
         # Default speed options leave the id as it was before they existed (existing results
         # stay found); peak_tflops only changes a reported ratio.
         # overlap_allreduce changes when the sums start, not what they are (bit-identical at
-        # np <= 2; lbbench/backends/torch/overlap.py)
+        # np <= 2; lbbench/backends/torch/loop.py: OverlappedAllreduce)
         d["perf"].pop("peak_tflops")
         d["perf"].pop("overlap_allreduce")
         if d["perf"] == PerfSpec().model_dump(mode="json", exclude={"peak_tflops", "overlap_allreduce"}):

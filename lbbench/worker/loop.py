@@ -59,7 +59,7 @@ class LoopBase:
 
     def arm_overlap(self) -> None:
         """Before a step's last backward pass: start the gradient allreduce during it, where the
-        backend can (PyTorch: lbbench/backends/torch/overlap.py)."""
+        backend can (PyTorch: lbbench/backends/torch/loop.py: OverlappedAllreduce)."""
 
     @property
     def times(self) -> dict[str, float]:

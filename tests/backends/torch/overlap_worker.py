@@ -11,7 +11,7 @@ import hashlib
 import horovod.torch as hvd
 import torch
 
-from lbbench.backends.torch.overlap import OverlappedAllreduce
+from lbbench.backends.torch.loop import OverlappedAllreduce
 
 hvd.init()
 torch.manual_seed(0)  # the same network on both ranks; different data per rank

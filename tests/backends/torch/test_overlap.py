@@ -1,4 +1,4 @@
-"""The allreduce overlapped with the backward pass (lbbench/backends/torch/overlap.py) on 2 real
+"""The allreduce overlapped with the backward pass (lbbench/backends/torch/loop.py: OverlappedAllreduce) on 2 real
 Gloo ranks: bit-identical to one grouped allreduce after the backward pass, buckets really
 starting during it; and a whole run with it equal to one without it, bit for bit."""
 
