@@ -10,6 +10,12 @@ import tensorflow as tf
 from lbbench.worker.noise_scale import noise_scale_parts
 
 
+def squared_norm(grads: list, scale: float = 1.0) -> float:
+    """|scale x g|^2 over a micro-batch's gradients (a micro-batch gradient taken with its loss
+    weighted 1/accum is scaled back by accum)."""
+    return sum(float(tf.reduce_sum(tf.square(g * scale))) for g in grads)
+
+
 def write_diag(loop: Any, step: int, loss: float, grads: list, before: list, micro_sq: list[float]) -> None:
     """Per-tensor norms and the gradient-noise-scale parts, as a "diag" metrics row."""
     tensors = []

@@ -17,7 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from lbbench.backends.tf.diagnostics import write_diag
+from lbbench.backends.tf.diagnostics import squared_norm, write_diag
 from lbbench.backends.tf.loop import Loop, per_sample_loss
 from lbbench.backends.tf.model import from_torch_layout, torch_layout
 from lbbench.backends.tf.optim import Optimizer
@@ -60,7 +60,7 @@ class Standard:
             w = self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum
             loss, g = loop.forward_backward(x, y, w)
             if micro is not None:
-                micro.append(sum(float(tf.reduce_sum(tf.square(gi * accum))) for gi in g))
+                micro.append(squared_norm(g, accum))
             acc = g if acc is None else [s + gi for s, gi in zip(acc, g)]
             local += loss / accum
         assert acc is not None  # accum >= 1
@@ -108,7 +108,7 @@ class ExtrapSGD(Standard):
                     v.assign_add(tf.constant(from_torch_layout(z), v.dtype))
             loss, h = loop.forward_backward(x, y, 1.0)
             if micro is not None:  # the virtual worker's gradient, at its extrapolated point
-                micro.append(sum(float(tf.reduce_sum(tf.square(hi))) for hi in h))
+                micro.append(squared_norm(h))
             local += loss / accum
             h_sum = [s + hi / accum for s, hi in zip(h_sum, h)]
             for v, w in zip(vars_, saved):
@@ -218,7 +218,7 @@ class KFAC(Standard):
             else:
                 loss, g = loop.forward_backward(x, y, 1.0 / accum)
             if micro is not None:
-                micro.append(sum(float(tf.reduce_sum(tf.square(gi * accum))) for gi in g))
+                micro.append(squared_norm(g, accum))
             acc = g if acc is None else [s + gi for s, gi in zip(acc, g)]
             local += loss / accum
         assert acc is not None  # accum >= 1

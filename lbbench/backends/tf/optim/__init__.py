@@ -105,24 +105,31 @@ class Optimizer:
         self.t = 0  # updates done
         self.compiled = compiled
         self._fns: dict[Any, Any] = {}
+        self._slotted: tuple[int, ...] = ()  # the variables whose slots exist
+        self._layout: tuple[tuple[str, ...], ...] | None = None  # their state keys; None: to recompute
 
     def step(self, grads: list) -> None:
         self.t += 1
         dtype = self.vars[0].dtype
-        for v, g, excl, st in zip(self.vars, grads, self.excluded, self.state):
-            if g is not None and not any(k != "hdiag" for k in st):
-                for k, x in self.spec.slots(self.hp, v, excl).items():
-                    st[k] = tf.Variable(tf.cast(x, v.dtype), trainable=False)
-        sc = {k: tf.constant(x, dtype) for k, x in self.spec.scalars(self.hp, self.lr, self.t).items()}
         live = [i for i, g in enumerate(grads) if g is not None]
+        if tuple(live) != self._slotted:  # the first step, or a variable's first gradient
+            for i in live:
+                if not any(k != "hdiag" for k in self.state[i]):
+                    v = self.vars[i]
+                    for k, x in self.spec.slots(self.hp, v, self.excluded[i]).items():
+                        self.state[i][k] = tf.Variable(tf.cast(x, v.dtype), trainable=False)
+            self._slotted, self._layout = tuple(live), None
+        sc = {k: tf.constant(x, dtype) for k, x in self.spec.scalars(self.hp, self.lr, self.t).items()}
         gs = [tf.convert_to_tensor(grads[i]) for i in live]
         if not self.compiled:
             self._apply(live, gs, sc)
             return
-        # the graph's shape: which variables update, each one's state, the structural hyperparameters
+        if self._layout is None:  # each variable's state, recomputed only when it changes
+            self._layout = tuple(tuple(sorted(st)) for st in self.state)
+        # the graph's shape: which variables update, their state, the structural hyperparameters
         key = (
-            tuple(live),
-            tuple(tuple(sorted(st)) for st in self.state),
+            self._slotted,
+            self._layout,
             tuple(sorted((k, x == 0 if isinstance(x, float) else repr(x)) for k, x in self.hp.items())),
             tuple(sorted(sc)),
         )
@@ -143,6 +150,7 @@ class Optimizer:
         for st, h in zip(self.state, diag):
             if "hdiag" not in st:
                 st["hdiag"] = tf.Variable(h, trainable=False)
+                self._layout = None
             else:
                 st["hdiag"].assign((1 - w) * st["hdiag"] + w * h)
 
@@ -159,7 +167,7 @@ class Optimizer:
         counts = [st.get("step") for st in d["state"] if isinstance(st.get("step"), (int, np.integer))]
         self.t = int(d.get("t", max(counts, default=0)))
         self.state = [{k: tf.Variable(x, trainable=False) for k, x in st.items() if k != "step"} for st in d["state"]]
-        self._fns = {}
+        self._fns, self._slotted, self._layout = {}, (), None
 
 
 for _m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
