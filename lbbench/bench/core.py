@@ -123,13 +123,22 @@ def stats(xs: list[float]) -> dict[str, float]:
 
 
 def summarize(
-    per_rank: list[list[float]], parts: list[dict[str, float]], total_s: float, iters: int, per_iter: int, batch: int
+    per_rank: list[list[float]],
+    parts: list[dict[str, float]],
+    rank_totals_s: list[float],
+    iters: int,
+    per_iter: int,
+    batch: int,
 ) -> dict[str, Any]:
     """The headline - every worker's images over the timed seconds (images / time, not a mean of
     per-iteration rates, which one fast round inflates) - then per worker and total images/s per
-    iteration (their spread), seconds per step, and the decomposition per step (mean over ranks)."""
+    iteration (their spread), seconds per step, and the decomposition per step (mean over ranks).
+    The timed seconds are the slowest rank's: each rank's parts fit inside its own window, and the
+    windows differ by how long each rank waited at the start, so any one rank's (rank 0's) can be
+    shorter than another rank's parts."""
     totals = [sum(r[i] for r in per_rank) for i in range(iters)]
     steps = iters * per_iter
+    total_s = max(rank_totals_s)
     return dict(
         images_per_s=len(per_rank) * batch * steps / total_s,
         images_per_s_per_worker=stats([x for r in per_rank for x in r]),

@@ -56,6 +56,7 @@ def bench_throughput(
         per_iter,
     )
     per_rank = hvd.allgather_object(rates)
+    rank_totals = hvd.allgather_object(total)
     parts = hvd.allgather_object(dict(loop.times, allreduce_total=loop.comm_total_s))
     if hvd.rank() != 0:
         return None
@@ -64,7 +65,7 @@ def bench_throughput(
         spec,
         "tf",
         perf.device_name(gpus),
-        summarize(per_rank, parts, total, iters, per_iter, batch),
+        summarize(per_rank, parts, rank_totals, iters, per_iter, batch),
         gflop,
         warmup,
         iters,

@@ -143,6 +143,7 @@ def bench_throughput(
         per_iter,
     )
     per_rank = hvd.allgather_object(rates)  # [rank][iteration] images/s
+    rank_totals = hvd.allgather_object(total)
     parts = hvd.allgather_object(dict(loop.times, allreduce_total=loop.comm_total_s))
     if hvd.rank() != 0:
         return None
@@ -154,7 +155,7 @@ def bench_throughput(
         spec,
         "torch",
         perf.device_name(device),
-        summarize(per_rank, parts, total, iters, per_iter, batch),
+        summarize(per_rank, parts, rank_totals, iters, per_iter, batch),
         gflop,
         warmup,
         iters,
