@@ -45,6 +45,29 @@ def _load(path: Path, check_data: bool, np: int | None = None) -> tuple[Suite, l
     return suite, runs
 
 
+def _check_images(container: str, runs: list[RunSpec]) -> None:
+    """Exit 2 before anything starts when --container is malformed or names no image for a
+    framework some selected run needs."""
+    from lbbench.launch.commands import container_images
+
+    try:
+        images = container_images(container)
+    except ValueError as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    missing = sorted({r.framework for r in runs} - set(images))
+    if missing:
+        n = sum(r.framework in missing for r in runs)
+        err.print(
+            f"error: --container names no image for {', '.join(missing)}, which {n} selected run(s) use: "
+            f"add {','.join(f'{fw}=IMAGE' for fw in missing)} (one GPU image per framework, docs/gpu.md) "
+            "or select runs with --only",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+
+
 @app.command()
 def plan(
     suite: Path = typer.Argument(..., help="suite YAML"),
@@ -160,7 +183,11 @@ def run(
     warm: bool = typer.Option(
         True, "--warm/--cold", help="cells with the same np and framework share one launch of workers (warm)"
     ),
-    container: str | None = typer.Option(None, help="run the workers in this Apptainer/Singularity image (exec --nv)"),
+    container: str | None = typer.Option(
+        None,
+        help="run the workers in this Apptainer/Singularity image (exec --nv), or one image per framework: "
+        "torch=IMAGE,tf=IMAGE (a GPU image holds one framework)",
+    ),
     container_runtime: str | None = typer.Option(
         None, help="apptainer | singularity (default: whichever is installed)"
     ),
@@ -213,6 +240,8 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(2)
+    if container:
+        _check_images(container, runs)
     binds = [str(results.resolve()), str(Path.cwd())] + [r.data.path for r in runs if r.data.path]
     opts = LaunchOptions(
         container=container,

@@ -24,10 +24,27 @@ def _extras():
     return c
 
 
-def test_recipes_build_through_the_bootstrap_in_gpu_mode():
+def _args(framework: str) -> dict[str, str]:
+    text = (ROOT / "containers" / f"{framework}.args").read_text()
+    return dict(ln.split("=", 1) for ln in text.split())
+
+
+def test_recipes_build_one_framework_per_image_through_the_bootstrap():
+    """A GPU image holds one framework with one CUDA: the base image's CUDA major (its nvcc
+    compiles Horovod's CUDA kernels) is the framework's - 13 for PyPI's torch 2.13.0, 12 for
+    tensorflow[and-cuda] 2.18.1 - in both recipes, which pass the framework to the bootstrap."""
+    bases = {fw: _args(fw)["BASE"] for fw in ("torch", "tf")}
+    assert {fw: _args(fw)["FRAMEWORK"] for fw in bases} == {"torch": "torch", "tf": "tf"}
+    assert bases["torch"].startswith("nvidia/cuda:13.") and bases["tf"].startswith("nvidia/cuda:12.")
+    assert "cudnn" not in bases["torch"] + bases["tf"]  # cuDNN comes from the framework's wheel, once
+    for fw, base in bases.items():
+        assert f"FROM {base} AS base-{fw}" in DOCKER
+    assert "FROM base-${FRAMEWORK}" in DOCKER and "LBBENCH_GPU=${FRAMEWORK} " in DOCKER
+    assert "From: {{ BASE }}" in DEF and "LBBENCH_GPU={{ FRAMEWORK }} " in DEF
+    assert f"BASE={bases['torch']}" in DEF  # the %arguments defaults are the torch image's
     for text in (DEF, DOCKER):
-        assert re.search(r"LBBENCH_GPU=1 .*bash tools/bootstrap.sh", text, re.S)
-        assert "python3.11" in text and "cuda:12." in text  # DALI cuda120 needs CUDA 12
+        assert re.search(r"LBBENCH_GPU=\S+ .*bash tools/bootstrap.sh", text, re.S)
+        assert "python3.11" in text
         # the self-test checks the stack it built (horovodrun --check-build exits 0 whatever it finds)
         assert "tools/gpu_selftest.py" in text and "lbbench plan" in text
         assert "LBBENCH_VENV=/opt/venv" in text  # never the checkout's .venv
@@ -59,14 +76,35 @@ def test_the_bootstrap_stamp_includes_the_gpu_mode():
             check=True,
         ).stdout.strip()
 
-    assert stamp("0") != stamp("1") and len(stamp("1")) == 16
+    assert len({stamp("0"), stamp("torch"), stamp("tf")}) == 3 and len(stamp("tf")) == 16
+
+
+def test_each_environment_installs_one_framework():
+    def extras(gpu: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LBBENCH_GPU": gpu}
+        return subprocess.run(
+            ["bash", str(ROOT / "tools" / "bootstrap.sh"), "--extras"], env=env, capture_output=True, text=True
+        )
+
+    assert set(extras("0").stdout.strip().split(",")) >= {"torch", "tf", "dali", "test"}
+    assert extras("torch").stdout.strip().split(",") == ["torch", "dali-cuda130", "horovod", "mpi", "data"]
+    assert extras("tf").stdout.strip().split(",") == ["tf-gpu", "dali", "horovod", "mpi", "data"]
+    bad = extras("1")  # the old single GPU environment is refused, saying why
+    assert bad.returncode == 2 and "torch or tf" in bad.stderr and "CUDA 13" in bad.stderr
 
 
 def test_gpu_selftest_fails_on_a_cpu_stack_naming_each_gap():
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_selftest.py")], capture_output=True, text=True)
+    def selftest(framework: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "gpu_selftest.py"), framework], capture_output=True, text=True
+        )
+
+    p = selftest("torch")
     assert p.returncode == 1 and "FAILED" in p.stdout
-    assert "is a CPU build (torch.version.cuda is None)" in p.stderr
-    assert "Horovod was built without NCCL" in p.stderr and "built without CUDA" in p.stderr
+    assert "is a CPU build (torch.version.cuda is None)" in p.stderr and "Horovod was built without NCCL" in p.stderr
+    assert "TensorFlow is installed too" in p.stderr  # the CPU environment holds both frameworks
+    p = selftest("tf")
+    assert p.returncode == 1 and "built without CUDA" in p.stderr and "PyTorch is installed too" in p.stderr
 
 
 def test_nccl_paths_give_horovod_one_nccl_with_an_unversioned_link(tmp_path):
@@ -90,7 +128,7 @@ def test_nccl_paths_give_horovod_one_nccl_with_an_unversioned_link(tmp_path):
 def test_bootstrap_gpu_mode_builds_horovod_with_nccl_and_the_same_edit():
     assert "HOROVOD_GPU_OPERATIONS=NCCL" in BOOT and "HOROVOD_WITH_MPI=1" in BOOT and "HOROVOD_WITH_GLOO=1" in BOOT
     assert 'tools/horovod_cxx17.py" "$src/horovod-$HOROVOD_VERSION"' in BOOT  # the edit, in every mode
-    assert "TF_EXTRA=tf-gpu" in BOOT
+    assert 'build_cfg "env-$ENV_NAME"' in BOOT and "HOROVOD_WITHOUT_TENSORFLOW=1" in BOOT
 
 
 def test_gpu_extras_pin_the_same_versions_as_the_cpu_ones():
@@ -100,4 +138,6 @@ def test_gpu_extras_pin_the_same_versions_as_the_cpu_ones():
     tf_gpu = re.search(r"tensorflow\[and-cuda\]==([\d.]+)", extras["tf-gpu"]).group(1)
     assert tf_cpu == tf_gpu == "2.18.1"
     assert "nvidia-dali-cuda120==2.4.0" in extras["dali"] and "torch==2.13.0" in extras["torch"]
+    assert "nvidia-dali-cuda130==2.4.0" in extras["dali-cuda130"]  # the same DALI for PyTorch's CUDA 13
+    assert "cuda120" in c["lbbench:build"]["dali-tf-plugin"]  # the TF plugin matches TensorFlow's CUDA 12
     assert c["lbbench:build"]["horovod"] == "0.28.1" and c["lbbench:build"]["tf-keras"] == "2.18.0"

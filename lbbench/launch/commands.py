@@ -16,24 +16,46 @@ from pathlib import Path
 
 from lbbench.spec import RunSpec
 
+FRAMEWORKS = ("torch", "tf")
+
+
+def container_images(value: str) -> dict[str, str]:
+    """``--container IMAGE`` (every framework's workers in it) or ``torch=IMAGE,tf=IMAGE`` (one image
+    per framework: a GPU image holds one framework, as PyTorch's and TensorFlow's CUDA libraries
+    collide). Raises ValueError naming a bad entry."""
+    if "=" not in value:
+        return {fw: value for fw in FRAMEWORKS}
+    images: dict[str, str] = {}
+    for entry in value.split(","):
+        fw, sep, image = entry.partition("=")
+        if not sep or fw not in FRAMEWORKS or not image or fw in images:
+            raise ValueError(f"--container {value!r}: bad entry {entry!r} (expected IMAGE or torch=IMAGE,tf=IMAGE)")
+        images[fw] = image
+    return images
+
 
 @dataclass(frozen=True)
 class LaunchOptions:
     """How workers are started beyond the launcher's name: a container image to run them in
-    (``apptainer exec --nv IMAGE``, or singularity), and the srun MPI plugin."""
+    (``apptainer exec --nv IMAGE``, or singularity; one for all, or one per framework), and the
+    srun MPI plugin."""
 
-    container: str | None = None
+    container: str | None = None  # as given: IMAGE or torch=IMAGE,tf=IMAGE (container_images)
     container_runtime: str | None = None  # apptainer | singularity (None: whichever is installed)
     srun_mpi: str = "pmix"
     binds: tuple[str, ...] = ()  # host paths the container must see (results, data)
 
+    def image(self, framework: str) -> str | None:
+        return container_images(self.container).get(framework) if self.container else None
 
-def container_prefix(opts: LaunchOptions | None) -> list[str]:
-    if not opts or not opts.container:
+
+def container_prefix(opts: LaunchOptions | None, framework: str) -> list[str]:
+    image = opts.image(framework) if opts else None
+    if not opts or not image:
         return []
     runtime = opts.container_runtime or next((t for t in ("apptainer", "singularity") if shutil.which(t)), "apptainer")
     binds = [a for b in sorted(set(opts.binds)) for a in ("--bind", b)]
-    return [runtime, "exec", "--nv", *binds, opts.container]
+    return [runtime, "exec", "--nv", *binds, image]
 
 
 def worker_argv(
@@ -44,7 +66,7 @@ def worker_argv(
     # Inside a container the host's interpreter path means nothing: use the image's python.
     python = "python" if opts and opts.container else sys.executable
     dirs = [str(run_dir), *map(str, more)]
-    return [*container_prefix(opts), python, "-m", f"lbbench.backends.{spec.framework}.train", *dirs]
+    return [*container_prefix(opts, spec.framework), python, "-m", f"lbbench.backends.{spec.framework}.train", *dirs]
 
 
 def worker_env(spec: RunSpec, opts: LaunchOptions | None = None) -> dict[str, str]:

@@ -124,3 +124,12 @@ def test_containerised_workers_get_pmix_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("PMIX_MCA_gds", "shmem")  # a site's own choice stands
     assert worker_env(spec, LaunchOptions(container="/i.sif"))["PMIX_MCA_gds"] == "shmem"
     assert PerfSpec().deterministic is False  # TensorFlow's GPU op determinism is opt-in
+
+
+def test_a_backend_whose_framework_is_missing_says_which_image_to_use():
+    """A GPU image holds one framework: its workers fail on a cell of the other, saying why."""
+    from lbbench.backends import require
+
+    require("numpy", "NumPy")  # present: nothing happens
+    with pytest.raises(ImportError, match=r"TensorFlow is not installed .*\(--container torch=IMAGE,tf=IMAGE"):
+        require("lbbench_no_such_framework", "TensorFlow")

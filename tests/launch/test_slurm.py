@@ -160,6 +160,30 @@ def test_srun_command_inside_an_allocation(tmp_path, monkeypatch):
     i = cmd.index("apptainer")
     assert cmd[i : i + 6] == ["apptainer", "exec", "--nv", "--bind", "/data", "/i.sif"]
     assert cmd[i + 6 : i + 9] == ["python", "-m", "lbbench.backends.torch.train"]
+    # one GPU image per framework: the run's framework picks its image
+    per_fw = LaunchOptions(container="tf=/tf.sif,torch=/torch.sif", container_runtime="apptainer")
+    cmd = command("slurm", spec, tmp_path, per_fw)
+    assert cmd[cmd.index("apptainer") + 3] == "/torch.sif"
+    cmd = command("slurm", spec.model_copy(update=dict(framework="tf")), tmp_path, per_fw)
+    assert cmd[cmd.index("apptainer") + 3 :][:4] == ["/tf.sif", "python", "-m", "lbbench.backends.tf.train"]
+
+
+def test_container_images_per_framework_are_checked_before_anything_starts(tmp_path, digits_dir):
+    from lbbench.launch.commands import container_images
+
+    assert container_images("/a.sif") == {"torch": "/a.sif", "tf": "/a.sif"}
+    assert container_images("torch=/t.sif,tf=/f.sif") == {"torch": "/t.sif", "tf": "/f.sif"}
+    for bad in ("torch=/t.sif,mxnet=/m.sif", "torch=", "torch=/a,torch=/b", "torch=/t.sif,/f.sif"):
+        with pytest.raises(ValueError, match="bad entry"):
+            container_images(bad)
+    suite = write_suite(tmp_path / "s.yaml", TINY.format(data=digits_dir, np=2))  # torch runs
+    res = tmp_path / "res"
+    for container, says in (("tf=/f.sif", "no image for torch"), ("torch=/t.sif,jax=/j.sif", "bad entry 'jax")):
+        p = lbbench("run", suite, "--launcher", "slurm", "--dry-run", "--container", container, "--results", res)
+        assert p.returncode == 2 and says in p.stderr, p.stderr
+    assert not res.exists()
+    p = lbbench("run", suite, "--launcher", "slurm", "--dry-run", "--container", "torch=/t.sif", "--results", res)
+    assert p.returncode == 0 and "--container torch=/t.sif" in p.stdout, p.stderr
 
 
 def test_slurm_launcher_outside_an_allocation_says_what_to_do(tmp_path, digits_dir):

@@ -6,5 +6,8 @@ the backend runs on tf-keras: TF_USE_LEGACY_KERAS=1 is set before TensorFlow is 
 
 import os
 
+from lbbench.backends import require
+
+require("tensorflow", "TensorFlow")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
