@@ -3,7 +3,8 @@ augmentation and evaluation preprocessing whatever the framework. Only the outpu
 differs - CHW for PyTorch, HWC for TensorFlow.
 
 lbbench's GlobalBatchSampler chooses the files (the same sample order for every np, see
-lbbench/sampling.py); their bytes enter through external_source. Decoding is on the CPU here
+lbbench/sampling.py); their paths enter through external_source and DALI's C++ file reader
+(``fn.io.file.read``) reads them in its worker threads. Decoding is on the CPU here
 and "mixed" (GPU) on clusters. Training with ImageNet augmentation decodes only the random crop
 (``decoders.image_random_crop``: a JPEG's region of interest, as NVIDIA's MLPerf pipelines do)
 instead of the whole image. DALI's worker threads come from the worker's CPU allocation
@@ -52,31 +53,59 @@ def _read(path: str) -> np.ndarray:
     return data
 
 
-class FileBatches:
-    """Feeds DALI (encoded bytes, labels) batches from an index iterator."""
+class Files:
+    """A split's files and labels, as the pipelines' external sources hand them to DALI: the
+    file's path, which DALI's C++ reader (``fn.io.file.read``, in its worker threads) opens -
+    Python reads no image bytes. A file is looked at in Python once per process, the first time
+    the sampler chooses it (its bytes read and its header checked: DALI's decoders fail without
+    a name, or crash, on damaged files); from then on only its path is passed."""
 
-    def __init__(self, files: list[str], labels: list[int], indices: Iterator[np.ndarray]):
-        self.files, self.labels, self.indices = files, np.asarray(labels, dtype=np.int32), indices
+    def __init__(self, files: list[str], labels: list[int] | np.ndarray):
+        self.paths = files
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.checked = np.zeros(len(files), dtype=bool)
+
+    def path(self, i: int) -> np.ndarray:
+        """File ``i``'s path as DALI's file reader takes it (UTF-8 bytes)."""
+        if not self.checked[i]:
+            _read(self.paths[i])
+            self.checked[i] = True
+        return np.frombuffer(self.paths[i].encode(), dtype=np.uint8)
+
+    def label(self, i: int) -> np.ndarray:
+        return self.labels[i : i + 1]
+
+    def check_all(self) -> None:
+        """Look at every file now (what the first epoch does as it goes)."""
+        for i in np.flatnonzero(~self.checked):
+            self.path(int(i))
+
+
+class FileBatches:
+    """Feeds DALI (path, label) batches from an index iterator."""
+
+    def __init__(self, files: Files, indices: Iterator[np.ndarray]):
+        self.files, self.indices = files, indices
         self.fed: deque[np.ndarray] = deque(maxlen=8)  # DALI prefetches a few batches, never 8
 
     def __call__(self):
         idx = next(self.indices)
         self.fed.append(idx)
-        return ([_read(self.files[i]) for i in idx], [self.labels[i : i + 1] for i in idx])
+        return ([self.files.path(i) for i in idx], [self.files.label(i) for i in idx])
 
     def recent_files(self) -> list[str]:
         """The files of the batches DALI may be decoding, newest first (to name a culprit)."""
-        return [self.files[i] for idx in reversed(self.fed) for i in idx]
+        return [self.files.paths[i] for idx in reversed(self.fed) for i in idx]
 
 
 class SampleSource:
     """The same feed, one sample per call, as DALI's TensorFlow plugin requires (its
     DALIDatasetWithInputs accepts only single-output, per-sample external sources): two
-    sources, bytes and label, that look up sample ``idx_in_batch`` of batch ``iteration`` in
+    sources, path and label, that look up sample ``idx_in_batch`` of batch ``iteration`` in
     one shared plan, whatever order DALI calls them in."""
 
-    def __init__(self, files: list[str], labels: list[int], indices: Iterator[np.ndarray]):
-        self.files, self.labels, self.indices = files, np.asarray(labels, dtype=np.int32), indices
+    def __init__(self, files: Files, indices: Iterator[np.ndarray]):
+        self.files, self.indices = files, indices
         self.batches: dict[int, np.ndarray] = {}
         self.last = -1
 
@@ -88,14 +117,13 @@ class SampleSource:
         return int(self.batches[info.iteration][info.idx_in_batch])
 
     def encoded(self, info) -> np.ndarray:
-        return _read(self.files[self._index(info)])
+        return self.files.path(self._index(info))
 
     def label(self, info) -> np.ndarray:
-        i = self._index(info)
-        return self.labels[i : i + 1]
+        return self.files.label(self._index(info))
 
     def recent_files(self) -> list[str]:
-        return [self.files[i] for it in sorted(self.batches, reverse=True) for i in self.batches[it]]
+        return [self.files.paths[i] for it in sorted(self.batches, reverse=True) for i in self.batches[it]]
 
 
 class EpochLoaders:
@@ -149,12 +177,13 @@ def pipeline(
     @pipeline_def(batch_size=batch, num_threads=DALI_THREADS, device_id=gpu, seed=seed, prefetch_queue_depth=2)
     def pipe():
         if isinstance(source, SampleSource):
-            encoded = fn.external_source(source=source.encoded, batch=False, dtype=types.UINT8)
+            paths = fn.external_source(source=source.encoded, batch=False, dtype=types.UINT8)
             labels = fn.external_source(source=source.label, batch=False, dtype=types.INT32)
         else:
-            encoded, labels = fn.external_source(
+            paths, labels = fn.external_source(
                 source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
             )
+        encoded = fn.io.file.read(paths)  # in C++, in DALI's threads
         device = "cpu" if gpu is None else "mixed"
         mirror = False
         if train and augment == "imagenet":

@@ -1,4 +1,5 @@
-"""The DALI pipeline both backends share: its output does not depend on the number of DALI
+"""The DALI pipeline both backends share: DALI's C++ reader delivers each chosen file's exact
+bytes, and Python looks at a file once; its output does not depend on the number of DALI
 threads (so a worker may size them from its allocation), training crops are decoded as regions
 of interest, and the thread count follows the worker's CPU share."""
 
@@ -26,8 +27,45 @@ def jpegs(tmp_path):
 def _batches(files, threads, train, augment, n=3, batch=8):
     dp.DALI_THREADS = threads
     feed = iter([np.arange(k * batch, (k + 1) * batch) % len(files) for k in range(n + 4)])
-    pipe = dp.pipeline(dp.FileBatches(files, [0] * len(files), feed), batch, 32, train, augment, seed=11, gpu=None)
+    source = dp.FileBatches(dp.Files(files, [0] * len(files)), feed)
+    pipe = dp.pipeline(source, batch, 32, train, augment, seed=11, gpu=None)
     return [np.array(pipe.run()[0].as_tensor()) for _ in range(n)]
+
+
+def test_the_reader_delivers_the_chosen_files_bytes_and_python_looks_at_each_once(jpegs, monkeypatch):
+    from nvidia.dali import fn, pipeline_def, types
+
+    looked = []
+    read = dp._read
+    monkeypatch.setattr(dp, "_read", lambda path: looked.append(path) or read(path))
+    files = dp.Files(jpegs, list(range(len(jpegs))))
+    order = [np.array([5, 0, 23, 7]), np.array([7, 5, 1, 2]), np.array([23, 0, 1, 2])]
+    source = dp.FileBatches(files, iter(order))
+
+    @pipeline_def(batch_size=4, num_threads=2, device_id=None, prefetch_queue_depth=1)
+    def raw():
+        paths, labels = fn.external_source(source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32])
+        return fn.io.file.read(paths), labels
+
+    pipe = raw()
+    pipe.build()
+    for idx in order:
+        data, labels = pipe.run()
+        for k, i in enumerate(idx):
+            assert np.array(data.at(k)).tobytes() == open(jpegs[i], "rb").read()
+            assert int(np.array(labels.at(k))[0]) == i
+    assert sorted(looked) == sorted(jpegs[i] for i in (0, 1, 2, 5, 7, 23))  # each once, when first chosen
+
+
+def test_a_damaged_file_is_named_when_first_chosen(jpegs):
+    from lbbench.data.check import UndecodableImage
+
+    with open(jpegs[3], "r+b") as f:
+        f.truncate(200)  # no end-of-image marker
+    files = dp.Files(jpegs, [0] * len(jpegs))
+    files.path(2)
+    with pytest.raises(UndecodableImage, match=f"cannot decode {jpegs[3]}: truncated JPEG"):
+        files.path(3)
 
 
 @pytest.mark.parametrize("train,augment", [(True, "imagenet"), (False, "imagenet"), (True, "none")])

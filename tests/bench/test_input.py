@@ -20,7 +20,7 @@ def test_synthetic_jpegs_then_the_input_benchmark(tmp_path):
     with Image.open(files[0]) as im:
         assert im.format == "JPEG" and im.size == (80, 375)
     out = tmp_path / "input.json"
-    for augment, decode in (("imagenet", "roi,full,reference"), ("none", "roi,full")):
+    for augment, decode in (("imagenet", "roi,first-epoch,full,reference"), ("none", "roi,full")):
         p = lbbench(
             "bench", "input", data, "--batch", "4", "--size", "32", "--threads", "1,2", "--batches", "2",
             "--rounds", "1", "--augment", augment, "--decode", decode, "--out", out,

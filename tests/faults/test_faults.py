@@ -231,8 +231,8 @@ def test_a_garbled_run_yaml_means_a_clean_restart(suite, reference, tmp_path):
 
 
 def test_two_staggered_runs_train_the_cell_once(suite, reference, tmp_path):
-    first = _start(suite, tmp_path)
-    _wait_for_epoch(tmp_path, 1)
+    first = _start(suite, tmp_path, HOLD.format(s=10))  # certainly training when the second starts
+    _wait_for_epoch(tmp_path, 2)
     second = _run(suite, tmp_path)
     assert second.returncode == 0 and "running in another lbbench process" in second.stdout
     out, _ = first.communicate(timeout=300)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lbbench.backends.dali_pipeline import EpochLoaders, SampleSource, named_failure, pipeline
+from lbbench.backends.dali_pipeline import EpochLoaders, Files, SampleSource, named_failure, pipeline
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
 from lbbench.worker.sampling import (
@@ -62,9 +62,10 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = Non
         return _Synthetic(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
+    split = Files(files, labels)  # for every epoch's pipeline: a file is checked once
 
     def loader(feed, seed: int) -> _Batches:
-        source = SampleSource(files, labels, feed)
+        source = SampleSource(split, feed)
         return _Batches(_dataset(spec, source, spec.local_batch, True, seed, gpu), source)
 
     if spec.data.augment == "none":  # nothing random: one pipeline for the whole run
@@ -88,7 +89,7 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
             for s in shards:
                 yield np.concatenate([s, np.repeat(s[:1], spec.eval_batch - len(s))])
 
-    source = SampleSource(files, labels, forever())
+    source = SampleSource(Files(files, labels), forever())
     loader = _Batches(_dataset(spec, source, spec.eval_batch, False, spec.seed, gpu), source)
 
     def one_pass():

@@ -2,8 +2,8 @@
 synthetic tensors.
 
 lbbench's GlobalBatchSampler chooses the files (so the sample order is the same for every np,
-see lbbench/sampling.py) and DALI does the rest: file bytes enter through external_source,
-then decode (CPU here, "mixed" = GPU decode on clusters), augmentation and normalisation.
+see lbbench/sampling.py) and DALI does the rest: file paths enter through external_source,
+DALI's C++ reader reads them, then decode (CPU here, "mixed" = GPU decode on clusters), augmentation and normalisation.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lbbench.backends.dali_pipeline import EpochLoaders, FileBatches, named_failure, pipeline
+from lbbench.backends.dali_pipeline import EpochLoaders, FileBatches, Files, named_failure, pipeline
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
 from lbbench.worker.sampling import (
@@ -61,9 +61,10 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
         return _SyntheticLoader(spec, stream)
     files, labels, _ = list_split(f"{spec.data.path}/train")
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
+    split = Files(files, labels)  # for every epoch's pipeline: a file is checked once
 
     def loader(feed, seed: int) -> DaliLoader:
-        source = FileBatches(files, labels, feed)
+        source = FileBatches(split, feed)
         pipe = pipeline(source, spec.local_batch, spec.data.image_size, True, spec.data.augment, seed=seed, gpu=gpu)
         return DaliLoader(pipe, source, gpu=gpu)
 
@@ -87,7 +88,7 @@ def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
         while True:
             yield from shards
 
-    source = FileBatches(files, labels, forever())
+    source = FileBatches(Files(files, labels), forever())
     pipe = pipeline(
         source,
         spec.eval_batch,
