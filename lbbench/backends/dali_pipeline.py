@@ -56,9 +56,10 @@ def _read(path: str) -> np.ndarray:
 class Files:
     """A split's files and labels, as the pipelines' external sources hand them to DALI: the
     file's path, which DALI's C++ reader (``fn.io.file.read``, in its worker threads) opens -
-    Python reads no image bytes. A file is looked at in Python once per process, the first time
-    the sampler chooses it (its bytes read and its header checked: DALI's decoders fail without
-    a name, or crash, on damaged files); from then on only its path is passed."""
+    Python reads no image bytes. A file is looked at in Python once per run (a Files lives as
+    long as the run's loader), the first time the sampler chooses it (its bytes read and its
+    header checked: DALI's decoders fail without a name, or crash, on damaged files); from then
+    on only its path is passed."""
 
     def __init__(self, files: list[str], labels: list[int] | np.ndarray):
         self.paths = files
