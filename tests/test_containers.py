@@ -87,8 +87,8 @@ def test_each_environment_installs_one_framework():
         )
 
     assert set(extras("0").stdout.strip().split(",")) >= {"torch", "tf", "dali", "test"}
-    assert extras("torch").stdout.strip().split(",") == ["torch", "dali-cuda130", "horovod", "mpi", "data"]
-    assert extras("tf").stdout.strip().split(",") == ["tf-gpu", "dali", "horovod", "mpi", "data"]
+    assert extras("torch").stdout.strip().split(",") == ["torch", "dali-cuda130", "horovod", "mpi", "data", "test-gpu"]
+    assert extras("tf").stdout.strip().split(",") == ["tf-gpu", "dali", "horovod", "mpi", "data", "test-gpu"]
     bad = extras("1")  # the old single GPU environment is refused, saying why
     assert bad.returncode == 2 and "torch or tf" in bad.stderr and "CUDA 13" in bad.stderr
 
@@ -129,6 +129,17 @@ def test_bootstrap_gpu_mode_builds_horovod_with_nccl_and_the_same_edit():
     assert "HOROVOD_GPU_OPERATIONS=NCCL" in BOOT and "HOROVOD_WITH_MPI=1" in BOOT and "HOROVOD_WITH_GLOO=1" in BOOT
     assert 'tools/horovod_cxx17.py" "$src/horovod-$HOROVOD_VERSION"' in BOOT  # the edit, in every mode
     assert 'build_cfg "env-$ENV_NAME"' in BOOT and "HOROVOD_WITHOUT_TENSORFLOW=1" in BOOT
+
+
+def test_horovods_cuda_kernels_target_architectures_the_images_nvcc_knows():
+    """Horovod's default list starts at sm_35: nvcc 12 stops at it, nvcc 13 at anything below sm_75."""
+    build = _extras()["lbbench:build"]
+    lowest = {"tf": 50, "torch": 75}  # the oldest architecture nvcc 12 / nvcc 13 compiles for
+    for fw, oldest in lowest.items():
+        ccs = [int(c) for c in build[f"cuda-cc-{fw}"].split(",")]
+        assert ccs and min(ccs) >= oldest and 90 in ccs, (fw, ccs)  # ... and Hopper (H100/H200)
+    assert max(int(c) for c in build["cuda-cc-tf"].split(",")) <= 90  # nvcc 12.4 knows nothing newer
+    assert 'HOROVOD_BUILD_CUDA_CC_LIST="$(build_cfg "cuda-cc-$ENV_NAME")"' in BOOT
 
 
 def test_gpu_extras_pin_the_same_versions_as_the_cpu_ones():

@@ -92,7 +92,8 @@ build_horovod() {
     # silently link its own NCCL against the wheel's header): tools/nccl_paths.py makes the link.
     local inc lib
     read -r inc lib < <("$VENV/bin/python" "$ROOT/tools/nccl_paths.py" "$src/nccl-link")
-    gpu_env=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_INCLUDE="$inc" HOROVOD_NCCL_LIB="$lib" HOROVOD_NCCL_LINK=SHARED)
+    gpu_env=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_INCLUDE="$inc" HOROVOD_NCCL_LIB="$lib" HOROVOD_NCCL_LINK=SHARED
+      HOROVOD_BUILD_CUDA_CC_LIST="$(build_cfg "cuda-cc-$ENV_NAME")")
   fi
   local fw_env=(HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1)
   [[ $WITH_TORCH == 0 ]] && fw_env=(HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1)
