@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from gpu_stack import cuda_major, problems
+from gpu_stack import cuda_major, problems, report
 
 DALI = {12: "nvidia-dali-cuda120", 13: "nvidia-dali-cuda130"}
 
@@ -104,11 +104,7 @@ def _installed(dist: str) -> bool:
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1] not in ("torch", "tf"):
         sys.exit("usage: python tools/gpu_selftest.py torch|tf   (the image's framework)")
-    found = gaps(sys.argv[1])
-    for g in found:
-        print(f"gpu_selftest: {g}", file=sys.stderr)
-    print(f"gpu_selftest ({sys.argv[1]}): " + ("FAILED" if found else "the GPU environment is complete"))
-    sys.exit(1 if found else 0)
+    report("gpu_selftest", gaps(sys.argv[1]), f"({sys.argv[1]}) ", "the GPU environment is complete")
 
 
 if __name__ == "__main__":

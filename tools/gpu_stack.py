@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = "https://pypi.org/simple"
@@ -123,11 +124,15 @@ def main() -> None:
     except RuntimeError as e:
         print(f"gpu_stack: {e}", file=sys.stderr)
         sys.exit(2)
-    found = problems(installs)
     majors = sorted({m for n, v in installs if (m := cuda_major(n, v)) is not None})
+    report("gpu_stack", problems(installs), f"{len(installs)} distributions, CUDA majors {majors}: ", "one CUDA")
+
+
+def report(tool: str, found: list[str], headline: str, ok: str) -> NoReturn:
+    """Print each problem (stderr) and the verdict, then exit 1 if there were any, else 0."""
     for f in found:
-        print(f"gpu_stack: {f}", file=sys.stderr)
-    print(f"gpu_stack: {len(installs)} distributions, CUDA majors {majors}: " + ("FAILED" if found else "one CUDA"))
+        print(f"{tool}: {f}", file=sys.stderr)
+    print(f"{tool}: {headline}" + ("FAILED" if found else ok))
     sys.exit(1 if found else 0)
 
 
