@@ -77,10 +77,14 @@ def bench_throughput(
 def bench_bare(model_name: str, batch: int, warmup: int, iters: int, per_iter: int) -> dict:
     """The yardstick of `lbbench bench loop`: the plainest TensorFlow training loop on lbbench's
     network - one fixed synthetic batch, forward, backward and Keras' SGD (momentum 0.9) in one
-    tf.function - with no Horovod, no data pipeline, no timers: images / time."""
+    tf.function - with no Horovod, no data pipeline, no timers, on the CPU thread pools of
+    lbbench's one-rank worker (as the PyTorch yardstick takes its threads): images / time."""
+    from lbbench.backends.tf import perf
     from lbbench.backends.tf.loop import per_sample_loss
     from lbbench.backends.tf.model import build_model
 
+    if not tf.config.list_physical_devices("GPU"):
+        perf.cpu_threads(1)  # the thread pools lbbench's one-rank worker takes
     spec = bench_spec("sgd", model_name, batch, 1, framework="tf")
     tf.keras.utils.set_random_seed(0)
     model = build_model(spec.model, spec.data.classes, spec.data.image_size)

@@ -56,10 +56,17 @@ def configure(spec: RunSpec, hvd: Any, deterministic: bool) -> list[Any]:
         tf.config.set_visible_devices(gpu, "GPU")
         mine = [gpu]
     else:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        cpu_threads(hvd.local_size())
     configure_cell(spec, mine)
     return mine
+
+
+def cpu_threads(local_workers: int) -> None:
+    """A CPU worker's thread pools (before TensorFlow's runtime starts): its share of the node's
+    cores for each op, and one op at a time, so that the node's ranks do not oversubscribe the
+    cores. `bench loop`'s bare loop takes the same, so that the two compare like for like."""
+    tf.config.threading.set_intra_op_parallelism_threads(max(1, (os.cpu_count() or 1) // local_workers))
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def configure_cell(spec: RunSpec, gpus: list[Any]) -> None:
