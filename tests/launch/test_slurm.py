@@ -222,7 +222,11 @@ def test_scancel_leaves_the_run_resumable_and_a_resubmission_never_doubles_it(
     env = {**slurm_cluster, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     monkeypatch.setenv("SLURM_CONF", slurm_cluster["SLURM_CONF"])  # for queued_job / squeue below
     res = tmp_path / "res"
-    first = lbbench("run", suite, "--launcher", "slurm", "--submit", "--results", res, env=env)
+    # rank 0 holds still in epoch 3 (the fault hook's pause; the job inherits the submitting
+    # environment): the job is certainly running, with epoch 2's checkpoint, when scancel comes -
+    # on a fast machine the whole run otherwise finishes between two polls
+    held = {**env, "LBBENCH_FAULT": "mid_epoch:0:3:pause=120"}
+    first = lbbench("run", suite, "--launcher", "slurm", "--submit", "--results", res, env=held)
     assert first.returncode == 0 and first.stdout.count("submitted as job") == 1, first.stdout + first.stderr
     (rdir,) = (res / "cancelled").glob("sgd-*")
     job = first.stdout.split("submitted as job")[1].split()[0]
