@@ -60,7 +60,9 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(fw, tmp
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(
         [str(BIN / "lbbench"), "run", str(suite), "--results", str(killed)],
-        env=env,
+        # rank 0 holds still in epoch 3 (the fault hook's pause): epoch 2's checkpoint is there and
+        # both ranks alive when the test kills one - on a fast machine the run otherwise finishes first
+        env={**env, "LBBENCH_FAULT": "mid_epoch:0:3:pause=60"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
