@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from lbbench.backends.torch.loop import grouped_allreduce
 from lbbench.worker.noise_scale import noise_scale_parts
 
 
@@ -60,7 +61,7 @@ class Diagnostics:
             )
         global_sq = sum(float(g.pow(2).sum()) for g in grads)
         micro = torch.tensor(sum(self._micro_sq) / max(len(self._micro_sq), 1), dtype=torch.float64)
-        micro_sq = float(hvd.allreduce(micro, op=hvd.Average))
+        micro_sq = float(grouped_allreduce(hvd, [micro], "lbbench.diag.micro", op=hvd.Average)[0])
         parts = noise_scale_parts(micro_sq, global_sq, b, B)
         return dict(
             tensors=tensors,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lbbench.backends.torch.loop import grouped_allreduce
 from lbbench.methods.kfac import assign_owners, damping_split, kl_clip_scale
 
 
@@ -121,7 +122,9 @@ class KFACPreconditioner:
         """Mean over this step's micro-batches, then over ranks; blend with stat_decay."""
         mods = [m for m in self.layers + self.bns if m in self.acc]
         local = [s / self.acc[m][-1] for m in mods for s in self.acc[m][:-1]]
-        averaged = iter(hvd.grouped_allreduce(local, op=hvd.Average) if self.size > 1 else local)
+        averaged = iter(
+            grouped_allreduce(hvd, local, "lbbench.kfac.factors", op=hvd.Average) if self.size > 1 else local
+        )
         w = self.hp["stat_decay"]
         for m in mods:
             for store in (self.F,) if m in self.bns else (self.A, self.G):
@@ -150,7 +153,7 @@ class KFACPreconditioner:
             else:
                 out.append(torch.zeros_like(g))
         if self.size > 1:
-            out = hvd.grouped_allreduce(out, op=hvd.Sum)
+            out = grouped_allreduce(hvd, out, "lbbench.kfac.directions", op=hvd.Sum)
         nu = 1.0
         if self.hp["kl_clip"] > 0:
             nu = kl_clip_scale(sum(float((p * g).sum()) for p, g in zip(out, raw)) * lr * lr, self.hp["kl_clip"])

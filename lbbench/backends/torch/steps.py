@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import torch
 
-from lbbench.backends.torch.loop import Loop
+from lbbench.backends.torch.loop import Loop, grouped_allreduce
 from lbbench.backends.torch.optim import build_optimizer
 from lbbench.methods import cblr as cblr_method
 from lbbench.methods import extrap_sgd as extrap_method
@@ -195,7 +195,8 @@ class CurvatureLR(Standard):
             loop.backward_passes += 1 + self.samples
             loop.times["compute"] += time.perf_counter() - t0
             local += per_sample.mean().detach() / accum
-        cast(CBLR, self.optimizer).set_curvature(params, loop.hvd.grouped_allreduce(diag, op=loop.hvd.Average))
+        curvature = grouped_allreduce(loop.hvd, diag, "lbbench.cblr.curvature", op=loop.hvd.Average)
+        cast(CBLR, self.optimizer).set_curvature(params, curvature)
         total = loop.allreduce_grads(local)
         if math.isfinite(total):
             self.update(loop)
