@@ -51,7 +51,7 @@ def main() -> None:
     hp = dict(momentum=0.9, weight_decay=5e-5, nesterov=False, exclude_bn_bias=True, lr_convention="outside")
 
     def loss_of(model):
-        return tf.reduce_mean(per_sample_loss(model(x, training=True), y, 0.0))
+        return tf.reduce_mean(per_sample_loss(model(x, training=True), y, spec.label_smoothing))
 
     two = build_model(spec.model, spec.data.classes, size)
     two_opt = Optimizer("sgd", hp, two.trainable_variables, 0.01)

@@ -76,8 +76,9 @@ def bench_throughput(
 
 def bench_bare(model_name: str, batch: int, warmup: int, iters: int, per_iter: int) -> dict:
     """The yardstick of `lbbench bench loop`: the plainest TensorFlow training loop on lbbench's
-    network - one fixed synthetic batch, forward, backward and Keras' SGD (momentum 0.9) in one
-    tf.function - with no Horovod, no data pipeline, no timers, on the CPU thread pools of
+    network and loss (the benchmark spec's label smoothing) - one fixed synthetic batch, forward,
+    backward and Keras' SGD (momentum 0.9) in one tf.function - with no Horovod, no data
+    pipeline, no timers, on the CPU thread pools of
     lbbench's one-rank worker (as the PyTorch yardstick takes its threads): images / time."""
     from lbbench.backends.tf import perf
     from lbbench.backends.tf.loop import per_sample_loss
@@ -94,7 +95,7 @@ def bench_bare(model_name: str, batch: int, warmup: int, iters: int, per_iter: i
 
     def train_step() -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(per_sample_loss(model(x, training=True), y, 0.0))
+            loss = tf.reduce_mean(per_sample_loss(model(x, training=True), y, spec.label_smoothing))
         opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 

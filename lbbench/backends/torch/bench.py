@@ -166,8 +166,9 @@ def bench_throughput(
 
 def bench_bare(model_name: str, batch: int, warmup: int, iters: int, per_iter: int) -> dict:
     """The yardstick of `lbbench bench loop`: the plainest PyTorch training loop on lbbench's
-    network - one fixed synthetic batch, torch.optim.SGD (momentum 0.9, weight decay 1e-4) - with
-    no Horovod, no data pipeline, no timers: images / time over the timed iterations."""
+    network and loss (the benchmark spec's label smoothing) - one fixed synthetic batch,
+    torch.optim.SGD (momentum 0.9, weight decay 1e-4) - with no Horovod, no data pipeline, no
+    timers: images / time over the timed iterations."""
     import torch.nn.functional as F
 
     from lbbench.backends.torch.model import build_model
@@ -182,7 +183,7 @@ def bench_bare(model_name: str, batch: int, warmup: int, iters: int, per_iter: i
 
     def step() -> None:
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing).backward()
         opt.step()
 
     rates, total = timed_iterations(step, lambda: None, lambda: None, batch, warmup, iters, per_iter)
