@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lbbench.backends.torch.loop import grouped_allreduce
 from lbbench.spec import RunSpec
 
 
@@ -79,7 +80,8 @@ class TorchWorker:
                 logits = loop.forward(x)
             correct += int((logits.argmax(1) == y).sum())
             count += len(y)
-        correct, count = (int(v) for v in self.hvd.allreduce(torch.tensor([correct, count]), op=self.hvd.Sum))
+        tally = grouped_allreduce(self.hvd, [torch.tensor([correct, count])], "lbbench.eval", op=self.hvd.Sum)[0]
+        correct, count = (int(v) for v in tally)
         if count != self.spec.data.eval_samples:
             raise RuntimeError(f"evaluated {count} samples, expected {self.spec.data.eval_samples}")
         return correct / count
@@ -159,7 +161,7 @@ def param_digest(model) -> str:
 def sync_bn_buffers(model, hvd) -> None:
     """BN running statistics differ per rank (each saw its own micro-batches): average them."""
     buffers = [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
-    for b, avg in zip(buffers, hvd.grouped_allreduce(buffers, op=hvd.Average)):
+    for b, avg in zip(buffers, grouped_allreduce(hvd, buffers, "lbbench.bn", op=hvd.Average)):
         b.copy_(avg)
 
 
