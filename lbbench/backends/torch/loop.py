@@ -70,7 +70,7 @@ class Loop(LoopBase):
             self._queue.extend(self._to_device(next(self.train)) for _ in range(self.accum))
         with self.timed("compute"), torch.no_grad(), frozen_bn_statistics(self.model):
             losses = torch.cat([self.per_sample(x, y) for x, y in self._queue])
-        pool = self.hvd.allgather(losses)
+        pool = wait(self.hvd, self.hvd.allgather_async(losses, name="lbbench.discard.losses"))
         m = int(d.fraction * pool.numel())
         self._threshold = pool.kthvalue(m).values if m else torch.tensor(float("-inf"), device=pool.device)
         self._kept_total = int((pool > self._threshold).sum())
