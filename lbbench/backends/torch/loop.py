@@ -51,7 +51,7 @@ class Loop(LoopBase):
         self.overlap = None
         if hvd.size() > 1 and spec.perf.overlap_allreduce and spec.perf.compression == "none":
             mb = spec.perf.fusion_threshold_mb or 25
-            self.overlap = OverlappedAllreduce(self.params, hvd, self.average, mb * 2**20)
+            self.overlap = OverlappedAllreduce(model_order(self.params, model), hvd, self.average, mb * 2**20)
 
     def arm_overlap(self) -> None:
         if self.overlap is not None:
@@ -203,6 +203,16 @@ def frozen_bn_statistics(model: torch.nn.Module) -> Iterator[None]:
             b.copy_(s)
 
 
+def model_order(params: list[torch.Tensor], model: torch.nn.Module) -> list[torch.Tensor]:
+    """``params`` in the order ``model`` registers them (its forward order: the backward pass
+    finalises their gradients in about the reverse order); any the model does not hold first.
+    The optimizer's order is not that: with BN and biases in a group of their own (LARS's skip
+    list) every layer's biases came last, so the bucket holding them - the first one cut - could
+    start only when conv1's gradient was ready, at the end of the backward pass."""
+    position = {id(p): k for k, p in enumerate(model.parameters())}
+    return sorted(params, key=lambda p: position.get(id(p), -1))
+
+
 class OverlappedAllreduce:
     """The gradient allreduce overlapped with the backward pass (PyTorch).
 
@@ -212,11 +222,12 @@ class OverlappedAllreduce:
     pass goes on with the earlier layers - what Horovod's DistributedOptimizer, torch DDP and
     NVIDIA's MLPerf code do. After the backward pass the buckets not started yet (a parameter
     without a gradient is reduced as zeros, as the one grouped allreduce does) and the loss are
-    started, and every result is waited for and copied into ``.grad``.
+    started, and every result is waited for; the sums are written into ``.grad`` in place.
 
-    Buckets are fixed before the first step - the parameters in reverse order (the order the
-    backward pass produces them), cut at ``bucket_bytes`` - and named by index, so every rank
-    starts the same tensors under the same names whatever order its hooks fire in.
+    Buckets are fixed before the first step - ``params`` (given in the model's order, see
+    ``model_order``) reversed, the order the backward pass produces them, cut at
+    ``bucket_bytes`` - and named by index, so every rank starts the same tensors under the same
+    names whatever order its hooks fire in.
 
     The sums are elementwise, so at np = 2 the averaged gradients are bit-identical to one grouped
     allreduce after the backward (tests/backends/torch/test_overlap.py); at np >= 3 a ring
@@ -264,18 +275,18 @@ class OverlappedAllreduce:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for p in self.buckets[i]]
-        self._handles[i] = self.hvd.grouped_allreduce_async(grads, name=f"lbbench.grad.{i}", **self.average)
+        # in place: the bucket's gradients are final, and the sums land in .grad without a
+        # second buffer or a copy after the wait (the copy was on the exposed path)
+        self._handles[i] = self.hvd.grouped_allreduce_async_(grads, name=f"lbbench.grad.{i}", **self.average)
 
     def finish(self, local_loss: torch.Tensor) -> float:
-        """After the backward pass: start what is left, wait for everything, write the averages
-        into .grad; returns the averaged loss."""
+        """After the backward pass: start what is left and wait for everything (the averages are
+        then in .grad); returns the averaged loss."""
         self.armed = False
         for i in range(len(self.buckets)):
             if i not in self._handles:
                 self._start(i)
         loss = self.hvd.allreduce_async(local_loss, name="lbbench.loss", **self.average)
-        for i, handle in self._handles.items():
-            for p, g in zip(self.buckets[i], wait(self.hvd, handle)):
-                assert p.grad is not None
-                p.grad.copy_(g)
+        for handle in self._handles.values():
+            wait(self.hvd, handle)
         return float(wait(self.hvd, loss))

@@ -2,7 +2,10 @@
 lbbench's Gloo launcher, 2 ranks): a small network's gradients after 2 accumulated micro-batches,
 averaged once by one grouped allreduce after the backward pass and once by the overlapped
 buckets (tiny buckets, so several start during the backward pass). Prints both as hex digests
-of the float64 bytes, and the number of buckets started before the backward pass ended."""
+of the float64 bytes, and the number of buckets started before the backward pass ended. Then
+the parameters as an optimizer with a no-decay group hands them over (weights first, biases
+after), put in the model's order the way the loop does: prints the order the buckets started in
+(the index order when the buckets follow the backward pass)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import hashlib
 import horovod.torch as hvd
 import torch
 
-from lbbench.backends.torch.loop import OverlappedAllreduce
+from lbbench.backends.torch.loop import OverlappedAllreduce, model_order
 
 hvd.init()
 torch.manual_seed(0)  # the same network on both ranks; different data per rank
@@ -32,10 +35,10 @@ batches = [
 average = dict(op=hvd.Average)
 
 
-def grads(overlap: OverlappedAllreduce | None) -> tuple[str, int]:
+def grads(overlap: OverlappedAllreduce | None) -> tuple[str, list[int]]:
     for p in params:
         p.grad = None
-    early = 0
+    early: list[int] = []
     for a, (x, y) in enumerate(batches):
         if overlap is not None and a == len(batches) - 1:
             overlap.arm()
@@ -49,7 +52,7 @@ def grads(overlap: OverlappedAllreduce | None) -> tuple[str, int]:
             p.grad = g
         mean_loss = float(out[-1])
     else:
-        early = len(overlap._handles)  # started by the hooks, before finish()
+        early = list(overlap._handles)  # the buckets the hooks started, in order, before finish()
         mean_loss = overlap.finish(loss)
     digest = hashlib.sha256(b"".join(p.grad.numpy().tobytes() for p in params)).hexdigest()
     return f"{digest} loss={mean_loss!r}", early
@@ -57,4 +60,10 @@ def grads(overlap: OverlappedAllreduce | None) -> tuple[str, int]:
 
 plain, _ = grads(None)
 overlapped, early = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600))
-print(f"RANK {hvd.rank()} PLAIN {plain} OVERLAP {overlapped} EARLY {early}", flush=True)
+print(f"RANK {hvd.rank()} PLAIN {plain} OVERLAP {overlapped} EARLY {len(early)}", flush=True)
+
+grouped = [p for p in params if p.dim() > 1] + [p for p in params if p.dim() == 1]  # weights, then biases
+for name, order in (("GROUPS", grouped), ("MODEL", model_order(grouped, net))):
+    overlap = OverlappedAllreduce(order, hvd, average, bucket_bytes=600)
+    _, started = grads(overlap)
+    print(f"RANK {hvd.rank()} {name} STARTED {','.join(map(str, started))} OF {len(overlap.buckets)}", flush=True)
