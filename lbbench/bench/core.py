@@ -122,6 +122,20 @@ def stats(xs: list[float]) -> dict[str, float]:
     return dict(mean=m, ci95=1.96 * (statistics.stdev(xs) if len(xs) > 1 else 0.0))
 
 
+def slowest_rank_wait(waits: list[list[float]]) -> float | None:
+    """Seconds a rank spent, on average over the ranks, waiting in its allreduces for the slowest
+    rank to get there, from every rank's seconds per allreduce wait (``waits[rank][k]``, the same
+    collectives in the same order on every rank). A collective ends on all ranks together, so the
+    rank that arrives last waits only for the communication that was not hidden - the minimum
+    over ranks - and any other rank's wait beyond it is the time it arrived earlier: load imbalance
+    (a rank's compute noise, a slower node), not communication. None with one rank or without
+    host-timed waits (a GPU's allreduce is timed on the device)."""
+    if len(waits) < 2 or not waits[0] or any(len(w) != len(waits[0]) for w in waits):
+        return None
+    floor = [min(k) for k in zip(*waits)]
+    return statistics.fmean(sum(w - f for w, f in zip(rank, floor)) for rank in waits)
+
+
 def summarize(
     per_rank: list[list[float]],
     parts: list[dict[str, float]],
@@ -129,15 +143,19 @@ def summarize(
     iters: int,
     per_iter: int,
     batch: int,
+    waits: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     """The headline - every worker's images over the timed seconds (images / time, not a mean of
     per-iteration rates, which one fast round inflates) - then per worker and total images/s per
-    iteration (their spread), seconds per step, and the decomposition per step (mean over ranks).
+    iteration (their spread), seconds per step, and the decomposition per step (mean over ranks);
+    with every rank's allreduce waits, the part of the exposed allreduce that was waiting for the
+    slowest rank (``slowest_rank_wait``).
     The timed seconds are the slowest rank's: each rank's parts fit inside its own window, and the
     windows differ by how long each rank waited at the start, so any one rank's (rank 0's) can be
     shorter than another rank's parts."""
     totals = [sum(r[i] for r in per_rank) for i in range(iters)]
     steps = iters * per_iter
+    imbalance = slowest_rank_wait(waits or [])
     total_s = max(rank_totals_s)
     return dict(
         images_per_s=len(per_rank) * batch * steps / total_s,
@@ -149,6 +167,8 @@ def summarize(
         },
         # the allreduce's whole span, the part the backward pass hid included (not a part of the step)
         allreduce_total_s_per_step=statistics.fmean(p.get("allreduce_total", 0.0) for p in parts) / steps,
+        # of the exposed allreduce (decomposition's "allreduce"), the wait for the slowest rank
+        slowest_rank_wait_s_per_step=None if imbalance is None else imbalance / steps,
     )
 
 

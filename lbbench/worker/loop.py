@@ -48,6 +48,10 @@ class LoopBase:
         # seconds from the start of a step's gradient allreduce to its end, overlapped part
         # included; times["allreduce"] is only the exposed part (the wait after the backward)
         self.comm_total_s = 0.0
+        # each host-timed "allreduce" block's seconds, in order: every rank runs the same blocks,
+        # so their minimum over ranks is the part that is not waiting for the slowest rank
+        # (lbbench/bench/core.py: slowest_rank_wait)
+        self.waits: list[float] = []
 
     def start_epoch(self, epoch: int, global_batch: int, accum: int) -> None:
         self.global_batch, self.accum = global_batch, accum
@@ -56,6 +60,7 @@ class LoopBase:
         self.discarded = 0
         self.times = dict.fromkeys(self.times, 0.0)
         self.comm_total_s = 0.0
+        self.waits = []
 
     def arm_overlap(self) -> None:
         """Before a step's last backward pass: start the gradient allreduce during it, where the
@@ -88,7 +93,10 @@ class LoopBase:
         t0 = time.perf_counter()
         yield
         self.sync()
-        self._times[part] += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self._times[part] += seconds
+        if part == "allreduce":
+            self.waits.append(seconds)
 
     def before_allreduce(self) -> None:
         faults.reach("allreduce", self.rank)

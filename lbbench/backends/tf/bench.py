@@ -58,6 +58,7 @@ def bench_throughput(
     per_rank = hvd.allgather_object(rates)
     rank_totals = hvd.allgather_object(total)
     parts = hvd.allgather_object(dict(loop.times, allreduce_total=loop.comm_total_s))
+    waits = hvd.allgather_object(loop.waits)
     if hvd.rank() != 0:
         return None
     gflop = TRAIN_FACTOR * forward_gflop_per_image(model, spec.data.image_size)
@@ -65,7 +66,7 @@ def bench_throughput(
         spec,
         "tf",
         perf.device_name(gpus),
-        summarize(per_rank, parts, rank_totals, iters, per_iter, batch),
+        summarize(per_rank, parts, rank_totals, iters, per_iter, batch, waits),
         gflop,
         warmup,
         iters,

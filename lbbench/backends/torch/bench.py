@@ -145,6 +145,7 @@ def bench_throughput(
     per_rank = hvd.allgather_object(rates)  # [rank][iteration] images/s
     rank_totals = hvd.allgather_object(total)
     parts = hvd.allgather_object(dict(loop.times, allreduce_total=loop.comm_total_s))
+    waits = hvd.allgather_object(loop.waits)
     if hvd.rank() != 0:
         return None
     from lbbench.backends.torch.flops import forward_gflop_per_image
@@ -155,7 +156,7 @@ def bench_throughput(
         spec,
         "torch",
         perf.device_name(device),
-        summarize(per_rank, parts, rank_totals, iters, per_iter, batch),
+        summarize(per_rank, parts, rank_totals, iters, per_iter, batch, waits),
         gflop,
         warmup,
         iters,

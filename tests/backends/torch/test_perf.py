@@ -167,6 +167,10 @@ def test_bench_throughput_result_is_well_formed(tmp_path, digits_dir):
         assert r["images_per_s"] == pytest.approx(r["np"] * 32 / r["step_s"], rel=1e-9)
         assert sum(r["decomposition_s_per_step"].values()) <= r["step_s"] * 1.01
         assert r["data"] == "synthetic" and r["iters"] == 3
+    one, two = res["runs"]
+    assert one["slowest_rank_wait_s_per_step"] is None  # one rank waits for nobody
+    # of the exposed allreduce, the part spent waiting for the other rank (at most all of it)
+    assert 0 <= two["slowest_rank_wait_s_per_step"] <= two["decomposition_s_per_step"]["allreduce"] + 1e-9
     assert res["runs"][0]["scaling_efficiency"] == 1.0
     eff = res["runs"][1]["scaling_efficiency"]
     assert eff == pytest.approx(res["runs"][1]["images_per_s"] / 2 / res["runs"][0]["images_per_s"])
