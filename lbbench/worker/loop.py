@@ -62,9 +62,10 @@ class LoopBase:
         self.comm_total_s = 0.0
         self.waits = []
 
-    def arm_overlap(self) -> None:
+    def arm_overlap(self, keep_local: bool = False) -> None:
         """Before a step's last backward pass: start the gradient allreduce during it, where the
-        backend can (PyTorch: lbbench/backends/torch/loop.py: OverlappedAllreduce)."""
+        backend can (PyTorch: lbbench/backends/torch/loop.py: OverlappedAllreduce);
+        ``keep_local``: the step reads this rank's gradient after the backward pass."""
 
     @property
     def times(self) -> dict[str, float]:

@@ -53,9 +53,9 @@ class Loop(LoopBase):
             mb = spec.perf.fusion_threshold_mb or 25
             self.overlap = OverlappedAllreduce(model_order(self.params, model), hvd, self.average, mb * 2**20)
 
-    def arm_overlap(self) -> None:
+    def arm_overlap(self, keep_local: bool = False) -> None:
         if self.overlap is not None:
-            self.overlap.arm()
+            self.overlap.arm(keep_local)
 
     def begin_step(self) -> None:
         """Before a step's micro-batches. With global small-loss discarding, the kept set is the
@@ -222,7 +222,11 @@ class OverlappedAllreduce:
     pass goes on with the earlier layers - what Horovod's DistributedOptimizer, torch DDP and
     NVIDIA's MLPerf code do. After the backward pass the buckets not started yet (a parameter
     without a gradient is reduced as zeros, as the one grouped allreduce does) and the loss are
-    started, and every result is waited for; the sums are written into ``.grad`` in place.
+    started, and every result is waited for. The sums are written into ``.grad`` in place (no
+    second buffer, no copy after the wait), except on a step whose diagnostics read the local
+    gradient after the backward pass (``arm(keep_local=True)``): in place, Horovod's background
+    thread would be overwriting it while they read it, so those steps reduce into new tensors and
+    copy them into ``.grad`` after the wait.
 
     Buckets are fixed before the first step - ``params`` (given in the model's order, see
     ``model_order``) reversed, the order the backward pass produces them, cut at
@@ -249,14 +253,15 @@ class OverlappedAllreduce:
         self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
         self._pending: list[int] = []
         self._handles: dict[int, Any] = {}
-        self.armed = False
+        self.armed, self.in_place = False, True
         self.first_start: float | None = None
         for p in params:
             p.register_post_accumulate_grad_hook(self._ready)
 
-    def arm(self) -> None:
-        """Before the step's last backward pass: start buckets as their gradients become final."""
-        self.armed, self.first_start = True, None
+    def arm(self, keep_local: bool = False) -> None:
+        """Before the step's last backward pass: start buckets as their gradients become final;
+        ``keep_local``: leave this rank's gradient in ``.grad`` until ``finish``."""
+        self.armed, self.first_start, self.in_place = True, None, not keep_local
         self._pending = [len(b) for b in self.buckets]
         self._handles = {}
 
@@ -275,9 +280,8 @@ class OverlappedAllreduce:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         grads = [p.grad for p in self.buckets[i]]
-        # in place: the bucket's gradients are final, and the sums land in .grad without a
-        # second buffer or a copy after the wait (the copy was on the exposed path)
-        self._handles[i] = self.hvd.grouped_allreduce_async_(grads, name=f"lbbench.grad.{i}", **self.average)
+        start = self.hvd.grouped_allreduce_async_ if self.in_place else self.hvd.grouped_allreduce_async
+        self._handles[i] = start(grads, name=f"lbbench.grad.{i}", **self.average)
 
     def finish(self, local_loss: torch.Tensor) -> float:
         """After the backward pass: start what is left and wait for everything (the averages are
@@ -287,6 +291,10 @@ class OverlappedAllreduce:
             if i not in self._handles:
                 self._start(i)
         loss = self.hvd.allreduce_async(local_loss, name="lbbench.loss", **self.average)
-        for handle in self._handles.values():
-            wait(self.hvd, handle)
+        for i, handle in self._handles.items():
+            sums = wait(self.hvd, handle)
+            if not self.in_place:
+                for p, g in zip(self.buckets[i], sums):
+                    assert p.grad is not None
+                    p.grad.copy_(g)
         return float(wait(self.hvd, loss))

@@ -68,7 +68,7 @@ class Standard:
             x, y = loop.next_batch()
             w = self.weight(step, epoch, loop.virtual_worker(a), loop.virtual_workers) / accum
             if a == accum - 1:  # the gradients become final during this backward pass
-                loop.arm_overlap()
+                loop.arm_overlap(keep_local=diag is not None)  # diag reads the local gradient
             local += loop.forward_backward(x, y, w) / accum
             if diag:
                 diag.after_micro(loop.params, accum, loop.loss_scale())

@@ -5,11 +5,14 @@ buckets (tiny buckets, so several start during the backward pass). Prints both a
 of the float64 bytes, and the number of buckets started before the backward pass ended. Then
 the parameters as an optimizer with a no-decay group hands them over (weights first, biases
 after), put in the model's order the way the loop does: prints the order the buckets started in
-(the index order when the buckets follow the backward pass)."""
+(the index order when the buckets follow the backward pass). And whether a reader of .grad
+between the backward pass and finish() still sees this rank's own gradient: not with the
+in-place sums, yes with keep_local (what diagnostics ask for)."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 
 import horovod.torch as hvd
 import torch
@@ -35,14 +38,21 @@ batches = [
 average = dict(op=hvd.Average)
 
 
-def grads(overlap: OverlappedAllreduce | None) -> tuple[str, list[int]]:
+def digest() -> str:
+    return hashlib.sha256(b"".join(p.grad.numpy().tobytes() for p in params if p.grad is not None)).hexdigest()
+
+
+def grads(overlap: OverlappedAllreduce | None, keep_local: bool = False) -> tuple[str, list[int]]:
+    global after_backward
     for p in params:
         p.grad = None
     early: list[int] = []
     for a, (x, y) in enumerate(batches):
         if overlap is not None and a == len(batches) - 1:
-            overlap.arm()
+            overlap.arm(keep_local)
         (torch.nn.functional.cross_entropy(net(x), y) / len(batches)).backward()
+    time.sleep(0.3)  # Horovod's background thread has long finished the buckets started by now
+    after_backward = digest()  # what a reader of .grad between backward and finish() sees
     loss = torch.tensor(0.5 + hvd.rank(), dtype=torch.float64)
     if overlap is None:
         out = hvd.grouped_allreduce(
@@ -54,13 +64,17 @@ def grads(overlap: OverlappedAllreduce | None) -> tuple[str, list[int]]:
     else:
         early = list(overlap._handles)  # the buckets the hooks started, in order, before finish()
         mean_loss = overlap.finish(loss)
-    digest = hashlib.sha256(b"".join(p.grad.numpy().tobytes() for p in params)).hexdigest()
-    return f"{digest} loss={mean_loss!r}", early
+    return f"{digest()} loss={mean_loss!r}", early
 
 
+after_backward = ""
 plain, _ = grads(None)
+local = after_backward  # this rank's own gradient
 overlapped, early = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600))
 print(f"RANK {hvd.rank()} PLAIN {plain} OVERLAP {overlapped} EARLY {len(early)}", flush=True)
+print(f"RANK {hvd.rank()} IN-PLACE LOCAL-KEPT {after_backward == local}", flush=True)
+kept, _ = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600), keep_local=True)
+print(f"RANK {hvd.rank()} KEEP-LOCAL LOCAL-KEPT {after_backward == local} SAME-AVERAGE {kept == plain}", flush=True)
 
 grouped = [p for p in params if p.dim() > 1] + [p for p in params if p.dim() == 1]  # weights, then biases
 for name, order in (("GROUPS", grouped), ("MODEL", model_order(grouped, net))):
