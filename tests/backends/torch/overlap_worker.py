@@ -42,8 +42,9 @@ def digest() -> str:
     return hashlib.sha256(b"".join(p.grad.numpy().tobytes() for p in params if p.grad is not None)).hexdigest()
 
 
-def grads(overlap: OverlappedAllreduce | None, keep_local: bool = False) -> tuple[str, list[int]]:
-    global after_backward
+def grads(overlap: OverlappedAllreduce | None, keep_local: bool = False) -> tuple[str, list[int], str]:
+    """The averaged gradients' digest and loss, the buckets started before finish(), and the
+    digest of .grad as a reader between the backward pass and finish() sees it."""
     for p in params:
         p.grad = None
     early: list[int] = []
@@ -52,7 +53,7 @@ def grads(overlap: OverlappedAllreduce | None, keep_local: bool = False) -> tupl
             overlap.arm(keep_local)
         (torch.nn.functional.cross_entropy(net(x), y) / len(batches)).backward()
     time.sleep(0.3)  # Horovod's background thread has long finished the buckets started by now
-    after_backward = digest()  # what a reader of .grad between backward and finish() sees
+    after_backward = digest()
     loss = torch.tensor(0.5 + hvd.rank(), dtype=torch.float64)
     if overlap is None:
         out = hvd.grouped_allreduce(
@@ -64,20 +65,18 @@ def grads(overlap: OverlappedAllreduce | None, keep_local: bool = False) -> tupl
     else:
         early = list(overlap._handles)  # the buckets the hooks started, in order, before finish()
         mean_loss = overlap.finish(loss)
-    return f"{digest()} loss={mean_loss!r}", early
+    return f"{digest()} loss={mean_loss!r}", early, after_backward
 
 
-after_backward = ""
-plain, _ = grads(None)
-local = after_backward  # this rank's own gradient
-overlapped, early = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600))
+plain, _, local = grads(None)  # local: this rank's own gradient
+overlapped, early, seen = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600))
 print(f"RANK {hvd.rank()} PLAIN {plain} OVERLAP {overlapped} EARLY {len(early)}", flush=True)
-print(f"RANK {hvd.rank()} IN-PLACE LOCAL-KEPT {after_backward == local}", flush=True)
-kept, _ = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600), keep_local=True)
-print(f"RANK {hvd.rank()} KEEP-LOCAL LOCAL-KEPT {after_backward == local} SAME-AVERAGE {kept == plain}", flush=True)
+print(f"RANK {hvd.rank()} IN-PLACE LOCAL-KEPT {seen == local}", flush=True)
+kept, _, seen = grads(OverlappedAllreduce(params, hvd, average, bucket_bytes=600), keep_local=True)
+print(f"RANK {hvd.rank()} KEEP-LOCAL LOCAL-KEPT {seen == local} SAME-AVERAGE {kept == plain}", flush=True)
 
 grouped = [p for p in params if p.dim() > 1] + [p for p in params if p.dim() == 1]  # weights, then biases
 for name, order in (("GROUPS", grouped), ("MODEL", model_order(grouped, net))):
     overlap = OverlappedAllreduce(order, hvd, average, bucket_bytes=600)
-    _, started = grads(overlap)
+    _, started, _ = grads(overlap)
     print(f"RANK {hvd.rank()} {name} STARTED {','.join(map(str, started))} OF {len(overlap.buckets)}", flush=True)
