@@ -491,9 +491,11 @@ def bench_input(
     rounds: int = typer.Option(3, min=1, help="rounds; thread counts alternate within each"),
     decode: str = typer.Option(
         "roi",
-        help="roi (the crop only) | full (whole image, then crop) | first-epoch (roi as a file's first use runs it: "
-        "each file also checked in Python once) | reference (DALI's reference pipeline: its C++ file "
-        "reader over the folder, then roi); comma-separated",
+        help="roi (the crop only, DALI's file reader over the epoch's list) | full (whole image, then crop) | "
+        "roi-fed (roi, the paths fed through external_source) | first-epoch (roi-fed as a file's first use runs "
+        "it: each file also checked in Python once) | reference (DALI's reference pipeline: its C++ file "
+        "reader over the folder, then roi) | reference-same (that reference reading the files roi reads, in its "
+        "order, with its crops: the same images); comma-separated",
     ),
     out: Path | None = typer.Option(None, help="result JSON (default: results/bench/input-DIR-bBATCH.json)"),
 ) -> None:
@@ -508,8 +510,9 @@ def bench_input(
         err.print(f"error: --threads {threads!r}: expected positive integers, comma-separated")
         raise typer.Exit(2) from None
     decodes = tuple(decode.split(","))
-    if not set(decodes) <= {"roi", "full", "first-epoch", "reference"}:
-        err.print(f"error: --decode {decode!r}: expected roi, full, first-epoch and/or reference")
+    known = ("roi", "full", "roi-fed", "first-epoch", "reference", "reference-same")
+    if not set(decodes) <= set(known):
+        err.print(f"error: --decode {decode!r}: expected some of {', '.join(known)}")
         raise typer.Exit(2)
     if augment not in ("imagenet", "none"):
         err.print(f"error: --augment {augment!r}: expected imagenet or none")

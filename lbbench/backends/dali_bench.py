@@ -2,7 +2,10 @@
 images/s, for each DALI thread count and decode mode - what one worker's input can feed,
 whether more threads help on this machine, and what decoding only the crop saves. The
 variants are measured round-robin, one round after another, so a noisy machine slows all of
-them alike; the headline is images / time over the timed batches of all rounds."""
+them alike, and each round starts one variant later (on this 2-core machine one and the same
+pipeline measured 0.93-1.0x depending on its place in the round). Each round draws its crops
+from a seed of its own (seed + round), so no variant is timed on one draw of crop windows.
+The headline is images / time over the timed batches of all rounds."""
 
 from __future__ import annotations
 
@@ -28,40 +31,57 @@ def run(
     decode: tuple[str, ...] = ("roi",),
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Images/s per (decode, threads): ``decode`` "roi" decodes only the training crop, "full"
-    the whole image before cropping (the pipeline before region-of-interest decoding) - both
-    as every epoch after a file's first use, when only its path enters DALI - "first-epoch" is
-    "roi" as a file's first use runs it, the file also read and its header checked in Python,
-    "reference" is DALI's own reference ImageNet training pipeline - its C++ file reader over
-    the folder (``fn.readers.file``, shuffled), then the same crop decode, resize and
-    normalisation - the yardstick for lbbench's pipeline, whose files its sampler chooses."""
+    """Images/s per (decode, threads): ``decode`` "roi" decodes only the training crop, the
+    files read by DALI's file reader from the epoch's list (every epoch whose files have been
+    looked at, see dali_pipeline.CheckAhead), "full" the same with the whole image decoded
+    before cropping (the pipeline before region-of-interest decoding), "roi-fed" is "roi" with
+    the paths fed through external_source (an epoch whose files were not all looked at ahead),
+    "first-epoch" is "roi-fed" as a file's first use runs it, the file also read and its header
+    checked in Python, "reference" is DALI's own reference ImageNet training pipeline - its C++
+    file reader over the folder (``fn.readers.file``, shuffled), then the same crop decode,
+    resize and normalisation - the yardstick for lbbench's pipeline, whose files its sampler
+    chooses - and "reference-same" is that reference doing the same work as "roi": reading the
+    files lbbench's sampler chose, in that order, with the same crop and flip seeds (the same
+    images, tested), defined here independently of lbbench's pipeline."""
     files, labels, _ = list_split(f"{data_dir}/train")
     if not files:
         raise FileNotFoundError(f"{data_dir}/train holds no images")
+    label_of = np.asarray(labels)
     checked = dp.Files(files, labels)
     checked.check_all()
     order = np.random.default_rng(seed).permutation(len(files))
 
+    def chosen(k: int) -> np.ndarray:
+        return order[np.arange(k * batch, (k + 1) * batch) % len(files)]
+
     def feed():
         k = 0
         while True:
-            yield order[np.arange(k * batch, (k + 1) * batch) % len(files)]
+            yield chosen(k)
             k += 1
+
+    # what the listed variants read: the batches the warm-up, the timed run and the prefetch take
+    listed = [chosen(k) for k in range(batches + 2 + 2)]
+    same = np.concatenate(listed)
 
     keys = [f"{d}/{n}" for d in decode for n in threads]
     timed: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
     old = dp.DALI_THREADS
     try:
-        for _ in range(rounds):
-            for key in keys:
+        for r in range(rounds):
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
                 d, n = key.rsplit("/", 1)
                 dp.DALI_THREADS = int(n)
                 if d == "reference":
-                    pipe = reference_pipeline(data_dir, batch, size, seed)
+                    pipe = reference_pipeline(data_dir, batch, size, seed + r)
+                elif d == "reference-same":
+                    pipe = same_work_reference([files[i] for i in same], label_of[same], batch, size, seed + r)
                 else:
-                    split = _FirstUse(files, labels) if d == "first-epoch" else checked
-                    source = dp.FileBatches(split, feed())
-                    pipe = dp.pipeline(source, batch, size, True, augment, seed=seed, gpu=None, roi=d != "full")
+                    source: dp.FileBatches | dp.ListedFiles | None = checked.listed(listed)
+                    if d in ("roi-fed", "first-epoch"):
+                        source = dp.FileBatches(_FirstUse(files, labels) if d == "first-epoch" else checked, feed())
+                    assert source is not None  # every file was looked at above
+                    pipe = dp.pipeline(source, batch, size, True, augment, seed=seed + r, gpu=None, roi=d != "full")
                 for _ in range(2):  # warm-up: the prefetch queue fills, buffers are allocated
                     pipe.run()
                 t0 = time.perf_counter()
@@ -119,6 +139,37 @@ def reference_pipeline(data_dir: Path, batch: int, size: int, seed: int):
             mirror=fn.random.coin_flip(probability=0.5),
         )
         return images, labels
+
+    p = pipe()
+    p.build()
+    return p
+
+
+def same_work_reference(paths: list[str], labels, batch: int, size: int, seed: int):
+    """DALI's reference pipeline reading ``paths`` in order (its C++ file reader, which reads
+    ahead in a thread of its own), with the training pipeline's crop and flip seeds
+    (dali_pipeline.op_seeds): the images lbbench's pipeline makes from the same files."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    crop_seed, flip_seed = dp.op_seeds(seed)
+
+    @pipeline_def(batch_size=batch, num_threads=dp.DALI_THREADS, device_id=None, seed=seed, prefetch_queue_depth=2)
+    def pipe():
+        encoded, read_labels = fn.readers.file(
+            files=list(paths), labels=[int(x) for x in labels], random_shuffle=False, name="Reader"
+        )
+        images = fn.decoders.image_random_crop(encoded, device="cpu", output_type=types.RGB, seed=crop_seed)
+        images = fn.resize(images, resize_x=size, resize_y=size)
+        images = fn.crop_mirror_normalize(
+            images,
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            crop=(size, size),
+            mean=dp.MEAN,
+            std=dp.STD,
+            mirror=fn.random.coin_flip(probability=0.5, seed=flip_seed),
+        )
+        return images, read_labels
 
     p = pipe()
     p.build()

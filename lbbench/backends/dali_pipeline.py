@@ -3,8 +3,11 @@ augmentation and evaluation preprocessing whatever the framework. Only the outpu
 differs - CHW for PyTorch, HWC for TensorFlow.
 
 lbbench's GlobalBatchSampler chooses the files (the same sample order for every np, see
-lbbench/sampling.py); their paths enter through external_source and DALI's C++ file reader
-(``fn.io.file.read``) reads them in its worker threads. Decoding is on the CPU here
+lbbench/sampling.py). An epoch whose files have all been looked at once (see Files) is read
+by DALI's C++ file reader (``fn.readers.file``) from the epoch's file list, in that order,
+reading ahead in a thread of its own as DALI's reference pipeline does; otherwise the paths
+enter through external_source and ``fn.io.file.read`` reads them in DALI's worker threads,
+after Python has looked at each. Both give the same images (op_seeds). Decoding is on the CPU here
 and "mixed" (GPU) on clusters. Training with ImageNet augmentation decodes only the random crop
 (``decoders.image_random_crop``: a JPEG's region of interest, as NVIDIA's MLPerf pipelines do)
 instead of the whole image. DALI's worker threads come from the worker's CPU allocation
@@ -13,8 +16,10 @@ instead of the whole image. DALI's worker threads come from the worker's CPU all
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -23,7 +28,7 @@ import numpy as np
 
 from lbbench.data.check import UndecodableImage, culprit, header_problem
 from lbbench.spec import RunSpec
-from lbbench.worker.sampling import augment_seed, epoch_feeds, epoch_micro_batches
+from lbbench.worker.sampling import augment_seed, epoch_micro_batches, epoch_plans
 
 DALI_THREADS = 2  # per pipeline; the workers set it from their allocation (use_threads)
 MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
@@ -78,8 +83,66 @@ class Files:
 
     def check_all(self) -> None:
         """Look at every file now (what the first epoch does as it goes)."""
-        for i in np.flatnonzero(~self.checked):
-            self.path(int(i))
+        self.check(np.flatnonzero(~self.checked))
+
+    def check(self, indices: np.ndarray) -> None:
+        for i in indices:
+            if not self.checked[i]:
+                self.path(int(i))
+
+    def listed(self, batches: list[np.ndarray]) -> ListedFiles | None:
+        """The epoch's files for DALI's file reader, if every one has been looked at; else None
+        (the epoch is fed through external_source, which looks at each as it goes)."""
+        chosen = np.concatenate(batches)
+        return ListedFiles(self, batches) if self.checked[chosen].all() else None
+
+
+class CheckAhead:
+    """Looks at the files of the coming epoch in a thread while this one trains, so that the
+    coming epoch can be read by DALI's file reader (a rank meets files it has not seen for many
+    epochs: with np ranks a rank's epoch holds 1/np of the files). A damaged file found here is
+    raised when the coming epoch is built, naming it."""
+
+    def __init__(self, files: Files, batches: list[np.ndarray]):
+        self.error: BaseException | None = None
+        chosen = np.unique(np.concatenate(batches))
+        self.thread = threading.Thread(target=self._run, args=(files, chosen), daemon=True, name="lbbench-check")
+        self.thread.start()
+
+    def _run(self, files: Files, chosen: np.ndarray) -> None:
+        try:
+            files.check(chosen)
+        except BaseException as e:  # raised in the training thread by done()
+            self.error = e
+
+    def done(self) -> bool:
+        """Whether every file has been looked at (without waiting); raises what it found."""
+        if self.thread.is_alive():
+            return False
+        if self.error is not None:
+            raise self.error
+        return True
+
+
+class ListedFiles:
+    """An epoch's files and labels in training order, as DALI's file reader takes them."""
+
+    def __init__(self, files: Files, batches: list[np.ndarray]):
+        self.batches = batches
+        chosen = np.concatenate(batches)
+        self.paths = [files.paths[i] for i in chosen]
+        self.labels = [int(x) for x in files.labels[chosen]]
+        self.taken = 0
+
+    def ran(self) -> None:
+        """A batch has come out of the pipeline."""
+        self.taken += 1
+
+    def recent_files(self) -> list[str]:
+        """The files of the batches DALI may be decoding (the reader's and the pipeline's
+        prefetch), to name a culprit."""
+        b = len(self.batches[0])
+        return self.paths[self.taken * b : (self.taken + 4) * b]
 
 
 class FileBatches:
@@ -93,6 +156,9 @@ class FileBatches:
         idx = next(self.indices)
         self.fed.append(idx)
         return ([self.files.path(i) for i in idx], [self.files.label(i) for i in idx])
+
+    def ran(self) -> None:
+        """A batch has come out of the pipeline (the feed knows what DALI took)."""
 
     def recent_files(self) -> list[str]:
         """The files of the batches DALI may be decoding, newest first (to name a culprit)."""
@@ -123,6 +189,9 @@ class SampleSource:
     def label(self, info) -> np.ndarray:
         return self.files.label(self._index(info))
 
+    def ran(self) -> None:
+        """A batch has come out of the pipeline (the plan knows what DALI took)."""
+
     def recent_files(self) -> list[str]:
         return [self.files.paths[i] for it in sorted(self.batches, reverse=True) for i in self.batches[it]]
 
@@ -130,23 +199,40 @@ class SampleSource:
 class EpochLoaders:
     """Training input under random augmentation: a pipeline per epoch, seeded by (seed, epoch,
     rank) (lbbench/worker/sampling.py augment_seed), so that a run resumed at an epoch boundary
-    equals the uninterrupted one. ``make(feed, seed)`` builds a backend's loader."""
+    equals the uninterrupted one. ``make(batches, seed)`` builds a backend's loader for the
+    epoch's micro-batches (sample indices); while an epoch trains, the next one's files are
+    looked at in a thread (CheckAhead) so that it can be read by DALI's file reader."""
 
-    def __init__(self, spec: RunSpec, rank: int, epoch: int, make: Callable[[Iterator[np.ndarray], int], Any]):
-        self.spec, self.rank, self.make = spec, rank, make
-        self.feeds = epoch_feeds(spec, rank, epoch)
+    def __init__(
+        self, spec: RunSpec, rank: int, epoch: int, files: Files, make: Callable[[list[np.ndarray], int], Any]
+    ):
+        self.spec, self.rank, self.files, self.make = spec, rank, files, make
+        self.plans = epoch_plans(spec, rank, epoch)
+        self.coming = next(self.plans)
+        self.ahead: CheckAhead | None = None
         self.left, self.current = 0, cast(Any, None)
 
     def __next__(self) -> Any:
         if self.left == 0:
-            epoch, feed = next(self.feeds)
-            self.current = self.make(feed, augment_seed(self.spec, epoch, self.rank))
+            epoch, batches = self.coming
+            if self.ahead is not None:
+                self.ahead.done()  # raises a damaged file it found
+            self.current = self.make(batches, augment_seed(self.spec, epoch, self.rank))
             self.left = epoch_micro_batches(self.spec, epoch)
+            self.coming = next(self.plans)
+            if self.coming[0] <= self.spec.max_epochs:
+                self.ahead = CheckAhead(self.files, self.coming[1])
         self.left -= 1
         return next(self.current)
 
 
-def named_failure(error: BaseException, source: FileBatches | SampleSource) -> BaseException:
+def endless(batches: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """An epoch's micro-batches, then the last one repeated: only to fill the pipeline's
+    prefetch; the loader takes exactly the epoch's."""
+    return itertools.chain(batches, itertools.repeat(batches[-1]))
+
+
+def named_failure(error: BaseException, source: FileBatches | SampleSource | ListedFiles) -> BaseException:
     """The error to raise for a failed DALI run: ours where the source refused a file (it may
     arrive wrapped in DALI's or TensorFlow's error), else the file Pillow cannot decode among
     the recent batches, else the original error."""
@@ -159,6 +245,17 @@ def named_failure(error: BaseException, source: FileBatches | SampleSource) -> B
     if named:  # through TensorFlow only the message survives
         return UndecodableImage(named[1], named[2])
     return culprit(source.recent_files()) or error
+
+
+def op_seeds(seed: int) -> tuple[int, int]:
+    """The seeds of the training augmentation's random operators (crop, flip), from the
+    pipeline's seed. Given explicitly because DALI otherwise draws them from the pipeline's seed
+    in the graph's operator order: the same crops would then depend on which operators read the
+    files. With these, a crop and a flip depend only on the seed and the sample's place in its
+    batch - whatever reads the files (`lbbench bench input` checks its same-work reference
+    against the training pipeline image for image)."""
+    crop, flip = np.random.default_rng([seed, 0xC409]).integers(2**31 - 1, size=2)
+    return int(crop), int(flip)
 
 
 def pipeline(
@@ -177,27 +274,33 @@ def pipeline(
 
     @pipeline_def(batch_size=batch, num_threads=DALI_THREADS, device_id=gpu, seed=seed, prefetch_queue_depth=2)
     def pipe():
-        if isinstance(source, SampleSource):
-            paths = fn.external_source(source=source.encoded, batch=False, dtype=types.UINT8)
-            labels = fn.external_source(source=source.label, batch=False, dtype=types.INT32)
-        else:
-            paths, labels = fn.external_source(
-                source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
+        if isinstance(source, ListedFiles):  # in C++, reading ahead in a thread of its own
+            encoded, labels = fn.readers.file(
+                files=source.paths, labels=source.labels, random_shuffle=False, name="Reader"
             )
-        encoded = fn.io.file.read(paths)  # in C++, in DALI's threads
+        else:
+            if isinstance(source, SampleSource):
+                paths = fn.external_source(source=source.encoded, batch=False, dtype=types.UINT8)
+                labels = fn.external_source(source=source.label, batch=False, dtype=types.INT32)
+            else:
+                paths, labels = fn.external_source(
+                    source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
+                )
+            encoded = fn.io.file.read(paths)  # in C++, in DALI's threads
         device = "cpu" if gpu is None else "mixed"
+        crop_seed, flip_seed = op_seeds(seed)
         mirror = False
         if train and augment == "imagenet":
             # Inception-style crop (area 8-100%, aspect 3/4-4/3, as random_resized_crop), decoding
             # only that region, then resized to the training size (roi=False: the whole image
             # decoded, then cropped - kept for `lbbench bench input --decode full`)
             if roi:
-                images = fn.decoders.image_random_crop(encoded, device=device, output_type=types.RGB)
+                images = fn.decoders.image_random_crop(encoded, device=device, output_type=types.RGB, seed=crop_seed)
                 images = fn.resize(images, resize_x=size, resize_y=size)
             else:
                 images = fn.decoders.image(encoded, device=device, output_type=types.RGB)
-                images = fn.random_resized_crop(images, size=(size, size))
-            mirror = fn.random.coin_flip(probability=0.5)
+                images = fn.random_resized_crop(images, size=(size, size), seed=crop_seed)
+            mirror = fn.random.coin_flip(probability=0.5, seed=flip_seed)
         elif augment == "imagenet":  # evaluation: resize the shorter side, then centre-crop
             images = fn.decoders.image(encoded, device=device, output_type=types.RGB)
             images = fn.resize(images, resize_shorter=round(size / 0.875))

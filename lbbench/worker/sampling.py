@@ -13,7 +13,6 @@ seeds are here too, so both backends' synthetic inputs follow one rule.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -105,14 +104,12 @@ def augment_seed(spec: RunSpec, epoch: int, rank: int) -> int:
     return int(np.random.default_rng([spec.seed, epoch, rank, 0xA06]).integers(2**31 - 1))
 
 
-def epoch_feeds(spec: RunSpec, rank: int, epoch: int) -> Iterator[tuple[int, Iterator[NDArray[Any]]]]:
-    """(epoch, that epoch's micro-batches on this rank, then the last one repeated) from
-    ``epoch`` on: the feed of a per-epoch input pipeline. The repeats only fill the pipeline's
-    prefetch; the loader takes exactly ``epoch_micro_batches`` from each."""
+def epoch_plans(spec: RunSpec, rank: int, epoch: int) -> Iterator[tuple[int, list[NDArray[Any]]]]:
+    """(epoch, that epoch's micro-batches on this rank) from ``epoch`` on: what a per-epoch
+    input pipeline reads."""
     stream = train_plan(spec, rank, epoch)
     while True:
-        batches = [next(stream) for _ in range(epoch_micro_batches(spec, epoch))]
-        yield epoch, itertools.chain(batches, itertools.repeat(batches[-1]))
+        yield epoch, [next(stream) for _ in range(epoch_micro_batches(spec, epoch))]
         epoch += 1
 
 

@@ -102,3 +102,83 @@ def test_threads_follow_the_workers_share_of_the_cpus(monkeypatch):
         assert dp.use_threads(1) == 5 and dp.DALI_THREADS == 5
     finally:
         dp.DALI_THREADS = old
+
+
+def test_an_epoch_read_by_the_file_reader_gives_the_images_the_external_source_gives(jpegs):
+    """Once every file of an epoch has been looked at, DALI's file reader reads the epoch from
+    its list; the crops and flips must not change (a resumed run's first epoch goes through
+    external_source where the uninterrupted run's went through the reader)."""
+    files = dp.Files(jpegs, [i % 5 for i in range(len(jpegs))])
+    rng = np.random.default_rng(2)
+    batches = [rng.permutation(len(jpegs))[:8] for _ in range(4)]
+    assert files.listed(batches) is None  # nothing looked at yet
+    fed = dp.pipeline(dp.FileBatches(files, dp.endless(batches)), 8, 32, True, "imagenet", seed=3, gpu=None)
+    via_python = [fed.run() for _ in batches]
+    listed = files.listed(batches)  # the feed has looked at every chosen file now
+    assert listed is not None and not files.checked[np.setdiff1d(np.arange(len(jpegs)), np.concatenate(batches))].any()
+    read = dp.pipeline(listed, 8, 32, True, "imagenet", seed=3, gpu=None)
+    for (x, y), (rx, ry) in zip(via_python, (read.run() for _ in batches)):
+        assert np.array_equal(np.array(x.as_tensor()), np.array(rx.as_tensor()))
+        assert np.array_equal(np.array(y.as_tensor()), np.array(ry.as_tensor()))
+
+
+def test_the_coming_epochs_files_are_looked_at_ahead_and_a_damaged_one_is_named(jpegs):
+    from lbbench.data.check import UndecodableImage
+
+    files = dp.Files(jpegs, [0] * len(jpegs))
+    coming = [np.array([1, 2, 3, 4]), np.array([5, 6, 7, 8])]
+    ahead = dp.CheckAhead(files, coming)
+    ahead.thread.join()
+    assert ahead.done() and files.listed(coming) is not None and not files.checked[0]
+    with open(jpegs[10], "r+b") as f:
+        f.truncate(200)
+    ahead = dp.CheckAhead(files, [np.array([9, 10])])
+    ahead.thread.join()
+    with pytest.raises(UndecodableImage, match=f"cannot decode {jpegs[10]}: truncated JPEG"):
+        ahead.done()
+
+
+def test_an_epoch_is_read_from_its_list_once_the_epoch_before_looked_at_its_files(digits_dir, tmp_path):
+    """EpochLoaders: epoch 1 looks at its files as it goes; meanwhile epoch 2's files are looked
+    at in a thread, so epoch 2 is read by DALI's file reader; a file damaged in epoch 2 (and not
+    in epoch 1) is named at the boundary, before epoch 2 trains."""
+    import shutil
+
+    from lbbench.data.check import UndecodableImage
+    from lbbench.data.layout import FINGERPRINT_CACHE, list_split
+    from lbbench.worker.sampling import epoch_micro_batches, epoch_plans
+
+    from helpers import small_spec
+
+    data = tmp_path / "digits"  # a copy: a file gets damaged below
+    shutil.copytree(digits_dir, data, ignore=shutil.ignore_patterns(FINGERPRINT_CACHE))
+    spec = small_spec(tmp_path, data, "sgd", np=2, accum=1).model_copy(update={"max_epochs": 3})
+    paths, labels, _ = list_split(f"{data}/train")
+    built: list[bool] = []
+
+    def make(batches, seed):
+        built.append(files.listed(batches) is not None)
+        files.check(np.concatenate(batches))  # what the external source's feed does as the epoch goes
+        return iter(batches)
+
+    files = dp.Files(paths, labels)
+    loaders = dp.EpochLoaders(spec, 1, 1, files, make)
+    for _ in range(epoch_micro_batches(spec, 1)):
+        next(loaders)
+    assert loaders.ahead is not None
+    loaders.ahead.thread.join()
+    next(loaders)
+    assert built == [False, True]
+
+    plans = epoch_plans(spec, 1, 1)
+    first, second = (set(np.concatenate(next(plans)[1]).tolist()) for _ in range(2))
+    victim = paths[min(second - first)]
+    with open(victim, "r+b") as f:
+        f.truncate(30)
+    files = dp.Files(paths, labels)
+    loaders = dp.EpochLoaders(spec, 1, 1, files, make)
+    for _ in range(epoch_micro_batches(spec, 1)):
+        next(loaders)
+    loaders.ahead.thread.join()
+    with pytest.raises(UndecodableImage, match=f"cannot decode {victim}"):
+        next(loaders)

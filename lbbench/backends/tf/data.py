@@ -1,6 +1,6 @@
 """Input for the TensorFlow worker: DALI's TensorFlow plugin (DALIDatasetWithInputs) over the
-shared pipeline (lbbench/backends/dali_pipeline.py: the PyTorch backend's decode, augmentation
-and normalisation, in HWC), fed in lbbench's sample order; or synthetic tensors (NumPy-drawn,
+shared pipeline (lbbench/backends/dali_pipeline.py: the PyTorch backend's reading, decode,
+augmentation and normalisation, in HWC), fed in lbbench's sample order; or synthetic tensors (NumPy-drawn,
 reproducible, not the PyTorch backend's values - equivalence tests feed explicit batches).
 """
 
@@ -9,7 +9,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from lbbench.backends.dali_pipeline import EpochLoaders, Files, SampleSource, named_failure, pipeline
+from lbbench.backends.dali_pipeline import (
+    EpochLoaders,
+    Files,
+    ListedFiles,
+    SampleSource,
+    endless,
+    named_failure,
+    pipeline,
+)
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
 from lbbench.worker.sampling import (
@@ -20,14 +28,17 @@ from lbbench.worker.sampling import (
 )
 
 
-def _dataset(spec: RunSpec, source: SampleSource, batch: int, train: bool, seed: int, gpu: int | None):
+def _dataset(spec: RunSpec, source: SampleSource | ListedFiles, batch: int, train: bool, seed: int, gpu: int | None):
     import nvidia.dali.plugin.tf as dali_tf
 
     size = spec.data.image_size
     pipe = pipeline(source, batch, size, train, spec.data.augment, seed=seed, gpu=gpu, layout="HWC", build=False)
+    # a pipeline with external sources needs the plugin's WithInputs dataset, one with the
+    # file reader only the plain one
+    dataset = dali_tf.DALIDataset if isinstance(source, ListedFiles) else dali_tf.experimental.DALIDatasetWithInputs
     # gpu: the physical GPU (DALI's device_id); TensorFlow sees only that one, as /gpu:0
     with tf.device("/cpu:0" if gpu is None else "/gpu:0"):
-        return dali_tf.experimental.DALIDatasetWithInputs(
+        return dataset(
             pipeline=pipe,
             batch_size=batch,
             output_shapes=((batch, size, size, 3), (batch, 1)),
@@ -39,7 +50,7 @@ def _dataset(spec: RunSpec, source: SampleSource, batch: int, train: bool, seed:
 class _Batches:
     """``next(loader)`` -> (images NHWC float32, labels int64) as TF tensors."""
 
-    def __init__(self, dataset, source: SampleSource):
+    def __init__(self, dataset, source: SampleSource | ListedFiles):
         self.source = source
         try:  # TensorFlow's iterator already runs the source (prefetching)
             self.it = iter(dataset)
@@ -53,6 +64,7 @@ class _Batches:
             raise
         except Exception as e:  # a damaged image: name the file (lbbench/data/check.py)
             raise named_failure(e, self.source) from e
+        self.source.ran()
         return x, tf.cast(tf.reshape(y, [-1]), tf.int64)
 
 
@@ -64,13 +76,16 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = Non
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
     split = Files(files, labels)  # for every epoch's pipeline: a file is checked once
 
-    def loader(feed, seed: int) -> _Batches:
-        source = SampleSource(split, feed)
+    def loader(source: SampleSource | ListedFiles, seed: int) -> _Batches:
         return _Batches(_dataset(spec, source, spec.local_batch, True, seed, gpu), source)
 
     if spec.data.augment == "none":  # nothing random: one pipeline for the whole run
-        return loader(stream, spec.seed * 1000 + rank)
-    return EpochLoaders(spec, rank, epoch, loader)
+        return loader(SampleSource(split, stream), spec.seed * 1000 + rank)
+
+    def epoch_loader(batches: list[np.ndarray], seed: int):
+        return loader(split.listed(batches) or SampleSource(split, endless(batches)), seed)
+
+    return EpochLoaders(spec, rank, epoch, split, epoch_loader)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):

@@ -2,8 +2,9 @@
 synthetic tensors.
 
 lbbench's GlobalBatchSampler chooses the files (so the sample order is the same for every np,
-see lbbench/sampling.py) and DALI does the rest: file paths enter through external_source,
-DALI's C++ reader reads them, then decode (CPU here, "mixed" = GPU decode on clusters), augmentation and normalisation.
+see lbbench/sampling.py) and DALI does the rest: its C++ reader reads them (from the epoch's
+file list, or paths entering through external_source, lbbench/backends/dali_pipeline.py), then
+decode (CPU here, "mixed" = GPU decode on clusters), augmentation and normalisation.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lbbench.backends.dali_pipeline import EpochLoaders, FileBatches, Files, named_failure, pipeline
+from lbbench.backends.dali_pipeline import (
+    EpochLoaders,
+    FileBatches,
+    Files,
+    ListedFiles,
+    endless,
+    named_failure,
+    pipeline,
+)
 from lbbench.data.layout import check_count, list_split
 from lbbench.spec import RunSpec
 from lbbench.worker.sampling import (
@@ -26,7 +35,7 @@ class DaliLoader:
     """``next(loader)`` -> (images NCHW float32, labels int64) as torch tensors; with a GPU
     pipeline the images stay on that GPU (copied device to device, not through the host)."""
 
-    def __init__(self, pipe, source: FileBatches, gpu: int | None = None):
+    def __init__(self, pipe, source: FileBatches | ListedFiles, gpu: int | None = None):
         self.pipe, self.source, self.gpu = pipe, source, gpu
         self.pinned = gpu is None and torch.cuda.is_available()  # a CPU pipeline feeding a GPU model
 
@@ -35,6 +44,7 @@ class DaliLoader:
             images, labels = self.pipe.run()
         except Exception as e:  # a damaged image: name the file (lbbench/data/check.py)
             raise named_failure(e, self.source) from e
+        self.source.ran()
         y = torch.from_numpy(np.array(labels.as_tensor()).reshape(-1).astype(np.int64))
         if self.gpu is not None and hasattr(images, "as_cpu"):
             from nvidia.dali.plugin.pytorch import feed_ndarray
@@ -63,15 +73,18 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
     check_count(spec.data.path, "train", len(files), spec.data.train_samples)
     split = Files(files, labels)  # for every epoch's pipeline: a file is checked once
 
-    def loader(feed, seed: int) -> DaliLoader:
-        source = FileBatches(split, feed)
+    def loader(source: FileBatches | ListedFiles, seed: int) -> DaliLoader:
         pipe = pipeline(source, spec.local_batch, spec.data.image_size, True, spec.data.augment, seed=seed, gpu=gpu)
         return DaliLoader(pipe, source, gpu=gpu)
 
     if spec.data.augment == "none":  # nothing random: one pipeline for the whole run
-        return loader(stream, spec.seed * 1000 + rank)
+        return loader(FileBatches(split, stream), spec.seed * 1000 + rank)
     assert step == 0, "runs resume at epoch boundaries"
-    return EpochLoaders(spec, rank, epoch, loader)
+
+    def epoch_loader(batches: list[np.ndarray], seed: int):
+        return loader(split.listed(batches) or FileBatches(split, endless(batches)), seed)
+
+    return EpochLoaders(spec, rank, epoch, split, epoch_loader)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
