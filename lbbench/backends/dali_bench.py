@@ -121,44 +121,31 @@ class _FirstUse(dp.Files):
 
 def reference_pipeline(data_dir: Path, batch: int, size: int, seed: int):
     """DALI's reference ImageNet training pipeline (its documentation's and NVIDIA's examples'):
-    the C++ file reader over the class folders, crop-only decode, resize, flip and normalise."""
-    from nvidia.dali import fn, pipeline_def, types
-
-    @pipeline_def(batch_size=batch, num_threads=dp.DALI_THREADS, device_id=None, seed=seed, prefetch_queue_depth=2)
-    def pipe():
-        encoded, labels = fn.readers.file(file_root=f"{data_dir}/train", random_shuffle=True, name="Reader")
-        images = fn.decoders.image_random_crop(encoded, device="cpu", output_type=types.RGB)
-        images = fn.resize(images, resize_x=size, resize_y=size)
-        images = fn.crop_mirror_normalize(
-            images,
-            dtype=types.FLOAT,
-            output_layout="CHW",
-            crop=(size, size),
-            mean=dp.MEAN,
-            std=dp.STD,
-            mirror=fn.random.coin_flip(probability=0.5),
-        )
-        return images, labels
-
-    p = pipe()
-    p.build()
-    return p
+    the C++ file reader over the class folders, shuffled, crop-only decode, resize, flip and
+    normalise; the random operators' seeds drawn by DALI from the pipeline's."""
+    return _reference(dict(file_root=f"{data_dir}/train", random_shuffle=True), batch, size, seed, explicit=False)
 
 
 def same_work_reference(paths: list[str], labels, batch: int, size: int, seed: int):
-    """DALI's reference pipeline reading ``paths`` in order (its C++ file reader, which reads
-    ahead in a thread of its own), with the training pipeline's crop and flip seeds
-    (dali_pipeline.op_seeds): the images lbbench's pipeline makes from the same files."""
+    """DALI's reference pipeline reading ``paths`` in order, with the training pipeline's crop
+    and flip seeds (dali_pipeline.op_seeds): the images lbbench's pipeline makes from the same
+    files."""
+    reader = dict(files=list(paths), labels=[int(x) for x in labels], random_shuffle=False)
+    return _reference(reader, batch, size, seed, explicit=True)
+
+
+def _reference(reader: dict[str, Any], batch: int, size: int, seed: int, explicit: bool):
+    """The reference pipeline over ``reader`` (``fn.readers.file``'s arguments: its C++ reader
+    reads ahead in a thread of its own)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    crop_seed, flip_seed = dp.op_seeds(seed)
+    crop_seed: dict[str, Any] = {"seed": dp.op_seeds(seed)[0]} if explicit else {}
+    flip_seed: dict[str, Any] = {"seed": dp.op_seeds(seed)[1]} if explicit else {}
 
     @pipeline_def(batch_size=batch, num_threads=dp.DALI_THREADS, device_id=None, seed=seed, prefetch_queue_depth=2)
     def pipe():
-        encoded, read_labels = fn.readers.file(
-            files=list(paths), labels=[int(x) for x in labels], random_shuffle=False, name="Reader"
-        )
-        images = fn.decoders.image_random_crop(encoded, device="cpu", output_type=types.RGB, seed=crop_seed)
+        encoded, labels = fn.readers.file(name="Reader", **reader)
+        images = fn.decoders.image_random_crop(encoded, device="cpu", output_type=types.RGB, **crop_seed)
         images = fn.resize(images, resize_x=size, resize_y=size)
         images = fn.crop_mirror_normalize(
             images,
@@ -167,9 +154,9 @@ def same_work_reference(paths: list[str], labels, batch: int, size: int, seed: i
             crop=(size, size),
             mean=dp.MEAN,
             std=dp.STD,
-            mirror=fn.random.coin_flip(probability=0.5, seed=flip_seed),
+            mirror=fn.random.coin_flip(probability=0.5, **flip_seed),
         )
-        return images, read_labels
+        return images, labels
 
     p = pipe()
     p.build()

@@ -3,12 +3,12 @@ augmentation and evaluation preprocessing whatever the framework. Only the outpu
 differs - CHW for PyTorch, HWC for TensorFlow.
 
 lbbench's GlobalBatchSampler chooses the files (the same sample order for every np, see
-lbbench/sampling.py). An epoch whose files have all been looked at once (see Files) is read
+lbbench/worker/sampling.py). An epoch whose files have all been looked at once (see Files) is read
 by DALI's C++ file reader (``fn.readers.file``) from the epoch's file list, in that order,
 reading ahead in a thread of its own as DALI's reference pipeline does; otherwise the paths
 enter through external_source and ``fn.io.file.read`` reads them in DALI's worker threads,
-after Python has looked at each. Both give the same images (op_seeds). Decoding is on the CPU here
-and "mixed" (GPU) on clusters. Training with ImageNet augmentation decodes only the random crop
+after Python has looked at each. Both give the same images (op_seeds). Decoding is on the CPU
+here and "mixed" (GPU) on clusters. Training with ImageNet augmentation decodes only the random crop
 (``decoders.image_random_crop``: a JPEG's region of interest, as NVIDIA's MLPerf pipelines do)
 instead of the whole image. DALI's worker threads come from the worker's CPU allocation
 (``use_threads``); its outputs do not depend on their number (tests/backends/test_dali_pipeline.py).
@@ -59,12 +59,12 @@ def _read(path: str) -> np.ndarray:
 
 
 class Files:
-    """A split's files and labels, as the pipelines' external sources hand them to DALI: the
-    file's path, which DALI's C++ reader (``fn.io.file.read``, in its worker threads) opens -
-    Python reads no image bytes. A file is looked at in Python once per run (a Files lives as
-    long as the run's loader), the first time the sampler chooses it (its bytes read and its
-    header checked: DALI's decoders fail without a name, or crash, on damaged files); from then
-    on only its path is passed."""
+    """A split's files and labels, as the pipelines hand them to DALI: the file's path, which
+    DALI's C++ readers open. A file is looked at in Python once per run (a Files lives as long
+    as the run's loader; its bytes read and its header checked: DALI's decoders fail without a
+    name, or crash, on damaged files): the first time the sampler chooses it, or ahead of the
+    epoch that will (CheckAhead); from then on only its path is passed, and an epoch whose
+    files have all been looked at is read from its list (``listed``)."""
 
     def __init__(self, files: list[str], labels: list[int] | np.ndarray):
         self.paths = files

@@ -182,3 +182,33 @@ def test_an_epoch_is_read_from_its_list_once_the_epoch_before_looked_at_its_file
     loaders.ahead.thread.join()
     with pytest.raises(UndecodableImage, match=f"cannot decode {victim}"):
         next(loaders)
+
+
+def test_a_file_damaged_past_its_header_is_named_when_the_reader_meets_it(tmp_path):
+    """On the listed read DALI meets a file whose header was fine: when its decoder fails, the
+    file is found among the batches around the failure (decoded with Pillow) and named."""
+    from PIL import Image
+
+    from lbbench.data.check import UndecodableImage
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(12):
+        f = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(f)
+        paths.append(str(f))
+    files = dp.Files(paths, [0] * 12)
+    files.check_all()
+    victim = tmp_path / "9.png"  # in the third batch
+    b = bytearray(victim.read_bytes())
+    b[45:-20] = bytes([0x55]) * (len(b) - 65)  # header and end intact: only a decoder notices
+    victim.write_bytes(bytes(b))
+    listed = files.listed([np.arange(k * 4, (k + 1) * 4) for k in range(3)])
+    assert listed is not None
+    pipe = dp.pipeline(listed, 4, 16, True, "imagenet", seed=0, gpu=None)
+    with pytest.raises(Exception) as failed:
+        for _ in range(3):
+            pipe.run()
+            listed.ran()
+    named = dp.named_failure(failed.value, listed)
+    assert isinstance(named, UndecodableImage) and named.path == str(victim)

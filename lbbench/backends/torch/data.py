@@ -2,7 +2,7 @@
 synthetic tensors.
 
 lbbench's GlobalBatchSampler chooses the files (so the sample order is the same for every np,
-see lbbench/sampling.py) and DALI does the rest: its C++ reader reads them (from the epoch's
+see lbbench/worker/sampling.py) and DALI does the rest: its C++ reader reads them (from the epoch's
 file list, or paths entering through external_source, lbbench/backends/dali_pipeline.py), then
 decode (CPU here, "mixed" = GPU decode on clusters), augmentation and normalisation.
 """
