@@ -1,6 +1,7 @@
-"""Input for the TensorFlow worker: DALI's TensorFlow plugin (DALIDatasetWithInputs) over the
-shared pipeline (lbbench/backends/dali_pipeline.py: the PyTorch backend's reading, decode,
-augmentation and normalisation, in HWC), fed in lbbench's sample order; or synthetic tensors (NumPy-drawn,
+"""Input for the TensorFlow worker: DALI's TensorFlow plugin (DALIDatasetWithInputs for an epoch
+fed through external sources, DALIDataset for one read from its list) over the shared pipeline
+(lbbench/backends/dali_pipeline.py: the PyTorch backend's reading, decode, augmentation and
+normalisation, in HWC), in lbbench's sample order; or synthetic tensors (NumPy-drawn,
 reproducible, not the PyTorch backend's values - equivalence tests feed explicit batches).
 """
 
