@@ -46,7 +46,6 @@ def run(
     files, labels, _ = list_split(f"{data_dir}/train")
     if not files:
         raise FileNotFoundError(f"{data_dir}/train holds no images")
-    label_of = np.asarray(labels)
     checked = dp.Files(files, labels)
     checked.check_all()
     order = np.random.default_rng(seed).permutation(len(files))
@@ -61,8 +60,8 @@ def run(
             k += 1
 
     # what the listed variants read: the batches the warm-up, the timed run and the prefetch take
-    listed = [chosen(k) for k in range(batches + 2 + 2)]
-    same = np.concatenate(listed)
+    listed = checked.listed([chosen(k) for k in range(batches + 2 + 2)])
+    assert listed is not None  # every file was looked at above
 
     keys = [f"{d}/{n}" for d in decode for n in threads]
     timed: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
@@ -75,12 +74,11 @@ def run(
                 if d == "reference":
                     pipe = reference_pipeline(data_dir, batch, size, seed + r)
                 elif d == "reference-same":
-                    pipe = same_work_reference([files[i] for i in same], label_of[same], batch, size, seed + r)
+                    pipe = same_work_reference(listed.paths, listed.labels, batch, size, seed + r)
                 else:
-                    source: dp.FileBatches | dp.ListedFiles | None = checked.listed(listed)
+                    source: dp.FileBatches | dp.ListedFiles = listed
                     if d in ("roi-fed", "first-epoch"):
                         source = dp.FileBatches(_FirstUse(files, labels) if d == "first-epoch" else checked, feed())
-                    assert source is not None  # every file was looked at above
                     pipe = dp.pipeline(source, batch, size, True, augment, seed=seed + r, gpu=None, roi=d != "full")
                 for _ in range(2):  # warm-up: the prefetch queue fills, buffers are allocated
                     pipe.run()
@@ -126,11 +124,11 @@ def reference_pipeline(data_dir: Path, batch: int, size: int, seed: int):
     return _reference(dict(file_root=f"{data_dir}/train", random_shuffle=True), batch, size, seed, explicit=False)
 
 
-def same_work_reference(paths: list[str], labels, batch: int, size: int, seed: int):
+def same_work_reference(paths: list[str], labels: list[int], batch: int, size: int, seed: int):
     """DALI's reference pipeline reading ``paths`` in order, with the training pipeline's crop
     and flip seeds (dali_pipeline.op_seeds): the images lbbench's pipeline makes from the same
     files."""
-    reader = dict(files=list(paths), labels=[int(x) for x in labels], random_shuffle=False)
+    reader = dict(files=paths, labels=labels, random_shuffle=False)
     return _reference(reader, batch, size, seed, explicit=True)
 
 

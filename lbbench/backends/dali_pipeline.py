@@ -86,15 +86,14 @@ class Files:
         self.check(np.flatnonzero(~self.checked))
 
     def check(self, indices: np.ndarray) -> None:
-        for i in indices:
-            if not self.checked[i]:
-                self.path(int(i))
+        for i in indices[~self.checked[indices]]:
+            self.path(int(i))
 
     def listed(self, batches: list[np.ndarray]) -> ListedFiles | None:
         """The epoch's files for DALI's file reader, if every one has been looked at; else None
         (the epoch is fed through external_source, which looks at each as it goes)."""
         chosen = np.concatenate(batches)
-        return ListedFiles(self, batches) if self.checked[chosen].all() else None
+        return ListedFiles(self, chosen, len(batches[0])) if self.checked[chosen].all() else None
 
 
 class CheckAhead:
@@ -127,12 +126,10 @@ class CheckAhead:
 class ListedFiles:
     """An epoch's files and labels in training order, as DALI's file reader takes them."""
 
-    def __init__(self, files: Files, batches: list[np.ndarray]):
-        self.batches = batches
-        chosen = np.concatenate(batches)
+    def __init__(self, files: Files, chosen: np.ndarray, batch: int):
         self.paths = [files.paths[i] for i in chosen]
         self.labels = [int(x) for x in files.labels[chosen]]
-        self.taken = 0
+        self.batch, self.taken = batch, 0
 
     def ran(self) -> None:
         """A batch has come out of the pipeline."""
@@ -141,8 +138,7 @@ class ListedFiles:
     def recent_files(self) -> list[str]:
         """The files of the batches DALI may be decoding (the reader's and the pipeline's
         prefetch), to name a culprit."""
-        b = len(self.batches[0])
-        return self.paths[self.taken * b : (self.taken + 4) * b]
+        return self.paths[self.taken * self.batch : (self.taken + 4) * self.batch]
 
 
 class FileBatches:
@@ -199,14 +195,22 @@ class SampleSource:
 class EpochLoaders:
     """Training input under random augmentation: a pipeline per epoch, seeded by (seed, epoch,
     rank) (lbbench/worker/sampling.py augment_seed), so that a run resumed at an epoch boundary
-    equals the uninterrupted one. ``make(batches, seed)`` builds a backend's loader for the
-    epoch's micro-batches (sample indices); while an epoch trains, the next one's files are
-    looked at in a thread (CheckAhead) so that it can be read by DALI's file reader."""
+    equals the uninterrupted one. An epoch whose files have all been looked at is read from its
+    list (ListedFiles), any other is fed by the backend's ``fed(files, micro-batches)`` (which
+    looks at each file as it goes); ``make(source, seed)`` builds the backend's loader. While an
+    epoch trains, the next one's files are looked at in a thread (CheckAhead), so that it can be
+    read from its list."""
 
     def __init__(
-        self, spec: RunSpec, rank: int, epoch: int, files: Files, make: Callable[[list[np.ndarray], int], Any]
+        self,
+        spec: RunSpec,
+        rank: int,
+        epoch: int,
+        files: Files,
+        fed: Callable[[Files, Iterator[np.ndarray]], Any],
+        make: Callable[[Any, int], Any],
     ):
-        self.spec, self.rank, self.files, self.make = spec, rank, files, make
+        self.spec, self.rank, self.files, self.fed, self.make = spec, rank, files, fed, make
         self.plans = epoch_plans(spec, rank, epoch)
         self.coming = next(self.plans)
         self.ahead: CheckAhead | None = None
@@ -217,7 +221,8 @@ class EpochLoaders:
             epoch, batches = self.coming
             if self.ahead is not None:
                 self.ahead.done()  # raises a damaged file it found
-            self.current = self.make(batches, augment_seed(self.spec, epoch, self.rank))
+            source = self.files.listed(batches) or self.fed(self.files, endless(batches))
+            self.current = self.make(source, augment_seed(self.spec, epoch, self.rank))
             self.left = epoch_micro_batches(self.spec, epoch)
             self.coming = next(self.plans)
             if self.coming[0] <= self.spec.max_epochs:

@@ -54,8 +54,8 @@ def test_the_same_work_reference_makes_the_training_pipelines_images(tmp_path):
     chosen = [rng.permutation(10)[:4] for _ in range(6)]
     order = np.concatenate(chosen)
     ours = dp.pipeline(dp.FileBatches(dp.Files(paths, labels), iter(chosen)), 4, 32, True, "imagenet", 5, None)
-    ref = dali_bench.same_work_reference([paths[i] for i in order], labels[order], 4, 32, seed=5)
-    other_seed = dali_bench.same_work_reference([paths[i] for i in order], labels[order], 4, 32, seed=6)
+    ref = dali_bench.same_work_reference([paths[i] for i in order], labels[order].tolist(), 4, 32, seed=5)
+    other_seed = dali_bench.same_work_reference([paths[i] for i in order], labels[order].tolist(), 4, 32, seed=6)
     for _ in range(3):
         (x, y), (rx, ry), (ox, _) = ours.run(), ref.run(), other_seed.run()
         x, rx, ox = (np.array(t.as_tensor()) for t in (x, rx, ox))

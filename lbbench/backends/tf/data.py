@@ -15,7 +15,6 @@ from lbbench.backends.dali_pipeline import (
     Files,
     ListedFiles,
     SampleSource,
-    endless,
     named_failure,
     pipeline,
 )
@@ -82,11 +81,7 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, gpu: int | None = Non
 
     if spec.data.augment == "none":  # nothing random: one pipeline for the whole run
         return loader(SampleSource(split, stream), spec.seed * 1000 + rank)
-
-    def epoch_loader(batches: list[np.ndarray], seed: int):
-        return loader(split.listed(batches) or SampleSource(split, endless(batches)), seed)
-
-    return EpochLoaders(spec, rank, epoch, split, epoch_loader)
+    return EpochLoaders(spec, rank, epoch, split, SampleSource, loader)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):

@@ -17,7 +17,6 @@ from lbbench.backends.dali_pipeline import (
     FileBatches,
     Files,
     ListedFiles,
-    endless,
     named_failure,
     pipeline,
 )
@@ -80,11 +79,7 @@ def train_loader(spec: RunSpec, rank: int, epoch: int = 1, step: int = 0, gpu: i
     if spec.data.augment == "none":  # nothing random: one pipeline for the whole run
         return loader(FileBatches(split, stream), spec.seed * 1000 + rank)
     assert step == 0, "runs resume at epoch boundaries"
-
-    def epoch_loader(batches: list[np.ndarray], seed: int):
-        return loader(split.listed(batches) or FileBatches(split, endless(batches)), seed)
-
-    return EpochLoaders(spec, rank, epoch, split, epoch_loader)
+    return EpochLoaders(spec, rank, epoch, split, FileBatches, loader)
 
 
 def eval_batches(spec: RunSpec, rank: int, size: int, gpu: int | None = None):
